@@ -1,0 +1,1 @@
+"""Redis edge: atomic publishing of the caches and the one-writer lock."""

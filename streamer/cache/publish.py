@@ -1,0 +1,75 @@
+"""Atomic cache writes: trending + meta together; suggestions one pipeline per batch; fenced."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from streamer.cache.lock import RedisLock
+from streamer.core.payloads import (
+    TrendingMeta,
+    encode_meta,
+    encode_suggestions,
+    encode_trending,
+    suggestions_key,
+    trending_key,
+    trending_meta_key,
+)
+from streamer.core.scoring import PostCounts
+from streamer.core.suggest import Suggestion
+from streamer.errors import LockLost
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+async def write_atomically(
+    redis: Redis, values: Mapping[str, bytes], ttl_ms: int, lock: RedisLock | None = None
+) -> None:
+    """SET every key with PX ttl in one MULTI/EXEC; with a lock, only while we hold it."""
+    async with redis.pipeline(transaction=True) as pipe:
+        if lock is not None:
+            await pipe.watch(lock.key)
+            holder = await pipe.get(lock.key)
+            if holder is None or _text(holder) != lock.token:
+                lock.held = False
+                raise LockLost(f"lock {lock.key} lost before write; not overwriting")
+        pipe.multi()  # type: ignore[no-untyped-call]
+        for key, value in values.items():
+            pipe.set(key, value, px=ttl_ms)
+        try:
+            await pipe.execute()
+        except WatchError:
+            if lock is not None:
+                lock.held = False
+            raise LockLost(f"lock {lock.key if lock else ''} changed during write") from None
+
+
+async def publish_trending(
+    redis: Redis,
+    window_hours: int,
+    posts: Sequence[PostCounts],
+    meta: TrendingMeta,
+    ttl_ms: int,
+    lock: RedisLock | None = None,
+) -> None:
+    """Write the trending array and its meta together (`[]` when empty)."""
+    values = {
+        trending_key(window_hours): encode_trending(posts),
+        trending_meta_key(window_hours): encode_meta(meta),
+    }
+    await write_atomically(redis, values, ttl_ms, lock)
+
+
+async def publish_suggestions(
+    redis: Redis,
+    batch: Mapping[int, Sequence[Suggestion]],
+    ttl_s: int,
+    lock: RedisLock | None = None,
+) -> None:
+    """One pipeline for a batch of users, each key with its TTL."""
+    values = {suggestions_key(u): encode_suggestions(items) for u, items in batch.items()}
+    await write_atomically(redis, values, ttl_s * 1000, lock)

@@ -1,0 +1,109 @@
+"""Command line: parse, build Settings once, hand over to a mode."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from streamer import __version__
+from streamer.config import Settings, load_settings
+from streamer.errors import ConfigError, StreamerError
+from streamer.ops.logging import setup_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamer", description="Exact stream-driven trending caches.")
+    p.add_argument("--version", action="version", version=f"streamer {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("worker", help="stream mode: the Faust worker")
+    jobs = sub.add_parser("jobs", help="ClickHouse-only mode: trending and suggestions jobs")
+    jobs.add_argument("--once", action="store_true", help="run each selected job once and exit")
+    jobs.add_argument("--job", choices=["trending", "suggestions"], help="run only this job")
+    jobs.add_argument(
+        "--force", action="store_true", help="publish trending even while the stream is fresh"
+    )
+    sub.add_parser("schema", help="create the ClickHouse database and tables (idempotent)")
+    sub.add_parser("check-config", help="validate and print the configuration")
+    sample = sub.add_parser("sample", help="load generated sample data into ClickHouse")
+    sample.add_argument("--events", type=int, default=50_000)
+    sample.add_argument("--posts", type=int, default=2_000)
+    sample.add_argument("--users", type=int, default=1_000)
+    sample.add_argument("--avg-follows", type=int, default=20)
+    demo = sub.add_parser("demo", help="the whole system on this machine")
+    demo.add_argument("--duration", type=float, default=90.0, help="seconds of traffic")
+    demo.add_argument("--rate", type=float, default=2000.0, help="events per second")
+    demo.add_argument("--posts", type=int, default=5_000)
+    demo.add_argument("--users", type=int, default=2_000)
+    sub.add_parser("top", help="print the trending list and its meta from Redis")
+    return p
+
+
+def run_async(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+    """Run a coroutine with SIGTERM/SIGINT setting a stop event it watches."""
+
+    async def wrapper() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await main(stop)
+
+    return asyncio.run(wrapper())
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    cmd = args.command
+    if cmd == "check-config":
+        from streamer.modes.admin import check_config
+
+        return check_config(settings)
+    if cmd == "schema":
+        from streamer.modes.admin import schema
+
+        return run_async(lambda stop: schema(settings))
+    if cmd == "sample":
+        from streamer.modes.admin import sample
+
+        return run_async(lambda stop: sample(settings, args))
+    if cmd == "jobs":
+        from streamer.modes.jobs_mode import run_jobs
+
+        return run_async(lambda stop: run_jobs(settings, args.once, args.job, args.force, stop))
+    if cmd == "top":
+        from streamer.modes.admin import top
+
+        return run_async(lambda stop: top(settings))
+    if cmd == "worker":
+        from streamer.stream.worker import run_worker
+
+        return run_worker(settings)
+    if cmd == "demo":
+        from streamer.demo.runner import run_demo
+
+        return run_demo(settings, args)
+    raise AssertionError(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `streamer` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"streamer: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        return _dispatch(args, settings)
+    except ConfigError as exc:
+        print(f"streamer: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except StreamerError as exc:
+        print(f"streamer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0

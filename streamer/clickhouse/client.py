@@ -1,0 +1,118 @@
+"""One async facade over clickhouse-connect that works the same on chDB and on HTTP servers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+
+from streamer.config import Settings, mask_url
+from streamer.errors import StreamerError
+
+# chDB allows one session per directory per process: share clients by DSN.
+_EMBEDDED: dict[str, Any] = {}
+_EMBEDDED_GUARD = threading.Lock()
+
+
+class ClickHouseError(StreamerError):
+    """Raised when ClickHouse is unreachable, times out or rejects a query."""
+
+
+def _connect(dsn: str, timeout_s: float) -> Any:
+    """Open a clickhouse-connect client for an http(s):// or chdb:// DSN."""
+    if dsn.startswith("chdb://"):
+        with _EMBEDDED_GUARD:
+            client = _EMBEDDED.get(dsn)
+            if client is None:
+                path = dsn.removeprefix("chdb://")
+                import os
+
+                os.makedirs(path, exist_ok=True)
+                client = clickhouse_connect.get_client(dsn=dsn)
+                _EMBEDDED[dsn] = client
+            return client
+    parts = urlsplit(dsn)
+    return clickhouse_connect.get_client(
+        host=parts.hostname,
+        port=parts.port or (8443 if parts.scheme == "https" else 8123),
+        username=parts.username or "default",
+        password=parts.password or "",
+        secure=parts.scheme == "https",
+        connect_timeout=timeout_s,
+        send_receive_timeout=timeout_s,
+    )
+
+
+class ClickHouse:
+    """Runs queries off the event loop, one at a time per client, with a timeout."""
+
+    def __init__(self, dsn: str, database: str, timeout_ms: int) -> None:
+        self.dsn = dsn
+        self.database = database
+        self.timeout_ms = timeout_ms
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClickHouse:
+        """Client for the configured ClickHouse."""
+        return cls(settings.clickhouse_dsn, settings.clickhouse_database, settings.job_ch_timeout_ms)
+
+    @property
+    def embedded(self) -> bool:
+        """True for the in-process chDB engine."""
+        return self.dsn.startswith("chdb://")
+
+    def _settings(self) -> dict[str, Any]:
+        return {"max_execution_time": max(1, self.timeout_ms // 1000)}
+
+    def _get(self) -> Any:
+        if self._client is None:
+            self._client = _connect(self.dsn, self.timeout_ms / 1000)
+        return self._client
+
+    def _call(self, fn: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            try:
+                return getattr(self._get(), fn)(*args, **kwargs)
+            except Exception as exc:
+                self._client = None if not self.embedded else self._client
+                raise ClickHouseError(
+                    f"ClickHouse {mask_url(self.dsn)}: {type(exc).__name__}: {str(exc)[:300]}"
+                ) from exc
+
+    async def _run(self, fn: str, *args: Any, **kwargs: Any) -> Any:
+        timeout_s = self.timeout_ms / 1000 + 1
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._call, fn, *args, **kwargs), timeout_s
+            )
+        except TimeoutError:
+            raise ClickHouseError(f"ClickHouse query timed out after {self.timeout_ms} ms") from None
+
+    async def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """Run DDL or a statement without rows."""
+        return await self._run("command", sql, parameters=parameters, settings=self._settings())
+
+    async def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run a SELECT and return its rows."""
+        result = await self._run("query", sql, parameters=parameters, settings=self._settings())
+        return list(result.result_rows)
+
+    async def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        """Insert rows into database.table."""
+        if rows:
+            await self._run(
+                "insert", table, list(rows), column_names=list(columns), database=self.database,
+                settings=self._settings(),
+            )
+
+    def close(self) -> None:
+        """Close an HTTP client (embedded clients live for the process)."""
+        if self._client is not None and not self.embedded:
+            self._client.close()
+        self._client = None

@@ -1,0 +1,154 @@
+"""Batch queries shared by ClickHouse-only mode and reconciliation; each event_id counts once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from streamer.clickhouse.client import ClickHouse
+from streamer.core.events import EVENT_TYPES, Event
+from streamer.core.scoring import PostCounts
+from streamer.core.suggest import Suggestion, rank_suggestions
+from streamer.core.window import Window
+
+EVENT_COLUMNS = ("event_id", "post_id", "user_id", "event_type", "event_time")
+FUTURE_TOLERANCE_MS = 5 * 60 * 1000
+_TYPES_SQL = ", ".join(f"'{t}'" for t in EVENT_TYPES)
+
+_DEDUPED_IN_WINDOW = """
+    SELECT event_id, any(post_id) AS pid, any(event_type) AS etype
+    FROM {db}.post_events
+    WHERE event_time >= fromUnixTimestamp64Milli({{start_ms:Int64}}, 'UTC')
+      AND event_time < fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')
+      AND event_type IN ({types})
+    GROUP BY event_id
+"""
+
+_COUNTS = """
+    SELECT pid AS post_id,
+           countIf(etype = 'view') AS views, countIf(etype = 'like') AS likes,
+           countIf(etype = 'comment') AS comments, countIf(etype = 'share') AS shares
+    FROM ({deduped}) {where}
+    GROUP BY pid
+"""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ms_to_datetime(ts_ms: int) -> datetime:
+    """Exact epoch-ms to aware datetime (no float rounding)."""
+    return _EPOCH + timedelta(milliseconds=ts_ms)
+
+
+def _window_params(window: Window) -> dict[str, int]:
+    return {"start_ms": window.start_ms, "end_ms": window.end_ms}
+
+
+async def trending(ch: ClickHouse, window: Window, k: int) -> list[PostCounts]:
+    """Exact top-k posts over the window, ranked as the contract says."""
+    deduped = _DEDUPED_IN_WINDOW.format(db=ch.database, types=_TYPES_SQL)
+    sql = (
+        _COUNTS.format(deduped=deduped, where="")
+        + " ORDER BY views + 20 * likes + 30 * comments + 50 * shares DESC, post_id ASC"
+        + " LIMIT {k:UInt32}"
+    )
+    rows = await ch.rows(sql, {**_window_params(window), "k": k})
+    return [PostCounts(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+
+async def post_counts(ch: ClickHouse, window: Window, post_ids: Sequence[int]) -> list[PostCounts]:
+    """Window counters of the given posts (for reconciliation)."""
+    if not post_ids:
+        return []
+    deduped = _DEDUPED_IN_WINDOW.format(db=ch.database, types=_TYPES_SQL)
+    sql = _COUNTS.format(deduped=deduped, where="WHERE pid IN {posts:Array(UInt64)}")
+    rows = await ch.rows(sql, {**_window_params(window), "posts": list(post_ids)})
+    return [PostCounts(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+
+async def distinct_events(ch: ClickHouse, window: Window) -> int:
+    """Number of distinct valid event ids in the window."""
+    deduped = _DEDUPED_IN_WINDOW.format(db=ch.database, types=_TYPES_SQL)
+    rows = await ch.rows(f"SELECT count() FROM ({deduped})", _window_params(window))
+    return int(rows[0][0])
+
+
+async def active_users(ch: ClickHouse, now_ms: int, days: int = 7) -> list[int]:
+    """Users with any event in [now - days, now + 5 min] (event time), ascending."""
+    sql = f"""
+        SELECT DISTINCT user_id FROM {ch.database}.post_events
+        WHERE event_time >= fromUnixTimestamp64Milli({{start_ms:Int64}}, 'UTC')
+          AND event_time <= fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')
+          AND event_type IN ({_TYPES_SQL})
+        ORDER BY user_id
+    """
+    start_ms = now_ms - days * 86_400_000
+    rows = await ch.rows(sql, {"start_ms": start_ms, "end_ms": now_ms + FUTURE_TOLERANCE_MS})
+    return [int(r[0]) for r in rows]
+
+
+_SUGGEST = """
+    WITH
+      direct AS (
+        SELECT DISTINCT follower_id AS u, followee_id AS f FROM {db}.follows
+        WHERE follower_id IN {{users:Array(UInt64)}}),
+      second AS (
+        SELECT DISTINCT follower_id AS f, followee_id AS c FROM {db}.follows
+        WHERE follower_id IN (SELECT f FROM direct)),
+      degree AS (SELECT f, count() AS d FROM second GROUP BY f)
+    SELECT d1.u AS u, s.c AS c, count() AS mutual, sum(1 / log(2 + deg.d)) AS score
+    FROM direct AS d1
+    INNER JOIN second AS s ON s.f = d1.f
+    INNER JOIN degree AS deg ON deg.f = d1.f
+    WHERE s.c != d1.u AND (d1.u, s.c) NOT IN (SELECT u, f FROM direct)
+    GROUP BY u, c
+    ORDER BY u, score DESC, mutual DESC, c ASC
+    LIMIT {{limit:UInt32}} BY u
+"""
+# Extra rows per user so the 1e-9 tie rule can reorder near-equal scores at the cut.
+_TIE_MARGIN = 10
+
+
+async def suggestions(
+    ch: ClickHouse, users: Sequence[int], per_user: int
+) -> dict[int, list[Suggestion]]:
+    """Adamic-Adar suggestions for a batch of users, computed by a 2-hop join in ClickHouse."""
+    out: dict[int, list[Suggestion]] = {u: [] for u in users}
+    if not users:
+        return out
+    rows = await ch.rows(
+        _SUGGEST.format(db=ch.database),
+        {"users": list(users), "limit": per_user + _TIE_MARGIN},
+    )
+    cands: dict[int, list[Suggestion]] = {}
+    for u, c, mutual, score in rows:
+        cands.setdefault(int(u), []).append(Suggestion(int(c), float(score), int(mutual)))
+    for u, items in cands.items():
+        out[u] = rank_suggestions(items, per_user)
+    return out
+
+
+def event_rows(events: Sequence[Event]) -> list[list[object]]:
+    """Rows for an insert into post_events (event_time as epoch ms in UTC)."""
+    return [[e.event_id, e.post_id, e.user_id, e.event_type, ms_to_datetime(e.ts_ms)] for e in events]
+
+
+async def insert_events(ch: ClickHouse, events: Sequence[Event]) -> None:
+    """Write accepted events to post_events."""
+    await ch.insert("post_events", event_rows(events), EVENT_COLUMNS)
+
+
+async def insert_follows(ch: ClickHouse, edges: Sequence[tuple[int, int, int]]) -> None:
+    """Write follow edges (follower, followee, created_at_ms)."""
+    rows = [[a, b, ms_to_datetime(ts)] for a, b, ts in edges]
+    await ch.insert("follows", rows, ("follower_id", "followee_id", "created_at"))
+
+
+@dataclass(frozen=True, slots=True)
+class GraphStats:
+    """Size of the follow graph."""
+
+    edges: int
+    users: int

@@ -1,0 +1,188 @@
+"""Settings: the only reader of the environment; validated once, frozen, secrets masked."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamer.errors import ConfigError
+
+_POSITIVE = Field(gt=0, strict=False)
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL so it can be printed or logged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+class Settings(BaseSettings):
+    """Every variable of the contract, with its default; field name = lower-case env name."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    clickhouse_url: str = ""  # empty = embedded chDB in STREAMER_DATA_DIR/clickhouse
+    clickhouse_database: str = "nova"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_events_topic: str = "nova.engagement.events"
+    kafka_dlq_topic: str = "nova.engagement.events.dlq"
+    streamer_app_id: str = "nova-streamer"
+    streamer_data_dir: Path = Path("./.streamer")
+    streamer_web_port: int = Field(default=6066, gt=0, lt=65536)
+    job_trending_interval_sec: int = Field(default=60, gt=0)
+    job_trending_window_hours: int = Field(default=1, gt=0)
+    job_trending_topk: int = Field(default=50, gt=0)
+    job_suggestion_interval_sec: int = Field(default=600, gt=0)
+    job_suggestion_batch_size: int = Field(default=100, gt=0)
+    job_suggestions_per_user: int = Field(default=20, gt=0)
+    job_ch_timeout_ms: int = Field(default=10000, gt=0)
+    job_redis_pool_size: int = Field(default=10, gt=0)
+    job_max_concurrent: int = Field(default=2, gt=0)
+    job_reconcile_interval_sec: int = Field(default=600, gt=0)
+    job_suggestion_active_days: int = Field(default=7, gt=0)
+    # Stream-mode knobs beyond the contract.
+    streamer_table_store: str = "rocksdb"  # rocksdb | memory
+    streamer_clickhouse_sink: bool = True
+    streamer_sink_batch_size: int = Field(default=5000, gt=0)
+    streamer_sink_flush_ms: int = Field(default=1000, gt=0)
+    streamer_topic_partitions: int = Field(default=4, gt=0)
+    streamer_fallback_after_sec: int = Field(default=180, gt=0)
+    reconcile_drift_threshold: float = Field(default=0.0, ge=0)
+    reconcile_drift_runs: int = Field(default=2, gt=0)
+    log_level: str = "INFO"
+    log_format: str = "text"  # text | json
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss") or not urlsplit(value).hostname:
+            raise ValueError("must be a redis:// or rediss:// URL with a host")
+        return value
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _clickhouse_scheme(cls, value: str) -> str:
+        if value == "":
+            return value
+        parts = urlsplit(value)
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return value
+        if parts.scheme == "chdb" and not parts.netloc and parts.path.startswith("/"):
+            return value
+        raise ValueError("must be http(s)://user:pass@host:port or chdb:///absolute/path")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        hosts = [h.strip() for h in value.split(",")]
+        if not all(h and ":" in h and h.rsplit(":", 1)[1].isdigit() for h in hosts):
+            raise ValueError("must be a comma-separated list of host:port")
+        return value
+
+    @field_validator("clickhouse_database")
+    @classmethod
+    def _db_name(cls, value: str) -> str:
+        if not value or not value.replace("_", "").isalnum():
+            raise ValueError("must be a non-empty identifier (letters, digits, _)")
+        return value
+
+    @field_validator("streamer_table_store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if value not in ("rocksdb", "memory"):
+            raise ValueError("must be 'rocksdb' or 'memory'")
+        return value
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, value: str) -> str:
+        if value not in ("text", "json"):
+            raise ValueError("must be 'text' or 'json'")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value.upper()
+
+    # ---- derived values -------------------------------------------------------------
+    @property
+    def trending_ttl_ms(self) -> int:
+        """Trending TTL is derived: 1.5 x the publish interval."""
+        return self.job_trending_interval_sec * 1500
+
+    @property
+    def suggestions_ttl_s(self) -> int:
+        """Suggestions TTL is derived: 2 x the job interval."""
+        return self.job_suggestion_interval_sec * 2
+
+    @property
+    def window_minutes(self) -> int:
+        """Window length in minutes."""
+        return self.job_trending_window_hours * 60
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """Explicit URL, or the embedded chDB directory as an absolute chdb:// DSN."""
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        path = (self.streamer_data_dir / "clickhouse").resolve()
+        return f"chdb://{path}"
+
+    @property
+    def clickhouse_embedded(self) -> bool:
+        """True when ClickHouse is the in-process chDB engine."""
+        return self.clickhouse_dsn.startswith("chdb://")
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as env-name -> value, with URL passwords masked."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, str) and "://" in value:
+                value = mask_url(value)
+            out[name.upper()] = str(value) if isinstance(value, Path) else value
+        out["TRENDING_TTL_S (derived)"] = self.trending_ttl_ms / 1000
+        out["SUGGESTIONS_TTL_S (derived)"] = self.suggestions_ttl_s
+        return out
+
+
+_INT_FIELDS_MESSAGE = "must be a whole number > 0"
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from the environment; raise ConfigError naming the first bad variable."""
+    source = dict(os.environ if env is None else env)
+    for name, field in Settings.model_fields.items():
+        raw = source.get(name.upper())
+        if raw is not None and field.annotation is int:
+            stripped = raw.strip()
+            if not stripped.isdigit() or int(stripped) <= 0:
+                raise ConfigError(name.upper(), f"{_INT_FIELDS_MESSAGE} (got {raw!r})")
+    try:
+        if env is None:
+            return Settings(**overrides)
+        values: dict[str, Any] = {
+            k.lower(): v for k, v in source.items() if k.lower() in Settings.model_fields
+        }
+        values.update(overrides)
+        return Settings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        variable = str(err["loc"][0]).upper() if err["loc"] else "configuration"
+        rule = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(variable, f"{rule} (got {err.get('input')!r})") from None

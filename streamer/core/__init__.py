@@ -1,0 +1,1 @@
+"""Pure core: no I/O. Scoring, windows, top-K, dedup, suggestions, payloads."""

@@ -1,0 +1,133 @@
+"""Decode and validate engagement events exactly as the contract says."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streamer.errors import InvalidEvent
+
+EVENT_TYPES: tuple[str, ...] = ("view", "like", "comment", "share")
+EVENT_TYPE_INDEX: dict[str, int] = {name: i for i, name in enumerate(EVENT_TYPES)}
+MAX_ID = 2**63 - 1
+MAX_EVENT_ID_CHARS = 128
+FUTURE_TOLERANCE_MS = 5 * 60 * 1000
+_FIELDS = ("event_id", "post_id", "user_id", "event_type", "ts")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One valid engagement event."""
+
+    event_id: str
+    post_id: int
+    user_id: int
+    event_type: str
+    ts_ms: int
+
+    @property
+    def type_index(self) -> int:
+        """Index of the event type in (view, like, comment, share)."""
+        return EVENT_TYPE_INDEX[self.event_type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form of the event."""
+        return {
+            "event_id": self.event_id,
+            "post_id": self.post_id,
+            "user_id": self.user_id,
+            "event_type": self.event_type,
+            "ts": self.ts_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """What goes to the DLQ: the bytes to write and the reason for the `error` header."""
+
+    payload: bytes
+    reason: str
+    detail: str
+
+    @property
+    def header(self) -> str:
+        """Value of the `error` header."""
+        return f"{self.reason}: {self.detail}"
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Result of decoding one Kafka message."""
+
+    events: list[Event]
+    dead: list[DeadLetter]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_id(obj: dict[str, Any], name: str) -> int:
+    value = obj[name]
+    if not _is_int(value):
+        raise InvalidEvent("invalid_type", f"{name} must be an integer")
+    if not 0 <= value <= MAX_ID:
+        raise InvalidEvent("out_of_range", f"{name} must be in 0..2^63-1")
+    return int(value)
+
+
+def validate_event(obj: object, now_ms: int) -> Event:
+    """Turn one decoded JSON value into an Event or raise InvalidEvent with a reason."""
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not_an_object", "event must be a JSON object")
+    for name in _FIELDS:
+        if name not in obj:
+            raise InvalidEvent("missing_field", f"{name} is missing")
+    event_id = obj["event_id"]
+    if not isinstance(event_id, str):
+        raise InvalidEvent("invalid_type", "event_id must be a string")
+    if not 1 <= len(event_id) <= MAX_EVENT_ID_CHARS:
+        raise InvalidEvent("out_of_range", "event_id must have 1-128 characters")
+    post_id = _check_id(obj, "post_id")
+    user_id = _check_id(obj, "user_id")
+    event_type = obj["event_type"]
+    if not isinstance(event_type, str):
+        raise InvalidEvent("invalid_type", "event_type must be a string")
+    if event_type not in EVENT_TYPE_INDEX:
+        raise InvalidEvent("unknown_event_type", f"event_type {event_type[:32]!r} is unknown")
+    ts = obj["ts"]
+    if not _is_int(ts):
+        raise InvalidEvent("invalid_type", "ts must be an integer (epoch milliseconds)")
+    if ts > now_ms + FUTURE_TOLERANCE_MS:
+        raise InvalidEvent("future_ts", "ts is more than 5 minutes in the future")
+    return Event(event_id, post_id, user_id, event_type, int(ts))
+
+
+def decode_message(value: bytes | None, now_ms: int) -> Decoded:
+    """Decode one message (an event or a JSON array of events) into valid and dead events."""
+    try:
+        doc = orjson.loads(value if value is not None else b"")
+    except orjson.JSONDecodeError:
+        return Decoded([], [DeadLetter(value or b"", "invalid_json", "value is not UTF-8 JSON")])
+    if isinstance(doc, dict):
+        try:
+            return Decoded([validate_event(doc, now_ms)], [])
+        except InvalidEvent as exc:
+            return Decoded([], [DeadLetter(value or b"", exc.reason, exc.detail)])
+    if not isinstance(doc, list):
+        detail = "value must be an event object or an array of event objects"
+        return Decoded([], [DeadLetter(value or b"", "not_an_object", detail)])
+    out = Decoded([], [])
+    for member in doc:
+        try:
+            out.events.append(validate_event(member, now_ms))
+        except InvalidEvent as exc:
+            out.dead.append(DeadLetter(orjson.dumps(member), exc.reason, exc.detail))
+    return out
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """Encode events as a JSON array (a batch message)."""
+    return orjson.dumps([e.to_dict() for e in events])

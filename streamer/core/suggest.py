@@ -1,0 +1,62 @@
+"""Suggested users: Adamic-Adar over second-degree follows, ranked as the contract says."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SCORE_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    """One suggested account for a user."""
+
+    user_id: int
+    score: float
+    mutual_count: int
+
+    def to_payload(self) -> dict[str, Any]:
+        """One entry of the suggestions array."""
+        return {"user_id": self.user_id, "score": self.score, "mutual_count": self.mutual_count}
+
+
+def adamic_adar_weight(out_degree: int) -> float:
+    """Contribution of one intermediary f with |F(f)| = out_degree."""
+    return 1.0 / math.log(2 + out_degree)
+
+
+def rank_suggestions(candidates: Iterable[Suggestion], limit: int) -> list[Suggestion]:
+    """Score desc (ties within 1e-9), then mutual_count desc, then user_id asc; keep `limit`."""
+    by_score = sorted(candidates, key=lambda s: (-s.score, -s.mutual_count, s.user_id))
+    ranked: list[Suggestion] = []
+    group: list[Suggestion] = []
+    for cand in by_score:
+        if group and group[-1].score - cand.score > SCORE_TOLERANCE:
+            ranked.extend(sorted(group, key=lambda s: (-s.mutual_count, s.user_id)))
+            group = []
+            if len(ranked) >= limit:
+                break
+        group.append(cand)
+    ranked.extend(sorted(group, key=lambda s: (-s.mutual_count, s.user_id)))
+    return ranked[:limit]
+
+
+def suggest_for_user(
+    user_id: int, follows: Mapping[int, Iterable[int]], limit: int
+) -> list[Suggestion]:
+    """Brute-force suggestions for one user from an adjacency map (follower -> followees)."""
+    direct = set(follows.get(user_id, ()))
+    score: dict[int, float] = {}
+    mutual: dict[int, int] = {}
+    for friend in sorted(direct):
+        second = set(follows.get(friend, ()))
+        weight = adamic_adar_weight(len(second))
+        for cand in second:
+            if cand == user_id or cand in direct:
+                continue
+            score[cand] = score.get(cand, 0.0) + weight
+            mutual[cand] = mutual.get(cand, 0) + 1
+    return rank_suggestions((Suggestion(c, score[c], mutual[c]) for c in score), limit)

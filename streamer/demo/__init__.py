@@ -1,0 +1,1 @@
+"""Embedded demo: local services, generated graph and traffic, live view."""

@@ -1,0 +1,1 @@
+"""Periodic jobs: interface, runner, trending, suggestions, reconcile (no stream imports)."""

@@ -1,0 +1,1 @@
+"""Thin entry points of each command, built from Settings."""

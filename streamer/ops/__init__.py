@@ -1,0 +1,1 @@
+"""Operations edge: metrics, HTTP endpoints, logging."""

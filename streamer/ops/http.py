@@ -1,0 +1,44 @@
+"""The HTTP side of a process: /metrics, /healthz, /readyz on STREAMER_WEB_PORT."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from streamer.ops.metrics import render
+
+ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+def build_app(readiness: ReadinessCheck) -> web.Application:
+    """aiohttp app serving the three endpoints."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        try:
+            ready, detail = await readiness()
+        except Exception as exc:
+            ready, detail = False, f"{type(exc).__name__}: {exc}"
+        status = 200 if ready else 503
+        return web.json_response({"ready": ready, "detail": detail}, status=status)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def start_http(port: int, readiness: ReadinessCheck, host: str = "0.0.0.0") -> web.AppRunner:
+    """Start serving; the caller awaits `runner.cleanup()` on shutdown."""
+    runner = web.AppRunner(build_app(readiness), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
