@@ -1,0 +1,86 @@
+"""Shared fixtures: a private redis-server, a tansu broker and an embedded ClickHouse directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from streamer.clickhouse.client import ClickHouse
+from streamer.clickhouse.schema import create_schema
+from streamer.config import Settings, load_settings
+from streamer.demo.services import LocalService, start_redis, start_tansu
+
+
+@pytest.fixture(scope="session")
+def redis_service() -> Iterator[LocalService]:
+    """One private redis-server for the test session."""
+    svc = start_redis()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_service() -> Iterator[LocalService]:
+    """One tansu broker for the test session (tests use unique topic names)."""
+    svc = start_tansu()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def redis_url(redis_service: LocalService) -> str:
+    """URL of the private Redis; the database is flushed before each test."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis(port=redis_service.port)
+    client.flushall()
+    client.close()
+    return f"redis://127.0.0.1:{redis_service.port}/0"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    """asyncio client on the private Redis."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A fresh STREAMER_DATA_DIR."""
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def settings(redis_url: str, data_dir: Path) -> Settings:
+    """Settings pointing at the private Redis and a fresh embedded ClickHouse."""
+    env = {
+        "REDIS_URL": redis_url,
+        "STREAMER_DATA_DIR": str(data_dir),
+        "STREAMER_TABLE_STORE": "memory",
+    }
+    return load_settings(env)
+
+
+@pytest.fixture
+async def clickhouse(settings: Settings) -> ClickHouse:
+    """Embedded ClickHouse with the schema created."""
+    ch = ClickHouse.from_settings(settings)
+    await create_schema(ch)
+    return ch
+
+
+@pytest.fixture
+def subprocess_env(settings: Settings) -> dict[str, str]:
+    """Environment for running `streamer` as a child process against the test services."""
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in settings.masked().items() if "(derived)" not in k})
+    env["REDIS_URL"] = settings.redis_url
+    return env
