@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh Debian/Ubuntu machine with Python 3.11+:
+# redis-server (Debian package) when missing, a virtualenv in .venv, the package with its dev extra.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null; then
+  echo "setup: Python 3.11+ is required (found: $("$PYTHON" --version 2>&1))" >&2
+  exit 1
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "setup: installing redis-server (Debian package)…"
+  SUDO=""
+  if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating virtualenv .venv…"
+  "$PYTHON" -m venv .venv
+fi
+STAMP=.venv/.streamer-installed
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+  echo "setup: installing streamer and its dependencies into .venv (first run takes a minute)…"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$STAMP"
+fi
+echo "setup: ready (.venv/bin/streamer)"

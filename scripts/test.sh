@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up if needed, then run lint, types and the whole test suite (services are started by the tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check streamer tests benchmarks
+.venv/bin/mypy
+exec .venv/bin/pytest -q -p no:cacheprovider "$@"
