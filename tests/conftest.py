@@ -58,21 +58,33 @@ def data_dir(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one embedded ClickHouse directory of this test process.
+
+    chDB opens a single path per process ("EmbeddedServer already initialized with path"),
+    and a path in a single process; tests share it and get an emptied database instead.
+    """
+    return tmp_path_factory.mktemp("chdb").resolve()
+
+
 @pytest.fixture
-def settings(redis_url: str, data_dir: Path) -> Settings:
-    """Settings pointing at the private Redis and a fresh embedded ClickHouse."""
+def settings(redis_url: str, data_dir: Path, chdb_dir: Path) -> Settings:
+    """Settings pointing at the private Redis and the session's embedded ClickHouse."""
     env = {
         "REDIS_URL": redis_url,
         "STREAMER_DATA_DIR": str(data_dir),
         "STREAMER_TABLE_STORE": "memory",
+        "CLICKHOUSE_URL": f"chdb://{chdb_dir}",
     }
     return load_settings(env)
 
 
 @pytest.fixture
 async def clickhouse(settings: Settings) -> ClickHouse:
-    """Embedded ClickHouse with the schema created."""
+    """Embedded ClickHouse with the schema created in an emptied database."""
     ch = ClickHouse.from_settings(settings)
+    await ch.command(f"DROP DATABASE IF EXISTS {settings.clickhouse_database}")
     await create_schema(ch)
     return ch
 
@@ -83,4 +95,7 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env.update({k: str(v) for k, v in settings.masked().items() if "(derived)" not in k})
     env["REDIS_URL"] = settings.redis_url
+    # The test process holds the session's chDB path; a child gets its own embedded
+    # ClickHouse in STREAMER_DATA_DIR/clickhouse (seed it from a child process too).
+    env["CLICKHOUSE_URL"] = ""
     return env
