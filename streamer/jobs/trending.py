@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -14,6 +15,8 @@ from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.config import Settings
 from streamer.core.payloads import TrendingMeta, trending_meta_key
+from streamer.core.reconcile import TAKEOVER_FACTOR
+from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
 from streamer.jobs.base import Job
 from streamer.ops.metrics import MODE, PUBLISH_AGE, PUBLISH_DURATION, PUBLISH_TOTAL
@@ -26,18 +29,66 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-async def stream_is_fresh(redis: Redis, settings: Settings, now_ms: int) -> bool:
-    """True when a stream worker published within the last 2 intervals."""
+async def read_meta(redis: Redis, settings: Settings) -> dict[str, Any] | None:
+    """The trending meta object, or None when missing or unreadable (treated as stale)."""
     raw = await redis.get(trending_meta_key(settings.job_trending_window_hours))
     if raw is None:
+        return None
+    try:
+        meta = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+async def stream_is_fresh(redis: Redis, settings: Settings, now_ms: int) -> bool:
+    """True when someone else published within the standby takeover age (1.2 intervals)."""
+    meta = await read_meta(redis, settings)
+    if meta is None:
         return False
-    meta = orjson.loads(raw)
     age_ms = now_ms - int(meta.get("generated_at_ms", 0))
-    return meta.get("mode") == "stream" and age_ms < 2 * settings.job_trending_interval_sec * 1000
+    return age_ms < TAKEOVER_FACTOR * settings.job_trending_interval_sec * 1000
+
+
+async def clickhouse_trending(
+    settings: Settings, ch: ClickHouse, now_ms: int, extra: dict[str, Any] | None = None,
+    partitions: list[int] | None = None,
+) -> tuple[list[PostCounts], TrendingMeta]:
+    """The ClickHouse top-K over window_at(now) and its meta (mode "clickhouse")."""
+    window = window_at(now_ms, settings.window_minutes)
+    posts = await queries.trending(ch, window, settings.job_trending_topk)
+    return posts, TrendingMeta(now_ms, window, "clickhouse", partitions or [], extra=extra)
+
+
+def record_publish(mode: str, started: float) -> None:
+    """Publish metrics shared by every ClickHouse-mode writer."""
+    PUBLISH_TOTAL.labels(mode=mode).inc()
+    PUBLISH_DURATION.observe(time.perf_counter() - started)
+    PUBLISH_AGE.set(0)
+    MODE.labels(mode=mode).set(1)
+    MODE.labels(mode="stream" if mode == "clickhouse" else "clickhouse").set(0)
+
+
+async def publish_clickhouse_trending(
+    settings: Settings, ch: ClickHouse, redis: Redis, now_ms: int,
+    lock: RedisLock | None = None, extra: dict[str, Any] | None = None,
+    partitions: list[int] | None = None,
+) -> int:
+    """Query ClickHouse and write value + meta together; returns the number of posts.
+
+    The stream merger calls this for its drift and stale-stream fallbacks (with
+    extra={"reason": ...} and its partitions)."""
+    started = time.perf_counter()
+    posts, meta = await clickhouse_trending(settings, ch, now_ms, extra, partitions)
+    await publish_trending(
+        redis, settings.job_trending_window_hours, posts, meta, settings.trending_ttl_ms, lock
+    )
+    record_publish("clickhouse", started)
+    return len(posts)
 
 
 class ClickHouseTrendingJob(Job):
-    """Publishes trending from ClickHouse; as a standby only while the stream is stale."""
+    """Publishes trending from ClickHouse every interval (`jobs --force`, `jobs --once`)."""
 
     name = "trending"
     exclusive = True
@@ -60,26 +111,18 @@ class ClickHouseTrendingJob(Job):
         self.on_published = on_published
 
     async def should_run(self) -> tuple[bool, str]:
-        """A standby stays quiet while the stream publishes."""
+        """A standby stays quiet while someone else publishes."""
         if self.standby and await stream_is_fresh(self.redis, self.settings, self.clock()):
-            return False, "stream mode is publishing"
+            return False, "another publisher is fresh"
         return True, ""
 
     async def run(self, lock: RedisLock | None) -> str:
         """Query, then write value and meta together."""
-        started = time.perf_counter()
         now_ms = self.clock()
-        window = window_at(now_ms, self.settings.window_minutes)
-        posts = await queries.trending(self.ch, window, self.settings.job_trending_topk)
-        meta = TrendingMeta(now_ms, window, "clickhouse", [])
-        await publish_trending(
-            self.redis, self.settings.job_trending_window_hours, posts, meta,
-            self.settings.trending_ttl_ms, lock,
+        n = await publish_clickhouse_trending(
+            self.settings, self.ch, self.redis, now_ms, lock, extra={"publisher": "jobs"}
         )
-        PUBLISH_TOTAL.labels(mode="clickhouse").inc()
-        PUBLISH_DURATION.observe(time.perf_counter() - started)
-        PUBLISH_AGE.set(0)
-        MODE.labels(mode="clickhouse").set(1)
         if self.on_published is not None:
             await self.on_published()
-        return f"published {len(posts)} posts for [{window.start_ms}, {window.end_ms})"
+        window = window_at(now_ms, self.settings.window_minutes)
+        return f"published {n} posts for [{window.start_ms}, {window.end_ms})"

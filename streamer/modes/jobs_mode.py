@@ -1,4 +1,10 @@
-"""`streamer jobs`: ClickHouse-only mode (also the standby beside stream workers)."""
+"""`streamer jobs`: ClickHouse-only mode, which is also the standby beside stream workers.
+
+Default: trending runs as a standby (publishes only while no one else keeps the key fresh,
+which, with no workers at all, means every interval). `--force`: publish every interval
+regardless. `--once`: one run of each selected job (trending skipped while the stream is fresh
+unless `--force`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.config import Settings
 from streamer.jobs.base import Job
 from streamer.jobs.runner import JobRunner
+from streamer.jobs.standby import StandbyTrending
 from streamer.jobs.suggestions import SuggestionsJob
 from streamer.jobs.trending import ClickHouseTrendingJob
 from streamer.ops.http import start_http
@@ -24,8 +31,12 @@ async def run_jobs(
     ch = ClickHouse.from_settings(settings)
     redis = make_redis(settings)
     jobs: list[Job] = []
+    standby: StandbyTrending | None = None
     if only in (None, "trending"):
-        jobs.append(ClickHouseTrendingJob(settings, ch, redis, standby=not force))
+        if once or force:
+            jobs.append(ClickHouseTrendingJob(settings, ch, redis, standby=not force))
+        else:
+            standby = StandbyTrending(settings, ch, redis)
     if only in (None, "suggestions"):
         jobs.append(SuggestionsJob(settings, ch, redis))
     runner = JobRunner(jobs, redis, settings.job_max_concurrent)
@@ -35,15 +46,19 @@ async def run_jobs(
 
         async def ready() -> tuple[bool, str]:
             await redis.ping()
-            return True, "redis reachable"
+            role = f"; trending standby {standby.state}" if standby is not None else ""
+            return True, "redis reachable" + role
 
         http = await start_http(settings.streamer_web_port, ready)
-        log.info("jobs mode running: %s", ", ".join(j.name for j in jobs))
-        task = asyncio.create_task(runner.run_forever())
+        names = [j.name for j in jobs] + (["trending (standby)"] if standby else [])
+        log.info("jobs mode running: %s", ", ".join(names))
+        tasks = [asyncio.create_task(runner.run_forever())]
+        if standby is not None:
+            tasks.append(asyncio.create_task(standby.run_forever(stop)))
         await stop.wait()
         log.info("stopping jobs mode")
         runner.stop()
-        await task
+        await asyncio.gather(*tasks)
         await http.cleanup()
         return 0
     finally:

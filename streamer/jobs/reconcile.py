@@ -1,0 +1,110 @@
+"""Reconciliation: the stream's snapshot against ClickHouse over the same window, and drift policy.
+
+The stream merger builds a `StreamSnapshot` and calls `Reconciler.run` every
+JOB_RECONCILE_INTERVAL_SEC; this module never imports the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import orjson
+from redis.asyncio import Redis
+
+from streamer.clickhouse import queries
+from streamer.clickhouse.client import ClickHouse
+from streamer.config import Settings
+from streamer.core.payloads import reconcile_key
+from streamer.core.reconcile import DriftPolicy, ReconcileReport, StreamSnapshot, compare, is_drift
+from streamer.core.topk import merge_partials
+from streamer.jobs.trending import Clock, wall_ms
+from streamer.ops.metrics import MODE, RECONCILE_DRIFT, RECONCILE_MAX_DELTA, RECONCILE_OVERLAP
+
+log = logging.getLogger("streamer.reconcile")
+FLUSH_MARGIN_S = 2.0
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def export_metrics(report: ReconcileReport, use_clickhouse: bool) -> None:
+    """Set the reconcile gauges and the mode gauge from one report."""
+    RECONCILE_OVERLAP.set(report.topk_overlap)
+    RECONCILE_MAX_DELTA.set(report.max_score_delta)
+    RECONCILE_DRIFT.set(1 if use_clickhouse else 0)
+    MODE.labels(mode="clickhouse").set(1 if use_clickhouse else 0)
+    MODE.labels(mode="stream").set(0 if use_clickhouse else 1)
+
+
+class Reconciler:
+    """Compares stream snapshots with ClickHouse and decides when drift forces ClickHouse results."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ch: ClickHouse,
+        redis: Redis,
+        *,
+        flush_wait_s: float | None = None,
+        clock: Clock = wall_ms,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.ch = ch
+        self.redis = redis
+        self.flush_wait_s = (
+            settings.streamer_sink_flush_ms / 1000 + FLUSH_MARGIN_S
+            if flush_wait_s is None else flush_wait_s
+        )
+        self.clock = clock
+        self.sleep = sleep
+        self.policy = DriftPolicy(settings.reconcile_drift_runs)
+        self.last_report: ReconcileReport | None = None
+
+    @property
+    def use_clickhouse(self) -> bool:
+        """True while drift says: publish the ClickHouse result (meta mode "clickhouse")."""
+        return self.policy.use_clickhouse
+
+    @property
+    def mode(self) -> str:
+        """The trending source the drift policy selects: "stream" or "clickhouse"."""
+        return self.policy.mode
+
+    async def run(self, snapshot: StreamSnapshot) -> ReconcileReport:
+        """Wait for the sink to flush, query ClickHouse over the window, compare, apply policy."""
+        await self.sleep(self.flush_wait_s)
+        started = time.perf_counter()
+        report = await self.measure(snapshot)
+        s = self.settings
+        drifted = is_drift(report, s.reconcile_drift_threshold, s.reconcile_min_overlap)
+        changed = self.policy.observe(drifted)
+        report = self.policy.stamp(report, drifted)
+        report = replace(report, duration_s=time.perf_counter() - started)
+        await self._write(report)
+        export_metrics(report, self.use_clickhouse)
+        log.log(logging.INFO if report.drifted is not True else logging.WARNING, report.log_line())
+        if changed:
+            log.warning("reconcile: drift policy switched trending to %s mode after %d run(s)",
+                        self.mode, report.consecutive_drift_runs or 1)
+        self.last_report = report
+        return report
+
+    async def measure(self, snapshot: StreamSnapshot) -> ReconcileReport:
+        """The three ClickHouse queries over exactly snapshot.window, then the pure comparison."""
+        k = self.settings.job_trending_topk
+        window = snapshot.window
+        ch_top = await queries.trending(self.ch, window, k)
+        stream_top = merge_partials([snapshot.posts], k)
+        ids = sorted({p.post_id for p in ch_top} | {p.post_id for p in stream_top})
+        counts = await queries.post_counts(self.ch, window, ids)
+        events = await queries.distinct_events(self.ch, window)
+        return compare(snapshot, ch_top, counts, events, k=k, generated_at_ms=self.clock())
+
+    async def _write(self, report: ReconcileReport) -> None:
+        """Latest report, kept for two reconcile intervals."""
+        key = reconcile_key(self.settings.job_trending_window_hours)
+        ttl_ms = 2 * self.settings.job_reconcile_interval_sec * 1000
+        await self.redis.set(key, orjson.dumps(report.to_payload()), px=ttl_ms)

@@ -1,0 +1,177 @@
+"""Standby trending publisher (`streamer jobs` beside the workers): ClickHouse only while the
+stream is stale, one standby at a time, handing back as soon as the stream publishes again.
+
+Why not "meta older than 2 intervals": the trending TTL is 1.5 intervals, so the key would be
+gone for half an interval before a standby reacted. The standby reads the meta
+CHECKS_PER_INTERVAL (12) times per interval and takes over once the last publish is older than
+TAKEOVER_FACTOR (1.2) intervals: that leaves 0.3 intervals (18 s at the default 60 s) for one
+check period (5 s) plus the ClickHouse query before the key would expire, and still tolerates
+12 s of stream publish jitter. While it publishes it does so every interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from streamer.cache.lock import RedisLock
+from streamer.clickhouse.client import ClickHouse
+from streamer.config import Settings
+from streamer.core.payloads import encode_meta, encode_trending, trending_key, trending_meta_key
+from streamer.core.reconcile import (
+    CHECKS_PER_INTERVAL,
+    TAKEOVER_FACTOR,
+    StandbyDecision,
+    standby_decision,
+)
+from streamer.jobs.runner import replica_name
+from streamer.jobs.trending import Clock, clickhouse_trending, read_meta, record_publish, wall_ms
+from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES, MODE, STANDBY_PUBLISHING
+
+log = logging.getLogger("streamer.standby")
+LEASE_JOB = "trending-standby"
+
+
+class StandbyTrending:
+    """Checks the trending meta every check period; publishes from ClickHouse when it is stale."""
+
+    name = "trending"
+
+    def __init__(
+        self,
+        settings: Settings,
+        ch: ClickHouse,
+        redis: Redis,
+        *,
+        clock: Clock = wall_ms,
+        check_ms: int | None = None,
+        takeover_factor: float = TAKEOVER_FACTOR,
+    ) -> None:
+        self.settings = settings
+        self.ch = ch
+        self.redis = redis
+        self.clock = clock
+        self.interval_ms = settings.job_trending_interval_sec * 1000
+        self.check_ms = check_ms or max(100, self.interval_ms // CHECKS_PER_INTERVAL)
+        self.takeover_factor = takeover_factor
+        # Held across runs while this standby is the publisher; expires 3 checks after a crash.
+        self.lease = RedisLock(redis, LEASE_JOB, 3 * self.check_ms, replica_name())
+        self.publishing = False
+        self.publishes = 0
+
+    @property
+    def state(self) -> str:
+        """`publishing` while this standby writes trending, else `idle`."""
+        return "publishing" if self.publishing else "idle"
+
+    async def tick(self) -> StandbyDecision:
+        """One check: publish if due, keep or hand back the lease otherwise; never raises."""
+        try:
+            decision = self._decide(await read_meta(self.redis, self.settings))
+            if not decision.publish:
+                await (self._keep() if decision.mine else self._hand_back(decision.reason))
+            elif await self._hold_lease():
+                await self._publish(decision)
+            else:
+                decision = StandbyDecision(False, False, "another standby holds the lease")
+            return decision
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            JOB_RUNS.labels(job=self.name, status="failure").inc()
+            log.error("standby check failed: %s: %s", type(exc).__name__, exc)
+            return StandbyDecision(False, False, f"error: {exc}")
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Tick every check period until stop; then give the lease up."""
+        try:
+            while not stop.is_set():
+                await self.tick()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.check_ms / 1000)
+        finally:
+            await self._hand_back("stopping")
+
+    def _decide(self, meta: dict[str, object] | None) -> StandbyDecision:
+        return standby_decision(meta, self.clock(), self.lease.token, self.interval_ms,
+                                self.check_ms, self.takeover_factor)
+
+    async def _hold_lease(self) -> bool:
+        """Keep or take the standby lease; False when another standby holds it."""
+        if self.lease.held and await self.lease.extend():
+            return True
+        if await self.lease.acquire():
+            LOCK_CHANGES.labels(job=LEASE_JOB, event="acquired").inc()
+            return True
+        return False
+
+    async def _keep(self) -> None:
+        """Still the publisher (our meta is fresh): extend the lease."""
+        if self.lease.held and not await self.lease.extend():
+            LOCK_CHANGES.labels(job=LEASE_JOB, event="lost").inc()
+            self._set_publishing(False, "lease lost")
+
+    async def _hand_back(self, reason: str) -> None:
+        """Someone else publishes (or we stop): release the lease and go idle."""
+        if self.lease.held:
+            await self.lease.release()
+            LOCK_CHANGES.labels(job=LEASE_JOB, event="released").inc()
+        self._set_publishing(False, reason)
+
+    def _set_publishing(self, on: bool, reason: str) -> None:
+        if on != self.publishing:
+            verb = "taking over trending publishing" if on else "handing trending back"
+            log.warning("standby: %s: %s", verb, reason)
+        self.publishing = on
+        STANDBY_PUBLISHING.set(1 if on else 0)
+        if not on:
+            MODE.labels(mode="clickhouse").set(0)
+
+    async def _publish(self, decision: StandbyDecision) -> None:
+        """Query ClickHouse and write, unless the meta changed hands while we queried."""
+        started = time.perf_counter()
+        now_ms = self.clock()
+        extra = {"publisher": self.lease.token, "source": "standby"}
+        async with self.lease.keep_alive():
+            posts, meta = await clickhouse_trending(self.settings, self.ch, now_ms, extra)
+            hours = self.settings.job_trending_window_hours
+            values = {trending_key(hours): encode_trending(posts),
+                      trending_meta_key(hours): encode_meta(meta)}
+            written = await self._write_if_still_due(values)
+        if not written:
+            JOB_RUNS.labels(job=self.name, status="skipped").inc()
+            await self._hand_back("the trending meta changed while querying ClickHouse")
+            return
+        record_publish("clickhouse", started)
+        JOB_RUNS.labels(job=self.name, status="success").inc()
+        JOB_DURATION.labels(job=self.name).observe(time.perf_counter() - started)
+        self.publishes += 1
+        self._set_publishing(True, decision.reason)
+        log.info("standby published %d posts for [%d, %d)", len(posts),
+                 meta.window.start_ms, meta.window.end_ms)
+
+    async def _write_if_still_due(self, values: dict[str, bytes]) -> bool:
+        """MULTI/EXEC under WATCH of lease and meta: no write once the stream has published."""
+        meta_key = trending_meta_key(self.settings.job_trending_window_hours)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(self.lease.key, meta_key)
+            holder = await pipe.get(self.lease.key)
+            token = holder.decode() if isinstance(holder, bytes) else holder
+            if token != self.lease.token:
+                self.lease.held = False
+                return False
+            if not self._decide(await read_meta(pipe, self.settings)).publish:
+                return False
+            pipe.multi()  # type: ignore[no-untyped-call]
+            for key, value in values.items():
+                pipe.set(key, value, px=self.settings.trending_ttl_ms)
+            try:
+                await pipe.execute()
+            except WatchError:
+                return False
+        return True
