@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     streamer_fallback_after_sec: int = Field(default=180, gt=0)
     reconcile_drift_threshold: float = Field(default=0.0, ge=0)
     reconcile_drift_runs: int = Field(default=2, gt=0)
+    reconcile_min_overlap: float = Field(default=1.0, ge=0, le=1)
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
 

@@ -56,6 +56,10 @@ RECONCILE_MAX_DELTA = Gauge(
 RECONCILE_DRIFT = Gauge(
     "streamer_reconcile_drift", "1 while drift forces ClickHouse results", registry=REGISTRY
 )
+STANDBY_PUBLISHING = Gauge(
+    "streamer_standby_publishing", "1 while this `streamer jobs` standby publishes trending",
+    registry=REGISTRY,
+)
 MODE = Gauge(
     "streamer_mode", "1 for the trending source in use", ["mode"], registry=REGISTRY
 )
