@@ -115,8 +115,10 @@ class PartitionWindow:
         return (PostCounts(pid, *t) for pid, t in self.totals.items() if any(t))
 
     def drain_dirty(self) -> dict[int, Buckets]:
-        """Posts changed since the last drain, with their buckets (empty = deleted)."""
-        out = {pid: dict(self.posts.get(pid, {})) for pid in self.dirty}
+        """Posts changed since the last drain, with a copy of their buckets (empty = deleted)."""
+        out = {
+            pid: {m: list(c) for m, c in self.posts.get(pid, {}).items()} for pid in self.dirty
+        }
         self.dirty.clear()
         return out
 
