@@ -1,0 +1,78 @@
+"""Redis key names and JSON encodings exactly as the contract spells them."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamer.core.payloads import (
+    TrendingMeta,
+    decode_trending,
+    encode_meta,
+    encode_suggestions,
+    encode_trending,
+    lock_key,
+    suggestions_key,
+    trending_key,
+    trending_meta_key,
+)
+from streamer.core.scoring import PostCounts
+from streamer.core.suggest import Suggestion
+from streamer.core.window import Window
+
+
+def test_key_names() -> None:
+    """`nova:cache:trending:1h`, its `:meta`, `nova:cache:suggested_users:{id}`."""
+    assert trending_key(1) == "nova:cache:trending:1h"
+    assert trending_key(24) == "nova:cache:trending:24h"
+    assert trending_meta_key(1) == "nova:cache:trending:1h:meta"
+    assert suggestions_key(77) == "nova:cache:suggested_users:77"
+    assert lock_key("suggestions").startswith("nova:cache:")
+    assert lock_key("suggestions") != lock_key("trending")
+
+
+def test_trending_encoding() -> None:
+    """An array of objects in the given order; [] when empty."""
+    posts = [PostCounts(123, 123, 10, 5, 4), PostCounts(7, views=1)]
+    assert orjson.loads(encode_trending(posts)) == [
+        {"post_id": 123, "score": 67.3, "views": 123, "likes": 10, "comments": 5, "shares": 4},
+        {"post_id": 7, "score": 0.1, "views": 1, "likes": 0, "comments": 0, "shares": 0},
+    ]
+    assert encode_trending([]) == b"[]"
+
+
+counters = st.integers(0, 10**9)
+
+
+@given(st.lists(st.builds(PostCounts, st.integers(0, 2**63 - 1), counters, counters, counters, counters)))
+def test_trending_round_trip(posts: list[PostCounts]) -> None:
+    """decode_trending(encode_trending(x)) == x, big ids included."""
+    assert decode_trending(encode_trending(posts)) == posts
+    assert decode_trending(encode_trending(posts).decode()) == posts
+
+
+def test_meta_fields() -> None:
+    """generated_at_ms, window bounds, mode, partitions (sorted) and completeness."""
+    meta = TrendingMeta(1_000, Window(60_000, 120_000), "stream", [3, 1], missing_partitions=[2])
+    assert orjson.loads(encode_meta(meta)) == {
+        "generated_at_ms": 1_000,
+        "window_start_ms": 60_000,
+        "window_end_ms": 120_000,
+        "mode": "stream",
+        "partitions": [1, 3],
+        "missing_partitions": [2],
+        "complete": False,
+    }
+    plain = orjson.loads(encode_meta(TrendingMeta(5, Window(0, 60_000), "clickhouse", [], extra={"x": 1})))
+    assert plain["partitions"] == [] and plain["complete"] is True and plain["x"] == 1
+
+
+def test_suggestions_encoding() -> None:
+    """An array of {user_id, score, mutual_count}; [] when empty."""
+    items = [Suggestion(77, 1.3918, 3), Suggestion(5, 0.5, 1)]
+    assert orjson.loads(encode_suggestions(items)) == [
+        {"user_id": 77, "score": 1.3918, "mutual_count": 3},
+        {"user_id": 5, "score": 0.5, "mutual_count": 1},
+    ]
+    assert encode_suggestions([]) == b"[]"
