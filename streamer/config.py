@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -13,18 +14,34 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streamer.errors import ConfigError
 
 _POSITIVE = Field(gt=0, strict=False)
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
+_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&]*")
 
 
 def mask_url(url: str) -> str:
-    """Hide the password of a URL so it can be printed or logged."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """Hide the password of a URL (userinfo or `password=` query) so it can be printed or logged."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparsable (e.g. a broken IPv6 host): mask by pattern
+        return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1:***@", url))
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _check_port(value: str) -> None:
+    """Raise ValueError when a URL's port is not a number in 1..65535."""
+    try:
+        port = urlsplit(value).port
+    except ValueError:
+        raise ValueError("port must be a number in 1..65535") from None
+    if port == 0:
+        raise ValueError("port must be a number in 1..65535")
 
 
 class Settings(BaseSettings):
@@ -70,6 +87,7 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str) -> str:
         if urlsplit(value).scheme not in ("redis", "rediss") or not urlsplit(value).hostname:
             raise ValueError("must be a redis:// or rediss:// URL with a host")
+        _check_port(value)
         return value
 
     @field_validator("clickhouse_url")
@@ -79,6 +97,7 @@ class Settings(BaseSettings):
             return value
         parts = urlsplit(value)
         if parts.scheme in ("http", "https") and parts.hostname:
+            _check_port(value)
             return value
         if parts.scheme == "chdb" and not parts.netloc and parts.path.startswith("/"):
             return value
@@ -165,15 +184,21 @@ class Settings(BaseSettings):
 _INT_FIELDS_MESSAGE = "must be a whole number > 0"
 
 
+def _shown(value: object) -> str:
+    """How a rejected value is echoed: repr, URL passwords masked."""
+    return repr(mask_url(value) if isinstance(value, str) and "://" in value else value)
+
+
 def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Build Settings from the environment; raise ConfigError naming the first bad variable."""
     source = dict(os.environ if env is None else env)
+    by_upper = {k.upper(): v for k, v in source.items()}  # env names are case-insensitive
     for name, field in Settings.model_fields.items():
-        raw = source.get(name.upper())
+        raw = by_upper.get(name.upper())
         if raw is not None and field.annotation is int:
             stripped = raw.strip()
-            if not stripped.isdigit() or int(stripped) <= 0:
-                raise ConfigError(name.upper(), f"{_INT_FIELDS_MESSAGE} (got {raw!r})")
+            if not (stripped.isascii() and stripped.isdigit()) or int(stripped) <= 0:
+                raise ConfigError(name.upper(), f"{_INT_FIELDS_MESSAGE} (got {_shown(raw)})")
     try:
         if env is None:
             return Settings(**overrides)
@@ -186,4 +211,4 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         err = exc.errors()[0]
         variable = str(err["loc"][0]).upper() if err["loc"] else "configuration"
         rule = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(variable, f"{rule} (got {err.get('input')!r})") from None
+        raise ConfigError(variable, f"{rule} (got {_shown(err.get('input'))})") from None
