@@ -1,0 +1,275 @@
+"""Standby trending publisher against real Redis and embedded ClickHouse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from streamer.cache.publish import publish_trending
+from streamer.clickhouse import queries
+from streamer.clickhouse.client import ClickHouse
+from streamer.config import Settings
+from streamer.core.events import Event
+from streamer.core.payloads import (
+    TrendingMeta,
+    decode_trending,
+    lock_key,
+    trending_key,
+    trending_meta_key,
+)
+from streamer.core.scoring import PostCounts
+from streamer.core.window import window_at
+from streamer.jobs.standby import LEASE_JOB, StandbyTrending
+from streamer.jobs.trending import clickhouse_trending, wall_ms
+
+STREAM_POSTS = [PostCounts(1, views=1)]
+
+
+class FakeClock:
+    """A settable epoch-ms clock."""
+
+    def __init__(self) -> None:
+        self.now = wall_ms()
+
+    def __call__(self) -> int:
+        return self.now
+
+
+async def stream_publish(redis: Redis, settings: Settings, now_ms: int) -> None:
+    """What a stream merger writes: its list with meta mode "stream"."""
+    window = window_at(now_ms, settings.window_minutes)
+    meta = TrendingMeta(now_ms, window, "stream", [0, 1, 2, 3])
+    await publish_trending(redis, settings.job_trending_window_hours, STREAM_POSTS, meta,
+                           settings.trending_ttl_ms)
+
+
+async def read(redis: Redis) -> tuple[list[PostCounts] | None, dict[str, Any] | None]:
+    """Value and meta in one round trip."""
+    raw, meta = await redis.mget(trending_key(1), trending_meta_key(1))
+    return (None if raw is None else decode_trending(raw),
+            None if meta is None else orjson.loads(meta))
+
+
+@pytest.fixture
+async def ch_posts(clickhouse: ClickHouse) -> list[PostCounts]:
+    """A few events in the current window; returns ClickHouse's trending list for them."""
+    now = wall_ms()
+    events = [Event(f"c{i}", 100 + i % 3, 5, "like", now - 60_000 + i) for i in range(9)]
+    await queries.insert_events(clickhouse, events)
+    return await queries.trending(clickhouse, window_at(now, 60), 50)
+
+
+def make_standby(settings: Settings, ch: ClickHouse, redis: Redis,
+                 clock: Callable[[], int] = wall_ms, check_ms: int | None = None
+                 ) -> StandbyTrending:
+    """A standby with its own Redis client semantics shared with the test."""
+    return StandbyTrending(settings, ch, redis, clock=clock, check_ms=check_ms)
+
+
+class TestStandbyTicks:
+    """Single checks with a controlled clock: when a standby publishes and when it keeps quiet."""
+
+    async def test_publishes_when_meta_is_missing(
+        self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        ch_posts: list[PostCounts],
+    ) -> None:
+        """No meta at all: the standby publishes ClickHouse's list, marked as its own."""
+        sb = make_standby(settings, clickhouse, redis_client)
+        assert (await sb.tick()).publish
+        value, meta = await read(redis_client)
+        assert value == ch_posts and meta is not None
+        assert meta["mode"] == "clickhouse" and meta["source"] == "standby"
+        assert meta["publisher"] == sb.lease.token and sb.state == "publishing"
+
+    async def test_quiet_while_stream_meta_is_fresh(
+        self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        ch_posts: list[PostCounts],
+    ) -> None:
+        """A stream publish within 1.2 intervals keeps the standby idle and the value untouched."""
+        clock = FakeClock()
+        await stream_publish(redis_client, settings, clock.now)
+        sb = make_standby(settings, clickhouse, redis_client, clock)
+        clock.now += 71_000
+        assert not (await sb.tick()).publish
+        value, meta = await read(redis_client)
+        assert value == STREAM_POSTS and meta is not None and meta["mode"] == "stream"
+        assert sb.state == "idle" and await redis_client.get(lock_key(LEASE_JOB)) is None
+
+    async def test_takes_over_a_stale_stream_meta(
+        self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        ch_posts: list[PostCounts],
+    ) -> None:
+        """Stream meta older than 1.2 intervals (key still alive): the standby publishes."""
+        clock = FakeClock()
+        await stream_publish(redis_client, settings, clock.now)
+        sb = make_standby(settings, clickhouse, redis_client, clock)
+        clock.now += 72_000
+        assert (await sb.tick()).publish
+        value, meta = await read(redis_client)
+        assert value == ch_posts and meta is not None and meta["mode"] == "clickhouse"
+
+    async def test_publishes_every_interval_while_publisher(
+        self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        ch_posts: list[PostCounts],
+    ) -> None:
+        """Its own fresh meta: quiet mid-interval, publishes again when an interval is due."""
+        clock = FakeClock()
+        sb = make_standby(settings, clickhouse, redis_client, clock)
+        assert (await sb.tick()).publish
+        clock.now += 30_000
+        decision = await sb.tick()
+        assert not decision.publish and decision.mine and sb.state == "publishing"
+        clock.now += 28_000
+        assert (await sb.tick()).publish and sb.publishes == 2
+
+    async def test_hands_back_when_the_stream_publishes_again(
+        self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        ch_posts: list[PostCounts],
+    ) -> None:
+        """A fresh stream meta makes a publishing standby release its lease and go idle."""
+        clock = FakeClock()
+        sb = make_standby(settings, clickhouse, redis_client, clock)
+        assert (await sb.tick()).publish
+        assert await redis_client.get(lock_key(LEASE_JOB)) is not None
+        clock.now += 10_000
+        await stream_publish(redis_client, settings, clock.now)
+        clock.now += 65_000
+        assert not (await sb.tick()).publish
+        assert sb.state == "idle" and await redis_client.get(lock_key(LEASE_JOB)) is None
+        assert (await read(redis_client))[0] == STREAM_POSTS
+
+    async def test_no_write_when_the_stream_publishes_during_the_query(
+        self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        ch_posts: list[PostCounts], monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The write is watched: a stream publish between check and write wins."""
+        real = clickhouse_trending
+
+        async def racing(*args: Any, **kwargs: Any) -> Any:
+            result = await real(*args, **kwargs)
+            await stream_publish(redis_client, settings, wall_ms())
+            return result
+
+        monkeypatch.setattr("streamer.jobs.standby.clickhouse_trending", racing)
+        sb = make_standby(settings, clickhouse, redis_client)
+        await sb.tick()
+        value, meta = await read(redis_client)
+        assert value == STREAM_POSTS and meta is not None and meta["mode"] == "stream"
+        assert sb.publishes == 0 and sb.state == "idle"
+
+    async def test_second_standby_does_not_write(
+        self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        ch_posts: list[PostCounts],
+    ) -> None:
+        """While one standby holds the lease, another never publishes, even on a stale meta."""
+        clock = FakeClock()
+        first = make_standby(settings, clickhouse, redis_client, clock)
+        second = make_standby(settings, clickhouse, redis_client, clock)
+        assert (await first.tick()).publish
+        assert not (await second.tick()).publish
+        clock.now += 80_000
+        assert not (await second.tick()).publish
+        assert (await first.tick()).publish
+        _, meta = await read(redis_client)
+        assert meta is not None and meta["publisher"] == first.lease.token
+        assert (first.publishes, second.publishes) == (2, 0)
+
+
+@dataclass
+class Observation:
+    """What the poller saw, in order."""
+
+    samples: list[tuple[list[PostCounts] | None, dict[str, Any] | None]] = field(
+        default_factory=list)
+
+
+async def poll(redis: Redis, seen: Observation, stop: asyncio.Event) -> None:
+    """Read value and meta every 20 ms until stopped."""
+    while not stop.is_set():
+        seen.samples.append(await read(redis))
+        await asyncio.sleep(0.02)
+
+
+async def fake_stream(redis: Redis, settings: Settings, stop: asyncio.Event) -> None:
+    """Publish like a stream worker every interval until stopped."""
+    while not stop.is_set():
+        await stream_publish(redis, settings, wall_ms())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.job_trending_interval_sec)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    fn: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+) -> AsyncIterator[None]:
+    """Run fn(stop) in the background for the body's duration."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(fn(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def wait_until(pred: Callable[[], bool], limit_s: float) -> None:
+    """Poll a condition (the limit only guards against hanging)."""
+    for _ in range(int(limit_s / 0.05)):
+        if pred():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+class TestStandbyLive:
+    """Two standbys beside a stream that stops and restarts, with the key watched throughout."""
+
+    async def test_takeover_and_handback_without_a_gap(
+        self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        ch_posts: list[PostCounts],
+    ) -> None:
+        """Stream stops: one standby publishes within 2 intervals; stream back: it stops.
+
+        The key and meta are present and consistent with each other in every sample."""
+        s = settings.model_copy(update={"job_trending_interval_sec": 3})
+        a, b = (make_standby(s, clickhouse, redis_client, check_ms=100) for _ in range(2))
+        seen = Observation()
+        await stream_publish(redis_client, s, wall_ms())
+        async with running(lambda st: poll(redis_client, seen, st)), \
+                running(a.run_forever), running(b.run_forever):
+            async with running(lambda st: fake_stream(redis_client, s, st)):
+                await asyncio.sleep(7)
+            assert a.publishes == b.publishes == 0
+            stream_stopped_at = len(seen.samples)
+            await wait_until(lambda: a.publishes + b.publishes >= 3, 20)
+            restarted_at = len(seen.samples)
+            async with running(lambda st: fake_stream(redis_client, s, st)):
+                await wait_until(lambda: a.state == b.state == "idle", 10)
+                await asyncio.sleep(7)
+        self.check_samples(seen, ch_posts, stream_stopped_at, restarted_at, s)
+        assert {a.publishes == 0, b.publishes == 0} == {True, False}  # exactly one writer
+        assert await redis_client.get(lock_key(LEASE_JOB)) is None
+
+    @staticmethod
+    def check_samples(seen: Observation, ch_posts: list[PostCounts], stopped: int,
+                      restarted: int, s: Settings) -> None:
+        """No gap, no mixed value/meta, takeover in time, no standby write after the restart."""
+        metas = []
+        for value, meta in seen.samples:
+            assert value is not None and meta is not None, "trending key or meta missing"
+            expected = STREAM_POSTS if meta["mode"] == "stream" else ch_posts
+            assert value == expected, "value and meta from different publishers"
+            metas.append(meta)
+        last_stream = max(m["generated_at_ms"] for m in metas[:stopped] if m["mode"] == "stream")
+        first_standby = min(m["generated_at_ms"] for m in metas if m.get("source") == "standby")
+        assert first_standby - last_stream < 2 * s.job_trending_interval_sec * 1000
+        assert len({m["publisher"] for m in metas if m.get("source") == "standby"}) == 1
+        back = next(i for i in range(restarted, len(metas)) if metas[i]["mode"] == "stream")
+        assert all(m["mode"] == "stream" for m in metas[back:])
