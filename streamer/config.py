@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     streamer_sink_flush_ms: int = Field(default=1000, gt=0)
     streamer_topic_partitions: int = Field(default=4, gt=0)
     streamer_fallback_after_sec: int = Field(default=180, gt=0)
+    # Consumer-group timings (Faust broker_*); tests shorten them (tansu waits out the rebalance).
+    streamer_rebalance_timeout_sec: int = Field(default=60, gt=0)
+    streamer_session_timeout_sec: int = Field(default=30, gt=0)
+    streamer_heartbeat_interval_sec: int = Field(default=3, gt=0)
+    streamer_commit_interval_ms: int = Field(default=2800, gt=0)
+    streamer_sink_max_pending: int = Field(default=200_000, gt=0)
     reconcile_drift_threshold: float = Field(default=0.0, ge=0)
     reconcile_drift_runs: int = Field(default=2, gt=0)
     reconcile_min_overlap: float = Field(default=1.0, ge=0, le=1)

@@ -84,6 +84,20 @@ SINK_PENDING = Gauge(
     "streamer_sink_pending_events", "Accepted events not yet in ClickHouse", registry=REGISTRY
 )
 
+SINK_DROPPED = Counter(
+    "streamer_sink_dropped_events", "Accepted events dropped because the sink buffer was full",
+    registry=REGISTRY,
+)
+PARTITIONS_OWNED = Gauge(
+    "streamer_partitions_owned", "Source partitions whose state this worker holds", registry=REGISTRY
+)
+MERGE_MISSING_PARTITIONS = Gauge(
+    "streamer_merge_missing_partitions", "Partitions missing from the last merge", registry=REGISTRY
+)
+CHANGELOG_RECORDS = Counter(
+    "streamer_changelog_records", "State records written to the table changelog", registry=REGISTRY
+)
+
 
 def render() -> bytes:
     """Prometheus text exposition of every metric."""

@@ -1,0 +1,1 @@
+"""Stream mode: the Faust app, lean transport, partition state, partials + merger, sink."""

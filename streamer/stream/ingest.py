@@ -1,0 +1,224 @@
+"""Batch handler of the events topic: decode, dead-letter, forward, dedup, count, record, ack.
+
+Order of effects per fetched batch of one partition (at-least-once, exact):
+1. every dead letter and forwarded event is sent, every accepted event goes into one record;
+2. the record is written to the table store and its changelog;
+3. only when all of those sends are acknowledged by the broker are the batch's messages acked,
+   so Faust can never commit an offset whose effects are not durable.
+A crash anywhere re-delivers from the committed offset; ids in durable records make the
+re-delivered events duplicates, events of lost records are counted afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faust.types import TP, Message
+
+from streamer.core.events import DeadLetter, Event, decode_message, encode_events
+from streamer.ops.metrics import (
+    ACTIVE_POSTS,
+    CHANGELOG_RECORDS,
+    EVENTS_DUPLICATE,
+    EVENTS_FORWARDED,
+    EVENTS_INVALID,
+    EVENTS_LATE,
+    EVENTS_PROCESSED,
+    PARTITIONS_OWNED,
+    RECOVERY_PROGRESS,
+)
+from streamer.stream.app import TableWriter
+from streamer.stream.partitioning import partition_for_post, post_key
+from streamer.stream.sink import EventSink
+from streamer.stream.state import Outcome, PartitionState
+
+log = logging.getLogger("streamer.stream.ingest")
+MAX_IN_FLIGHT = 16
+MAX_RECORD_EVENTS = 5000
+SendFn = Callable[..., Awaitable[Any]]
+
+
+def wall_ms() -> int:
+    """Wall-clock epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+class Ingestor:
+    """Owns the PartitionState of every partition this worker holds."""
+
+    def __init__(
+        self,
+        writer: TableWriter,
+        send: SendFn,
+        ack: Callable[[Message], Any],
+        partitions: int,
+        window_minutes: int,
+        events_topic: str,
+        dlq_topic: str,
+        sink: EventSink | None,
+    ) -> None:
+        self.writer = writer
+        self.send = send
+        self.ack = ack
+        self.partitions = partitions
+        self.window_minutes = window_minutes
+        self.events_topic = events_topic
+        self.dlq_topic = dlq_topic
+        self.sink = sink
+        self.states: dict[int, PartitionState] = {}
+        self.assigned: set[int] = set()
+        self.recovered_once = False
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        self._tails: dict[int, asyncio.Future[Any]] = {}
+        self.fatal: BaseException | None = None
+
+    # ---- rebalance -----------------------------------------------------------------
+    def on_assigned(self, partitions: set[int]) -> None:
+        """New assignment: state must be rebuilt before the partitions count as ready."""
+        self.assigned = set(partitions)
+        RECOVERY_PROGRESS.set(0 if partitions else 1)
+
+    async def on_revoked(self, partitions: set[int]) -> None:
+        """Partitions leave: wait for in-flight writes, then drop their state."""
+        await self.drain()
+        for partition in partitions:
+            self.states.pop(partition, None)
+        self.assigned -= partitions
+        self._update_gauges()
+
+    async def on_recovered(self, partitions: set[int]) -> None:
+        """Faust recovered the table: rebuild each assigned partition from its records."""
+        now = wall_ms()
+        for partition in sorted(partitions):
+            if partition in self.states:
+                continue
+            state = PartitionState(partition, self.window_minutes, now)
+            expired = state.load(self.writer.records(partition))
+            for key in expired:
+                self._track(self.writer.put(partition, key, None))
+            self.states[partition] = state
+            log.info("partition %d recovered: %d records, %d posts, %d ids", partition,
+                     len(state.records), len(state.window.posts), len(state.dedup))
+        self.assigned |= partitions
+        self.recovered_once = True
+        RECOVERY_PROGRESS.set(1)
+        self._update_gauges()
+
+    @property
+    def ready(self) -> bool:
+        """Every assigned partition has its state."""
+        return self.recovered_once and self.assigned <= set(self.states)
+
+    # ---- processing ----------------------------------------------------------------
+    async def handle_batch(self, tp: TP, messages: list[Message]) -> None:
+        """Process one partition's fetched messages (called by the lean transport)."""
+        if self.fatal is not None:
+            raise self.fatal
+        state = self.states.get(tp.partition)
+        if state is None:
+            return  # not ours (anymore) or not recovered yet: never acked, re-delivered
+        now = wall_ms()
+        futures = [self.writer.put(tp.partition, k, None) for k in state.advance(now)]
+        accepted: list[Event] = []
+        for message in messages:
+            decoded = decode_message(message.value, now)
+            futures.extend(self._dead_letter(d) for d in decoded.dead)
+            for event in decoded.events:
+                if partition_for_post(event.post_id, self.partitions) != tp.partition:
+                    futures.append(self._forward(event))
+                    continue
+                if self._count(state, event):
+                    accepted.append(event)
+                if state.pending.events >= MAX_RECORD_EVENTS:
+                    futures.append(self._write_record(state))
+        futures.append(self._write_record(state))
+        if self.sink is not None and accepted:
+            self.sink.add(accepted)
+        await self._ack_when_done([f for f in futures if f is not None], messages)
+
+    def _count(self, state: PartitionState, event: Event) -> bool:
+        outcome = state.accept(event)
+        if outcome is Outcome.DUPLICATE:
+            EVENTS_DUPLICATE.inc()
+            return False
+        if outcome is Outcome.LATE:
+            EVENTS_LATE.inc()
+            return True
+        EVENTS_PROCESSED.inc()
+        return True
+
+    def _write_record(self, state: PartitionState) -> Awaitable[Any] | None:
+        record = state.take_record()
+        if record is None:
+            return None
+        CHANGELOG_RECORDS.inc()
+        return self.writer.put(state.partition, record[0], record[1])
+
+    def _dead_letter(self, dead: DeadLetter) -> Awaitable[Any]:
+        EVENTS_INVALID.labels(reason=dead.reason).inc()
+        headers = [("error", dead.header.encode())]
+        return self.send(self.dlq_topic, None, dead.payload, None, None, headers)
+
+    def _forward(self, event: Event) -> Awaitable[Any]:
+        EVENTS_FORWARDED.inc()
+        target = partition_for_post(event.post_id, self.partitions)
+        value = encode_events([event])[1:-1]  # the single event object
+        return self.send(self.events_topic, post_key(event.post_id), value, target, None, None)
+
+    # ---- acks ----------------------------------------------------------------------
+    async def _ack_when_done(self, futures: list[Awaitable[Any]], messages: list[Message]) -> None:
+        """Ack the messages once all sends landed; bounded number of batches in flight."""
+        sends = [asyncio.ensure_future(f) for f in futures]
+        previous = self._tails.get(messages[0].partition) if messages else None
+
+        async def finish() -> None:
+            if sends:
+                await asyncio.gather(*sends)
+            if previous is not None:
+                await previous  # Faust commits past gaps in acks: ack in offset order
+            for message in messages:
+                self.ack(message)
+
+        task = asyncio.ensure_future(finish())
+        if messages:
+            self._tails[messages[0].partition] = task
+        self._track(task)
+        while len(self._in_flight) > MAX_IN_FLIGHT:
+            await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+        if self.fatal is not None:
+            raise self.fatal
+
+    def _track(self, aw: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(aw)
+        self._in_flight.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._in_flight.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and self.fatal is None:
+            self.fatal = exc
+            log.critical("a state/forward/dead-letter send failed; stopping to stay exact: %r", exc)
+
+    async def drain(self) -> None:
+        """Wait until every pending send and ack is done."""
+        while self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+
+    # ---- periodic ------------------------------------------------------------------
+    def advance_all(self, now_ms: int) -> None:
+        """Advance every partition to wall clock (exact expiry), tombstoning old records."""
+        for partition, state in self.states.items():
+            for key in state.advance(now_ms):
+                self._track(self.writer.put(partition, key, None))
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        PARTITIONS_OWNED.set(len(self.states))
+        ACTIVE_POSTS.set(sum(len(s.window.posts) for s in self.states.values()))

@@ -1,0 +1,113 @@
+"""The hook for reconciliation: complete-window partials gathered across workers.
+
+Every JOB_RECONCILE_INTERVAL_SEC the merger writes a request naming a complete-minute window
+(`core.window.complete_window_at`). Each worker answers, at its next tick, with each owned
+partition's top-(2K) and event total over that window. Once every partition has answered, the
+merger hands a snapshot to the reconciler (`jobs.reconcile.Reconciler`, written elsewhere;
+jobs never import the stream).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from redis.asyncio import Redis
+
+from streamer.config import Settings
+from streamer.core.payloads import trending_key
+from streamer.core.scoring import PostCounts
+from streamer.core.topk import merge_partials
+from streamer.core.window import Window, complete_window_at
+from streamer.stream.state import PartitionState
+
+log = logging.getLogger("streamer.stream.reconcile")
+
+
+class ReconcileHook(Protocol):
+    """What the merger needs from a reconciler."""
+
+    use_clickhouse: bool
+
+    async def run(self, snapshot: Any) -> Any:
+        """Compare the stream's complete-window view with ClickHouse."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteSnapshot:
+    """The stream's view of one complete-minute window over all partitions."""
+
+    window: Window
+    top: list[PostCounts]  # exact global top-(2K)
+    total_events: int
+    partitions: list[int]
+
+
+def _rows(posts: list[PostCounts]) -> list[list[int]]:
+    return [[p.post_id, p.views, p.likes, p.comments, p.shares] for p in posts]
+
+
+class ReconcileRequests:
+    """Request/answer protocol over Redis keys beside the trending key."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        base = trending_key(settings.job_trending_window_hours)
+        self.request_key = f"{base}:reconcile-request"
+        self.answer_prefix = f"{base}:complete:"
+        self.interval_ms = settings.job_reconcile_interval_sec * 1000
+        self.last_request_ms = 0
+        self.k = 2 * settings.job_trending_topk
+
+    async def answer(self, states: Mapping[int, PartitionState], now_ms: int) -> None:
+        """Write the complete partial of every owned partition for an open request."""
+        raw = await self.redis.get(self.request_key)
+        if not raw or not states:
+            return
+        req = orjson.loads(raw)
+        window = Window(int(req["window_start_ms"]), int(req["window_end_ms"]))
+        ttl = max(self.interval_ms, 120_000)
+        for partition, state in states.items():
+            key = f"{self.answer_prefix}{partition}"
+            if not state.can_compute(window):
+                continue
+            partial = state.complete_partial(window, self.k)
+            doc = {"window_start_ms": window.start_ms, "total_events": partial.total_events,
+                   "top": _rows(partial.top)}
+            await self.redis.set(key, orjson.dumps(doc), px=ttl)
+
+    async def drive(self, hook: ReconcileHook, partitions: int, now_ms: int) -> None:
+        """Merger side: request on schedule, run the hook once every partition answered."""
+        if now_ms - self.last_request_ms >= self.interval_ms:
+            window = complete_window_at(now_ms, self.settings.window_minutes)
+            req = {"window_start_ms": window.start_ms, "window_end_ms": window.end_ms}
+            await self.redis.set(self.request_key, orjson.dumps(req), px=self.interval_ms)
+            self.last_request_ms = now_ms
+            return
+        snapshot = await self._collect(partitions)
+        if snapshot is None:
+            return
+        await self.redis.delete(self.request_key)
+        try:
+            await hook.run(snapshot)
+        except Exception as exc:
+            log.error("reconcile failed: %s: %s", type(exc).__name__, exc)
+
+    async def _collect(self, partitions: int) -> CompleteSnapshot | None:
+        raw = await self.redis.get(self.request_key)
+        if not raw:
+            return None
+        req = orjson.loads(raw)
+        window = Window(int(req["window_start_ms"]), int(req["window_end_ms"]))
+        keys = [f"{self.answer_prefix}{p}" for p in range(partitions)]
+        docs = [orjson.loads(r) if r else None for r in await self.redis.mget(keys)]
+        if any(d is None or d["window_start_ms"] != window.start_ms for d in docs):
+            return None
+        partials = [[PostCounts(*row) for row in d["top"]] for d in docs if d]
+        total = sum(int(d["total_events"]) for d in docs if d)
+        top = merge_partials(partials, self.k)
+        return CompleteSnapshot(window, top, total, list(range(partitions)))

@@ -1,0 +1,204 @@
+"""One partition's exact state and the change records that make it durable.
+
+The state is rebuilt from *records*: each record is one changelog message holding, for a batch
+of accepted events, the event ids (for dedup) and the per-post minute-bucket increments. Ids
+and counts of an event always travel in the same message, so after kill -9 a record is either
+wholly in the changelog or not at all: a redelivered event is either found by its id
+(duplicate, skipped) or absent together with its counts (counted again, once). A record is
+deleted (tombstoned) once every minute it touches has left the window.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+import orjson
+
+from streamer.core.dedup import DedupIndex
+from streamer.core.events import Event
+from streamer.core.scoring import PostCounts
+from streamer.core.window import MINUTE_MS, Window, window_at
+from streamer.core.window_state import PartitionWindow
+
+RETAIN_MINUTES = 3  # minutes kept after they leave the window, for reconcile partials
+
+
+class Outcome(Enum):
+    """What happened to one valid event of this partition."""
+
+    COUNTED = "counted"
+    PENDING = "pending"  # valid future ts: counted once its minute opens
+    LATE = "late"
+    DUPLICATE = "duplicate"
+
+
+def record_key(partition: int, seq: int) -> bytes:
+    """Table key of a record: partition first, so a partition's records are found by prefix."""
+    return b"%d:%012d" % (partition, seq)
+
+
+def parse_record_key(key: bytes) -> tuple[int, int]:
+    """(partition, seq) of a record key."""
+    part, seq = key.split(b":", 1)
+    return int(part), int(seq)
+
+
+@dataclass
+class RecordBuilder:
+    """Accumulates one record: ids by minute and summed bucket increments."""
+
+    ids: dict[int, list[str]] = field(default_factory=dict)
+    deltas: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    events: int = 0
+
+    def add(self, event: Event, minute: int) -> None:
+        """Remember an accepted event."""
+        self.ids.setdefault(minute, []).append(event.event_id)
+        counters = self.deltas.get((event.post_id, minute))
+        if counters is None:
+            counters = self.deltas[(event.post_id, minute)] = [0, 0, 0, 0]
+        counters[event.type_index] += 1
+        self.events += 1
+
+    def encode(self) -> tuple[bytes, int]:
+        """(JSON value, newest minute touched)."""
+        rows = [[p, m, *c] for (p, m), c in self.deltas.items()]
+        value = orjson.dumps({"ids": {str(m): i for m, i in self.ids.items()}, "d": rows})
+        return value, max(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class CompletePartial:
+    """Top posts and event total of one partition over a complete-minute window."""
+
+    window: Window
+    top: list[PostCounts]
+    total_events: int
+
+
+class PartitionState:
+    """Window counters, dedup ids and live records of one source partition."""
+
+    def __init__(self, partition: int, window_minutes: int, now_ms: int) -> None:
+        self.partition = partition
+        self.window = PartitionWindow(window_minutes)
+        self.window.advance(now_ms)
+        self.dedup = DedupIndex()
+        self.records: dict[int, int] = {}  # seq -> newest minute it touches
+        self.next_seq = 0
+        self.pending = RecordBuilder()
+        self.retained: dict[int, dict[int, list[int]]] = {}  # left-the-window minute -> buckets
+        self.created_first = self._first()
+
+    def _first(self) -> int:
+        first = self.window.first_minute
+        if first is None:
+            raise RuntimeError("window not advanced")
+        return first
+
+    def accept(self, event: Event) -> Outcome:
+        """Dedup and count one event that belongs to this partition."""
+        minute = event.ts_ms // MINUTE_MS
+        if minute < self._first():
+            return Outcome.LATE
+        if not self.dedup.add(event.event_id, minute):
+            return Outcome.DUPLICATE
+        result = self.window.add(event.post_id, event.type_index, event.ts_ms)
+        self.pending.add(event, minute)
+        return Outcome.PENDING if result.value == "pending" else Outcome.COUNTED
+
+    def take_record(self) -> tuple[bytes, bytes] | None:
+        """(key, value) of the accumulated record, or None when nothing was accepted."""
+        if not self.pending.events:
+            return None
+        value, newest = self.pending.encode()
+        seq = self.next_seq
+        self.next_seq += 1
+        self.records[seq] = newest
+        self.pending = RecordBuilder()
+        self.window.dirty.clear()
+        return record_key(self.partition, seq), value
+
+    def advance(self, now_ms: int) -> list[bytes]:
+        """Move the window to wall-clock now; return keys of records that fully expired."""
+        new_first = window_at(now_ms, self.window.window_minutes).first_minute
+        old_first = self._first()
+        if new_first > old_first:
+            self._retain(range(max(old_first, new_first - RETAIN_MINUTES), new_first))
+        self.window.advance(now_ms)
+        self.dedup.expire_before(self._first())
+        self.window.dirty.clear()
+        expired = [seq for seq, newest in self.records.items() if newest < self._first()]
+        for seq in expired:
+            del self.records[seq]
+        return [record_key(self.partition, seq) for seq in expired]
+
+    def _retain(self, minutes: Iterable[int]) -> None:
+        posts = self.window.posts
+        for minute in minutes:
+            kept = {pid: list(b[minute]) for pid, b in posts.items() if minute in b}
+            if kept:
+                self.retained[minute] = kept
+        floor = self._first() - RETAIN_MINUTES
+        for minute in [m for m in self.retained if m < floor]:
+            del self.retained[minute]
+
+    def load(self, records: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
+        """Rebuild from recovered records; return keys of records already expired."""
+        first = self._first()
+        buckets: dict[int, dict[int, list[int]]] = {}
+        expired: list[bytes] = []
+        for key, value in sorted(records):
+            _, seq = parse_record_key(key)
+            self.next_seq = max(self.next_seq, seq + 1)
+            doc = orjson.loads(value)
+            newest = max(int(m) for m in doc["ids"])
+            if newest < first:
+                expired.append(key)
+                continue
+            self.records[seq] = newest
+            for minute_s, ids in doc["ids"].items():
+                minute = int(minute_s)
+                if minute >= first:
+                    for event_id in ids:
+                        self.dedup.add(event_id, minute)
+            for post_id, minute, *counts in doc["d"]:
+                if minute >= first:
+                    cell = buckets.setdefault(post_id, {}).setdefault(minute, [0, 0, 0, 0])
+                    for i in range(4):
+                        cell[i] += counts[i]
+        for post_id, post_buckets in buckets.items():
+            self.window.load_post(post_id, post_buckets)
+        self.window.dirty.clear()
+        return expired
+
+    def top(self, k: int) -> list[PostCounts]:
+        """Top k posts of the current window."""
+        return self.window.top(k)
+
+    def can_compute(self, window: Window) -> bool:
+        """True when every minute of `window` is still held (in the window or retained)."""
+        floor = max(self.created_first, self._first() - RETAIN_MINUTES)
+        return window.first_minute >= floor and window.last_minute <= (self.window.last_minute or 0)
+
+    def complete_partial(self, window: Window, k: int) -> CompletePartial:
+        """Exact top-k and event total over a past complete-minute window (a scan)."""
+        lo, hi = window.first_minute, window.last_minute
+        acc: dict[int, list[int]] = {}
+        sources: list[Iterable[tuple[int, dict[int, list[int]]]]] = [
+            self.window.posts.items(),
+            ((pid, {m: c}) for m, posts in self.retained.items() for pid, c in posts.items()),
+        ]
+        for source in sources:
+            for post_id, post_buckets in source:
+                for minute, counts in post_buckets.items():
+                    if lo <= minute <= hi:
+                        cell = acc.setdefault(post_id, [0, 0, 0, 0])
+                        for i in range(4):
+                            cell[i] += counts[i]
+        posts = (PostCounts(pid, *c) for pid, c in acc.items() if any(c))
+        total = sum(sum(c) for c in acc.values())
+        return CompletePartial(window, heapq.nsmallest(k, posts, key=lambda p: p.key), total)

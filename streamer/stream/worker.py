@@ -1,0 +1,261 @@
+"""`streamer worker`: runs the Faust app, the publisher, the sink, the jobs and HTTP in one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer
+from faust.types import TP, Message
+from redis.asyncio import Redis
+
+from streamer.cache.redis_client import make_redis
+from streamer.clickhouse import queries
+from streamer.clickhouse.client import ClickHouse
+from streamer.clickhouse.schema import create_schema
+from streamer.config import Settings
+from streamer.jobs.runner import JobRunner
+from streamer.jobs.suggestions import SuggestionsJob
+from streamer.kafka_admin import ensure_topics
+from streamer.ops.http import start_http
+from streamer.ops.metrics import CONSUMER_LAG
+from streamer.stream.app import StateTable, TableWriter, build_app
+from streamer.stream.ingest import Ingestor
+from streamer.stream.publisher import Publisher
+from streamer.stream.reconcile_hook import ReconcileHook
+from streamer.stream.sink import EventSink
+from streamer.stream.transport import register_batch_handler
+
+log = logging.getLogger("streamer.worker")
+STOP_DEADLINE_S = 55.0  # the contract allows 60 s; the watchdog hard-exits before that
+FAUST_STOP_S = 30.0
+
+
+async def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 30.0) -> int:
+    """Number of partitions of a topic, from Kafka metadata."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    await asyncio.wait_for(consumer.start(), timeout_s)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            await asyncio.wait_for(consumer.topics(), timeout_s)
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                return len(parts)
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"topic {topic} has no partitions")
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+def start_watchdog(deadline_s: float) -> threading.Timer:
+    """Hard exit (code 0) if a clean stop has not finished in time, e.g. Faust hangs stopping."""
+
+    def fire() -> None:
+        log.error("shutdown did not finish within %.0fs: forcing exit", deadline_s)
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(deadline_s, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def load_reconciler(settings: Settings, ch: ClickHouse | None, redis: Redis) -> ReconcileHook | None:
+    """The reconciler of `streamer.jobs.reconcile` if that module exists (hook point)."""
+    if ch is None:
+        return None
+    try:
+        from streamer.jobs import reconcile  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    factory: Callable[..., ReconcileHook] | None = getattr(reconcile, "make_stream_reconciler", None)
+    return factory(settings, ch, redis) if factory is not None else None
+
+
+@dataclass
+class Worker:
+    """Everything one worker process runs."""
+
+    settings: Settings
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    exit_code: int = 0
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def run(self) -> int:
+        """Start all parts, wait for stop or a fatal error, stop within the deadline."""
+        s = self.settings
+        await ensure_topics(s.kafka_bootstrap_servers, {
+            s.kafka_events_topic: s.streamer_topic_partitions, s.kafka_dlq_topic: 1})
+        partitions = await topic_partitions(s.kafka_bootstrap_servers, s.kafka_events_topic)
+        self.redis = make_redis(s)
+        self.ch = await self._clickhouse()
+        self.app, _, table = build_app(s, partitions)
+        self.ingestor = self._ingestor(table, partitions)
+        reconcile = load_reconciler(s, self.ch, self.redis)
+        self.publisher = Publisher(s, self.redis, self.ingestor, lambda: self._partitions(partitions),
+                                   self.ch, reconcile)
+        http = await start_http(s.streamer_web_port, self.readiness)
+        try:
+            await self.app.start()
+            self._spawn(self.publisher.run(self.stop), self._monitor())
+            if self.sink is not None:
+                self._spawn(self.sink.run())
+            self._start_jobs()
+            log.info("worker running: topic %s with %d partitions", s.kafka_events_topic, partitions)
+            await self.stop.wait()
+        finally:
+            await self._shutdown()
+            await http.cleanup()
+        return self.exit_code
+
+    async def _clickhouse(self) -> ClickHouse | None:
+        s = self.settings
+        ch = ClickHouse.from_settings(s)
+        try:
+            await create_schema(ch)
+        except Exception as exc:
+            log.warning("ClickHouse schema check failed (sink will retry): %s", exc)
+        sink_on = s.streamer_clickhouse_sink
+
+        async def insert(events: Any) -> None:
+            await queries.insert_events(ch, events)
+
+        self.sink = (EventSink(insert, s.streamer_sink_batch_size, s.streamer_sink_flush_ms,
+                               s.streamer_sink_max_pending) if sink_on else None)
+        return ch
+
+    def _ingestor(self, table: StateTable, partitions: int) -> Ingestor:
+        s = self.settings
+        app = self.app
+        producer = app.producer
+
+        async def send(topic: str, key: bytes | None, value: bytes, partition: int | None,
+                       timestamp: float | None, headers: Any) -> Any:
+            fut = await producer.send(topic, key, value, partition, timestamp, headers)
+            return await fut
+
+        def ack(message: Message) -> None:
+            app.consumer.ack(message)
+
+        ingestor = Ingestor(TableWriter(table, s.kafka_events_topic), send, ack, partitions,
+                            s.window_minutes, s.kafka_events_topic, s.kafka_dlq_topic, self.sink)
+        register_batch_handler(app, s.kafka_events_topic, ingestor.handle_batch)
+        table.on_recovered = ingestor.on_recovered
+        topic = s.kafka_events_topic
+
+        async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+            await ingestor.on_revoked({tp.partition for tp in revoked if tp.topic == topic})
+
+        async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+            ingestor.on_assigned({tp.partition for tp in assigned if tp.topic == topic})
+
+        app.on_partitions_revoked.connect(on_revoked, weak=False)
+        app.on_partitions_assigned.connect(on_assigned, weak=False)
+        return ingestor
+
+    def _partitions(self, fallback: int) -> int:
+        with contextlib.suppress(Exception):
+            count = self.app.consumer.topic_partitions(self.settings.kafka_events_topic)
+            if count:
+                return int(count)
+        return fallback
+
+    def _spawn(self, *coros: Awaitable[Any]) -> None:
+        for coro in coros:
+            self.tasks.append(asyncio.ensure_future(coro))
+
+    def _start_jobs(self) -> None:
+        if self.ch is None:
+            return
+        self.runner = JobRunner([SuggestionsJob(self.settings, self.ch, self.redis)], self.redis,
+                                self.settings.job_max_concurrent)
+        self._spawn(self.runner.run_forever())
+
+    async def readiness(self) -> tuple[bool, str]:
+        """Ready when every assigned partition is recovered and Redis answers."""
+        ingestor = getattr(self, "ingestor", None)
+        if ingestor is None or not ingestor.ready:
+            return False, "partitions not assigned or state not recovered yet"
+        await self.redis.ping()
+        return True, f"partitions {sorted(ingestor.states)} recovered; redis reachable"
+
+    async def _monitor(self) -> None:
+        """Exit on fatal errors; keep the per-partition lag gauge current."""
+        while not self.stop.is_set():
+            if self.ingestor.fatal is not None or self.app.crashed:
+                log.critical("fatal: %r", self.ingestor.fatal or self.app.crash_reason)
+                self.exit_code = 1
+                self.stop.set()
+                return
+            self._update_lag()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), 1.0)
+
+    def _update_lag(self) -> None:
+        consumer = self.app.consumer
+        topic = self.settings.kafka_events_topic
+        for partition in list(self.ingestor.states):
+            with contextlib.suppress(Exception):
+                tp = TP(topic, partition)
+                high = consumer.highwater(tp)
+                read = consumer._read_offset.get(tp)
+                if high is not None:
+                    lag = high - (read + 1 if read is not None else 0)
+                    CONSUMER_LAG.labels(partition=str(partition)).set(max(lag, 0))
+
+    async def _shutdown(self) -> None:
+        log.info("stopping worker")
+        self.stop.set()
+        if getattr(self, "runner", None) is not None:
+            self.runner.stop()
+        app: faust.App | None = getattr(self, "app", None)
+        if app is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ingestor.drain(), 10)
+            try:
+                await asyncio.wait_for(app.stop(), FAUST_STOP_S)
+            except Exception as exc:
+                log.warning("Faust did not stop cleanly: %r", exc)
+        if self.sink is not None:
+            self.sink.stop()
+        await asyncio.wait(self.tasks, timeout=10) if self.tasks else None
+        for task in self.tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        if self.ch is not None:
+            self.ch.close()
+
+
+def run_worker(settings: Settings) -> int:
+    """Entry point of `streamer worker`: SIGTERM/SIGINT stop it with exit 0 within 60 s."""
+
+    async def main() -> int:
+        worker = Worker(settings)
+        loop = asyncio.get_running_loop()
+        watchdogs: list[threading.Timer] = []
+
+        def on_signal() -> None:
+            worker.stop.set()
+            if not watchdogs:
+                watchdogs.append(start_watchdog(STOP_DEADLINE_S))
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        code = await worker.run()
+        for timer in watchdogs:
+            timer.cancel()
+        return code
+
+    return asyncio.run(main())

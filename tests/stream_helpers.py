@@ -1,0 +1,205 @@
+"""Helpers for stream tests: worker subprocesses, a producer, a DLQ reader, a brute-force oracle."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streamer.core.events import EVENT_TYPES
+from streamer.core.scoring import PostCounts, rank_posts
+from streamer.core.window import Window
+from streamer.demo.services import free_port
+
+FAST_GROUP_ENV = {
+    "STREAMER_REBALANCE_TIMEOUT_SEC": "3",
+    "STREAMER_SESSION_TIMEOUT_SEC": "6",
+    "STREAMER_HEARTBEAT_INTERVAL_SEC": "1",
+    "STREAMER_COMMIT_INTERVAL_MS": "500",
+    "JOB_TRENDING_INTERVAL_SEC": "2",
+    "STREAMER_TABLE_STORE": "memory",
+    "STREAMER_SINK_FLUSH_MS": "200",
+    "JOB_SUGGESTION_INTERVAL_SEC": "3600",
+}
+
+
+def unique(prefix: str) -> str:
+    """A fresh name for a topic or an app id."""
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def now_ms() -> int:
+    """Wall clock in epoch ms."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class WorkerProcess:
+    """`python -m streamer worker` as a child process with its own web port and data dir."""
+
+    env: dict[str, str]
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self) -> WorkerProcess:
+        """Spawn the worker (logs go to a file in its data dir)."""
+        env = dict(self.env)
+        env.update({"STREAMER_WEB_PORT": str(self.port), "STREAMER_DATA_DIR": str(self.data_dir)})
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir / f"worker-{self.port}-{secrets.token_hex(2)}.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamer", "worker"], env=env, stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        return self
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """HTTP GET on the worker's port: (status, body); (0, b"") when nothing answers."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return int(r.status), bytes(r.read())
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), bytes(exc.read())
+        except OSError:
+            return 0, b""
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Block until /readyz answers 200."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, self.tail()
+            if self.get("/readyz")[0] == 200:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"worker not ready after {timeout_s}s\n{self.tail()}")
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """Value of one sample from /metrics (0 when absent)."""
+        _, body = self.get("/metrics")
+        prefix = f"{name}{{{labels}}} " if labels else f"{name} "
+        for line in body.decode().splitlines():
+            if line.startswith(prefix):
+                return float(line.split()[-1])
+        return 0.0
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL (fault injection)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def tail(self, lines: int = 60) -> str:
+        """Last lines of the worker log."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def event(event_id: str, post_id: int, ts: int, event_type: str = "view", user_id: int = 1) -> dict[str, Any]:
+    """One wire event."""
+    return {"event_id": event_id, "post_id": post_id, "user_id": user_id,
+            "event_type": event_type, "ts": ts}
+
+
+def random_events(n: int, posts: int, ts: int, seed: int) -> list[dict[str, Any]]:
+    """n events over `posts` posts with skewed popularity, all at about `ts`."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        post = int(rng.paretovariate(1.2)) % posts
+        kind = rng.choices(EVENT_TYPES, weights=(80, 12, 5, 3))[0]
+        out.append(event(f"e{seed}-{i}", post, ts - rng.randint(0, 30_000), kind, rng.randint(1, 99)))
+    return out
+
+
+Message = tuple[bytes | None, bytes, int | None]  # key, value, partition (None = partitioner)
+
+
+def keyed(events: Iterable[dict[str, Any]]) -> list[Message]:
+    """One message per event keyed by its post_id (the contract's normal case)."""
+    return [(str(e["post_id"]).encode(), orjson.dumps(e), None) for e in events]
+
+
+async def produce(bootstrap: str, topic: str, messages: Sequence[Message]) -> None:
+    """Send messages and wait for all acks."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key, partition=partition)
+                   for key, value, partition in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 20.0) -> list[Any]:
+    """Read a topic from the start until `expect` records arrived (or timeout)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(out) < expect and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def oracle(events: Iterable[dict[str, Any]], window: Window, k: int) -> list[PostCounts]:
+    """Brute force: each event_id once (first seen), ts inside the window, ranked per contract."""
+    seen: set[str] = set()
+    counts: dict[int, list[int]] = {}
+    for e in events:
+        if e["event_id"] in seen:
+            continue
+        seen.add(e["event_id"])
+        if window.contains(e["ts"]):
+            cell = counts.setdefault(e["post_id"], [0, 0, 0, 0])
+            cell[EVENT_TYPES.index(e["event_type"])] += 1
+    return rank_posts([PostCounts(p, *c) for p, c in counts.items()], k)
+
+
+async def wait_for_publish(redis: Any, after_ms: int, timeout_s: float = 30.0,
+                           partitions: int | None = None) -> tuple[list[PostCounts], dict[str, Any]]:
+    """Wait for a trending publish generated after `after_ms` (complete, when partitions given)."""
+    from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        raw, raw_meta = await redis.mget([trending_key(1), trending_meta_key(1)])
+        if raw_meta and raw is not None:
+            meta = orjson.loads(raw_meta)
+            ok = partitions is None or meta["partitions"] == list(range(partitions))
+            if meta["generated_at_ms"] > after_ms and ok:
+                return decode_trending(raw), meta
+        await asyncio.sleep(0.2)
+    raise AssertionError("no publish in time")
