@@ -1,0 +1,118 @@
+"""Synthetic inputs shared by scenarios: event tuples and ready-built partition states."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+from streamer.core.dedup import DedupIndex
+from streamer.core.events import EVENT_TYPE_INDEX
+from streamer.core.scoring import PostCounts, rank_value
+from streamer.core.topk import merge_partials
+from streamer.core.window import MINUTE_MS
+from streamer.core.window_state import PartitionWindow
+from streamer.demo import generate
+
+WINDOW_MINUTES = 60
+TOPK = 50
+# A fixed "now" on a minute boundary keeps every run identical.
+NOW_MS = 1_795_913_760_000
+
+EventTuple = tuple[str, int, int, int]  # event_id, post_id, type_index, ts_ms
+
+
+def event_tuples(count: int, posts: int, seed: int = 11, span_ms: int = 50 * MINUTE_MS) -> list[EventTuple]:
+    """`count` Zipf-popular events inside the window, as plain tuples (decode cost excluded)."""
+    return [
+        (e.event_id, e.post_id, EVENT_TYPE_INDEX[e.event_type], e.ts_ms)
+        for e in generate.events(count, posts, max(1, posts // 4), NOW_MS, span_ms, seed)
+    ]
+
+
+def core_ingest(events: list[EventTuple]) -> tuple[PartitionWindow, DedupIndex]:
+    """What a worker does per valid event: dedup by id, then count into the window."""
+    window = PartitionWindow(WINDOW_MINUTES)
+    window.advance(NOW_MS)
+    dedup = DedupIndex()
+    add, seen = window.add, dedup.add
+    for event_id, post_id, type_index, ts_ms in events:
+        if seen(event_id, ts_ms // MINUTE_MS):
+            add(post_id, type_index, ts_ms)
+    return window, dedup
+
+
+def naive_ingest(events: list[EventTuple]) -> dict[int, list[int]]:
+    """Baseline: a set of seen ids and a dict of four counters per post, no window, no index."""
+    seen: set[str] = set()
+    counts: dict[int, list[int]] = {}
+    for event_id, post_id, type_index, _ts in events:
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        counters = counts.get(post_id)
+        if counters is None:
+            counters = counts[post_id] = [0, 0, 0, 0]
+        counters[type_index] += 1
+    return counts
+
+
+def build_partitions(
+    posts: int, partitions: int, seed: int = 3, spread_minutes: int = 1
+) -> list[PartitionWindow]:
+    """`posts` active posts split by id over partitions, Zipf-like counts, one bucket each."""
+    rng = random.Random(seed)
+    parts = [PartitionWindow(WINDOW_MINUTES) for _ in range(partitions)]
+    for part in parts:
+        part.advance(NOW_MS)
+    last_minute_ms = NOW_MS
+    for post_id in range(1, posts + 1):
+        count = max(1, int(10_000 / (1 + rng.random() * posts) ** 0.7))
+        minute = rng.randrange(spread_minutes)
+        parts[post_id % partitions].add(post_id, rng.randrange(4), last_minute_ms - minute * MINUTE_MS, count)
+    return parts
+
+
+def stream_publish(parts: list[PartitionWindow], k: int = TOPK) -> list[PostCounts]:
+    """The stream's publish: each partition's top-k from its index, merged exactly."""
+    return merge_partials((p.top(k) for p in parts), k)
+
+
+def full_sort_publish(parts: list[PartitionWindow], k: int = TOPK) -> list[PostCounts]:
+    """Baseline: sort every post's totals and cut at k (what a non-indexed state would do)."""
+    keyed = sorted((-rank_value(*t), pid) for p in parts for pid, t in p.totals.items())
+    return [PostCounts(pid, *_totals(parts, pid)) for _, pid in keyed[:k]]
+
+
+def _totals(parts: list[PartitionWindow], post_id: int) -> list[int]:
+    for part in parts:
+        if post_id in part.totals:
+            return part.totals[post_id]
+    raise KeyError(post_id)
+
+
+def core_ingest_iter(events: Iterable[EventTuple]) -> tuple[object, int, int]:
+    """core_ingest over an iterator; returns (state, active posts, events counted)."""
+    window = PartitionWindow(WINDOW_MINUTES)
+    window.advance(NOW_MS)
+    dedup = DedupIndex()
+    counted = 0
+    for event_id, post_id, type_index, ts_ms in events:
+        if dedup.add(event_id, ts_ms // MINUTE_MS):
+            window.add(post_id, type_index, ts_ms)
+            counted += 1
+    return (window, dedup), len(window.totals), counted
+
+
+def naive_ingest_iter(events: Iterable[EventTuple]) -> tuple[object, int, int]:
+    """naive_ingest over an iterator; returns (state, active posts, events counted)."""
+    seen: set[str] = set()
+    counts: dict[int, list[int]] = {}
+    for event_id, post_id, type_index, _ts in events:
+        if event_id in seen:
+            continue
+        seen.add(event_id)
+        counters = counts.get(post_id)
+        if counters is None:
+            counters = counts[post_id] = [0, 0, 0, 0]
+        counters[type_index] += 1
+    return (seen, counts), len(counts), len(seen)
