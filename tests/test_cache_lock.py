@@ -1,0 +1,84 @@
+"""RedisLock on a real redis-server: exclusive, extended and released only by its holder."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from streamer.cache.lock import RedisLock
+from streamer.errors import LockLost
+
+
+async def test_only_one_holder(redis_client: Redis) -> None:
+    """SET NX: the second replica does not get the lock and sees the holder's token."""
+    a = RedisLock(redis_client, "job", 60_000, owner="a")
+    b = RedisLock(redis_client, "job", 60_000, owner="b")
+    assert a.token != b.token and a.token.startswith("a:")
+    assert await a.acquire()
+    assert not await b.acquire()
+    assert not b.held
+    assert await b.holder() == a.token
+    ttl = await redis_client.pttl(a.key)
+    assert 0 < ttl <= 60_000
+
+
+async def test_extend_and_release_only_by_the_holder(redis_client: Redis) -> None:
+    """A non-holder can neither extend nor delete the lock; the holder can."""
+    a = RedisLock(redis_client, "job", 60_000)
+    b = RedisLock(redis_client, "job", 60_000)
+    assert await a.acquire()
+    await redis_client.pexpire(a.key, 5_000)
+    assert not await b.extend()
+    assert await redis_client.pttl(a.key) <= 5_000
+    await b.release()
+    assert await a.holder() == a.token
+    assert await a.extend()
+    assert await redis_client.pttl(a.key) > 5_000
+    await a.release()
+    assert await a.holder() is None
+    assert not a.held
+    assert await b.acquire()
+
+
+async def test_expired_lock_taken_over(redis_client: Redis) -> None:
+    """After expiry another replica takes over; the old holder can no longer touch it."""
+    a = RedisLock(redis_client, "job", 100)
+    b = RedisLock(redis_client, "job", 60_000)
+    assert await a.acquire()
+    await asyncio.sleep(0.3)
+    assert await b.acquire()
+    assert not await a.extend()
+    with pytest.raises(LockLost):
+        a.ensure_held()
+    await a.release()
+    assert await b.holder() == b.token
+    b.ensure_held()
+
+
+async def test_keep_alive_renews_while_running(redis_client: Redis) -> None:
+    """A 300 ms lease survives a 1 s run because keep_alive extends it every ttl/3."""
+    a = RedisLock(redis_client, "job", 300)
+    b = RedisLock(redis_client, "job", 300)
+    assert await a.acquire()
+    async with a.keep_alive():
+        await asyncio.sleep(1.0)
+        assert not await b.acquire()
+        assert a.held
+    await a.release()
+    assert await b.acquire()
+
+
+async def test_keep_alive_notices_a_lost_lock(redis_client: Redis) -> None:
+    """When someone else holds the key, the renew loop marks the lock as not held."""
+    a = RedisLock(redis_client, "job", 300)
+    assert await a.acquire()
+    async with a.keep_alive():
+        await redis_client.set(a.key, "someone-else", px=60_000)
+        for _ in range(50):
+            if not a.held:
+                break
+            await asyncio.sleep(0.05)
+        assert not a.held
+    assert await a.holder() == "someone-else"
