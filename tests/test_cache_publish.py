@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 import pytest
@@ -23,6 +24,12 @@ from streamer.errors import LockLost
 NOW = 1_795_913_777_000
 
 
+def js(raw: bytes | str | None) -> Any:
+    """Parse a JSON value that must exist."""
+    assert raw is not None
+    return orjson.loads(raw)
+
+
 def meta(generated: int = NOW) -> TrendingMeta:
     """ClickHouse-mode meta for a publish at `generated`."""
     return TrendingMeta(generated, window_at(generated, 60), "clickhouse", [])
@@ -33,8 +40,8 @@ async def test_trending_value_and_meta_with_ttl(redis_client: Redis) -> None:
     posts = [PostCounts(5, 10, 1), PostCounts(2, 3)]
     await publish_trending(redis_client, 1, posts, meta(), 90_000)
     raw, meta_raw = await redis_client.mget(trending_key(1), trending_meta_key(1))
-    assert orjson.loads(raw) == [p.to_payload() for p in posts]
-    m = orjson.loads(meta_raw)
+    assert js(raw) == [p.to_payload() for p in posts]
+    m = js(meta_raw)
     w = window_at(NOW, 60)
     assert (m["generated_at_ms"], m["window_start_ms"], m["window_end_ms"]) == (NOW, w.start_ms, w.end_ms)
     assert m["mode"] == "clickhouse" and m["partitions"] == []
@@ -47,7 +54,7 @@ async def test_empty_trending_is_written_as_empty_array(redis_client: Redis) -> 
     await publish_trending(redis_client, 1, [PostCounts(1, 1)], meta(), 90_000)
     await publish_trending(redis_client, 1, [], meta(NOW + 60_000), 90_000)
     assert await redis_client.get(trending_key(1)) == b"[]"
-    assert orjson.loads(await redis_client.get(trending_meta_key(1)))["generated_at_ms"] == NOW + 60_000
+    assert js(await redis_client.get(trending_meta_key(1)))["generated_at_ms"] == NOW + 60_000
 
 
 async def test_readers_never_see_value_and_meta_from_different_publishes(
@@ -56,7 +63,7 @@ async def test_readers_never_see_value_and_meta_from_different_publishes(
     """A reader polling MGET during 150 publishes always sees a matching pair."""
     reader = Redis.from_url(redis_url)
     done = asyncio.Event()
-    mismatches: list[tuple[bytes, bytes]] = []
+    mismatches: list[tuple[Any, Any]] = []
 
     async def read() -> int:
         seen = 0
@@ -64,8 +71,8 @@ async def test_readers_never_see_value_and_meta_from_different_publishes(
             raw, meta_raw = await reader.mget(trending_key(1), trending_meta_key(1))
             if raw is not None:
                 seen += 1
-                gen = orjson.loads(meta_raw)["generated_at_ms"]
-                if orjson.loads(raw)[0]["post_id"] != gen:
+                gen = js(meta_raw)["generated_at_ms"]
+                if js(raw)[0]["post_id"] != gen:
                     mismatches.append((raw, meta_raw))
         return seen
 
@@ -142,7 +149,7 @@ async def test_suggestions_batch_with_ttl_and_empty_lists(redis_client: Redis, s
     await redis_client.config_resetstat()
     batch = {1: [Suggestion(7, 1.5, 2), Suggestion(8, 0.5, 1)], 2: []}
     await publish_suggestions(redis_client, batch, settings.suggestions_ttl_s)
-    assert orjson.loads(await redis_client.get(suggestions_key(1))) == [
+    assert js(await redis_client.get(suggestions_key(1))) == [
         {"user_id": 7, "score": 1.5, "mutual_count": 2},
         {"user_id": 8, "score": 0.5, "mutual_count": 1},
     ]
