@@ -111,10 +111,12 @@ class StandbyTrending:
         return False
 
     async def _keep(self) -> None:
-        """Still the publisher (our meta is fresh): extend the lease."""
-        if self.lease.held and not await self.lease.extend():
-            LOCK_CHANGES.labels(job=LEASE_JOB, event="lost").inc()
-            self._set_publishing(False, "lease lost")
+        """Still the publisher (our meta is fresh): extend the lease, or re-take it if it lapsed."""
+        if await self._hold_lease():
+            self._set_publishing(True, "own publish is fresh")
+            return
+        LOCK_CHANGES.labels(job=LEASE_JOB, event="lost").inc()
+        self._set_publishing(False, "another standby took the lease")
 
     async def _hand_back(self, reason: str) -> None:
         """Someone else publishes (or we stop): release the lease and go idle."""

@@ -52,7 +52,7 @@ async def run_jobs(
         http = await start_http(settings.streamer_web_port, ready)
         names = [j.name for j in jobs] + (["trending (standby)"] if standby else [])
         log.info("jobs mode running: %s", ", ".join(names))
-        tasks = [asyncio.create_task(runner.run_forever())]
+        tasks = [asyncio.create_task(runner.run_forever())] if jobs else []
         if standby is not None:
             tasks.append(asyncio.create_task(standby.run_forever(stop)))
         await stop.wait()

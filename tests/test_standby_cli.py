@@ -1,0 +1,82 @@
+"""`streamer jobs` as a process: the standby publishes, reports its role on /readyz, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from streamer.config import Settings
+from streamer.core.payloads import lock_key, trending_key, trending_meta_key
+from streamer.demo.services import free_port, wait_for_port
+from streamer.jobs.standby import LEASE_JOB
+from streamer.jobs.trending import wall_ms
+from tests.test_standby import stream_publish
+
+
+def start_jobs(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Create the schema in the child's embedded ClickHouse, then start `streamer jobs`."""
+    cmd = [sys.executable, "-m", "streamer"]
+    subprocess.run([*cmd, "schema"], env=env, check=True, capture_output=True, timeout=120)
+    with log_path.open("wb") as log:
+        return subprocess.Popen([*cmd, "jobs", "--job", "trending"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=log)
+
+
+def readyz(port: int) -> dict[str, Any]:
+    """GET /readyz as JSON."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+        body: dict[str, Any] = json.loads(resp.read())
+    return body
+
+
+async def wait_for(pred: Any, limit_s: float) -> None:
+    """Await an async condition (the limit only guards against hanging)."""
+    for _ in range(int(limit_s / 0.1)):
+        if await pred():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not reached")
+
+
+async def test_jobs_mode_runs_the_standby(
+    subprocess_env: dict[str, str], redis_client: Redis, settings: Settings, tmp_path: Path
+) -> None:
+    """No stream meta: it publishes `[]` as standby; a fresh stream meta makes it idle; exit 0."""
+    port = free_port()
+    env = {**subprocess_env, "STREAMER_WEB_PORT": str(port), "JOB_TRENDING_INTERVAL_SEC": "2"}
+    log_path = tmp_path / "jobs.log"
+    proc = await asyncio.to_thread(start_jobs, env, log_path)
+    try:
+        await asyncio.to_thread(wait_for_port, port, 60, proc)
+
+        async def standby_published() -> bool:
+            raw = await redis_client.get(trending_meta_key(1))
+            return raw is not None and json.loads(raw).get("source") == "standby"
+
+        await wait_for(standby_published, 30)
+        assert await redis_client.get(trending_key(1)) == b"[]"
+        assert "standby publishing" in (await asyncio.to_thread(readyz, port))["detail"]
+        fresh = settings.model_copy(update={"job_trending_interval_sec": 2})
+        await stream_publish(redis_client, fresh, wall_ms())
+
+        async def idle() -> bool:
+            return "standby idle" in (await asyncio.to_thread(readyz, port))["detail"]
+
+        await wait_for(idle, 10)
+        assert json.loads(await redis_client.get(trending_meta_key(1)) or b"{}")["mode"] == "stream"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+        assert await redis_client.get(lock_key(LEASE_JOB)) is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        print(log_path.read_text()[-5000:])  # shown by pytest only when the test fails
