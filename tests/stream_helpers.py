@@ -81,12 +81,20 @@ class WorkerProcess:
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Block until /readyz answers 200."""
+        self.wait_ready_statuses(timeout_s)
+
+    def wait_ready_statuses(self, timeout_s: float = 60.0) -> list[int]:
+        """Block until /readyz answers 200; every distinct status seen on the way, in order."""
+        seen: list[int] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc is not None and self.proc.poll() is None, self.tail()
-            if self.get("/readyz")[0] == 200:
-                return
-            time.sleep(0.2)
+            status = self.get("/readyz")[0]
+            if status and (not seen or seen[-1] != status):
+                seen.append(status)
+            if status == 200:
+                return seen
+            time.sleep(0.1)
         raise AssertionError(f"worker not ready after {timeout_s}s\n{self.tail()}")
 
     def metric(self, name: str, labels: str = "") -> float:

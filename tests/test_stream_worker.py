@@ -1,0 +1,239 @@
+"""The stream worker end to end: real tansu broker, redis-server, embedded ClickHouse, subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from streamer.core.events import encode_events, validate_event
+from streamer.core.scoring import PostCounts
+from streamer.core.window import Window
+from streamer.demo.services import LocalService
+from streamer.stream.partitioning import partition_for_post
+from tests.stream_helpers import (
+    FAST_GROUP_ENV,
+    WorkerProcess,
+    event,
+    keyed,
+    now_ms,
+    oracle,
+    produce,
+    random_events,
+    read_topic,
+    unique,
+    wait_for_publish,
+)
+
+pytestmark = pytest.mark.timeout(240)
+
+
+class Cluster:
+    """Topic, env and the worker processes of one test."""
+
+    def __init__(self, kafka: LocalService, redis_url: str, root: Path, partitions: int) -> None:
+        self.bootstrap = f"127.0.0.1:{kafka.port}"
+        self.topic = unique("events")
+        self.dlq = self.topic + ".dlq"
+        self.partitions = partitions
+        self.root = root
+        self.env = dict(os.environ)
+        self.env.update(FAST_GROUP_ENV)
+        self.env.update({
+            "REDIS_URL": redis_url, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KAFKA_EVENTS_TOPIC": self.topic, "KAFKA_DLQ_TOPIC": self.dlq,
+            "STREAMER_APP_ID": unique("app"), "STREAMER_TOPIC_PARTITIONS": str(partitions),
+        })
+        self.workers: list[WorkerProcess] = []
+
+    def worker(self, name: str, **env: str) -> WorkerProcess:
+        """Start a worker whose data dir is root/name (reused across restarts)."""
+        w = WorkerProcess({**self.env, **env}, self.root / name).start()
+        self.workers.append(w)
+        return w
+
+    def stop_all(self) -> list[int]:
+        """SIGTERM every live worker; their exit codes."""
+        return [w.terminate() for w in self.workers if w.proc and w.proc.poll() is None]
+
+
+@pytest.fixture
+def cluster_factory(
+    kafka_service: LocalService, redis_url: str, tmp_path: Path
+) -> Iterator[Any]:
+    """Builds clusters and always stops their workers."""
+    made: list[Cluster] = []
+
+    def make(partitions: int = 4) -> Cluster:
+        c = Cluster(kafka_service, redis_url, tmp_path, partitions)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        for w in c.workers:
+            w.kill()
+
+
+async def settle_exact(
+    redis: Redis, events: list[dict[str, Any]], partitions: int, timeout_s: float = 90.0
+) -> tuple[list[PostCounts], list[PostCounts], dict[str, Any]]:
+    """Wait until a complete publish equals the brute-force oracle over its own window."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    posts: list[PostCounts] = []
+    want: list[PostCounts] = []
+    meta: dict[str, Any] = {}
+    since = 0
+    while asyncio.get_running_loop().time() < deadline:
+        posts, meta = await wait_for_publish(redis, since, timeout_s, partitions)
+        since = meta["generated_at_ms"]
+        window = Window(meta["window_start_ms"], meta["window_end_ms"])
+        want = oracle(events, window, 50)
+        if posts == want:
+            break
+    return posts, want, meta
+
+
+def ch_distinct_events(data_dir: Path) -> int:
+    """Distinct event ids the worker wrote to its embedded ClickHouse (read in a child process)."""
+    code = (
+        "import clickhouse_connect,sys;"
+        f"c=clickhouse_connect.get_client(dsn='chdb://{(data_dir / 'clickhouse').resolve()}');"
+        "print(c.query('SELECT uniqExact(event_id) FROM nova.post_events').result_rows[0][0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def bad_messages(now: int) -> list[tuple[bytes | None, bytes, int | None, str]]:
+    """(key, value, partition, expected reason) for every kind of bad input."""
+    good = event("ok-in-bad-batch", 7, now - 1000)
+    return [
+        (b"1", b"not json{", None, "invalid_json"),
+        (b"1", b"42", None, "not_an_object"),
+        (b"1", orjson.dumps({"event_id": "m1", "post_id": 1, "user_id": 1, "ts": now}), None,
+         "missing_field"),
+        (b"1", orjson.dumps(event("u1", 1, now, "dislike")), None, "unknown_event_type"),
+        (b"1", orjson.dumps({**event("s1", 1, now), "post_id": "1"}), None, "invalid_type"),
+        (b"1", orjson.dumps(event("f1", 1, now + 10 * 60_000)), None, "future_ts"),
+        (b"7", orjson.dumps([good, {"event_id": "b1"}]), None, "missing_field"),
+    ]
+
+
+class TestOneWorker:
+    """One worker, every kind of input."""
+
+    async def test_exact_publish_dlq_and_metrics(self, cluster_factory: Any, redis_client: Redis) -> None:
+        """Duplicates, late, future and malformed input: the publish equals the brute force,
+        the DLQ holds the bad ones with reasons, metrics count them, ClickHouse gets the rest."""
+        c = cluster_factory(4)
+        w = c.worker("w1")
+        statuses = w.wait_ready_statuses(90)
+        assert statuses[0] == 503 and statuses[-1] == 200
+        now = now_ms()
+        good = random_events(3000, 200, now, seed=1)
+        dups = good[:300]
+        late = [event(f"late-{i}", i, now - 3 * 3600_000) for i in range(20)]
+        soon = [event(f"soon-{i}", i, now + 2 * 60_000) for i in range(5)]  # valid, not yet in window
+        bad = bad_messages(now)
+        await produce(c.bootstrap, c.topic, keyed(good) + keyed(dups) + keyed(late) + keyed(soon)
+                      + [(k, v, p) for k, v, p, _ in bad])
+        all_valid = [*good, *dups, *late, *soon, event("ok-in-bad-batch", 7, now - 1000)]
+        posts, want, meta = await settle_exact(redis_client, all_valid, 4)
+        assert posts == want and len(posts) == 50
+        assert meta["mode"] == "stream" and meta["complete"] and meta["partitions"] == [0, 1, 2, 3]
+
+        dead = await read_topic(c.bootstrap, c.dlq, len(bad))
+        reasons = sorted(dict(r.headers)["error"].decode().split(":")[0] for r in dead)
+        assert reasons == sorted(r for *_, r in bad)
+        assert any(r.value == b"not json{" for r in dead)
+        assert w.metric("streamer_events_invalid_total", 'reason="missing_field"') == 2
+        assert w.metric("streamer_events_processed_total") == 3000 + 5 + 1
+        assert w.metric("streamer_events_duplicate_total") == 300
+        assert w.metric("streamer_events_late_total") == 20
+        assert c.stop_all() == [0]
+        assert ch_distinct_events(w.data_dir) == 3000 + 5 + 1 + 20
+
+
+class TestRouting:
+    """Batches and misrouted events."""
+
+    async def test_batches_and_misrouted_events_count_exactly(
+        self, cluster_factory: Any, redis_client: Redis
+    ) -> None:
+        """100-event arrays keyed by anything and events put in the wrong partition are forwarded
+        to their post's partition and counted once."""
+        c = cluster_factory(4)
+        w = c.worker("w1")
+        w.wait_ready(90)
+        now = now_ms()
+        events = random_events(4000, 300, now, seed=2)
+        valid = [validate_event(e, now) for e in events]
+        batches = [(b"batch-%d" % i, encode_events(valid[i : i + 100]), None)
+                   for i in range(0, 3000, 100)]
+        misrouted = [(b"x", orjson.dumps(e), (partition_for_post(e["post_id"], 4) + 1) % 4)
+                     for e in events[3000:]]
+        replay = batches[:5]  # a producer retry of whole batches
+        await produce(c.bootstrap, c.topic, batches + misrouted + replay)
+        posts, want, meta = await settle_exact(redis_client, events, 4)
+        assert posts == want
+        assert w.metric("streamer_events_forwarded_total") > 1000
+        assert w.metric("streamer_events_processed_total") == 4000
+        assert c.stop_all() == [0]
+
+
+class TestTwoWorkers:
+    """Two workers in one group share the partitions; the publish is global."""
+
+    async def test_two_workers_publish_exact_global_top50(
+        self, cluster_factory: Any, redis_client: Redis
+    ) -> None:
+        """Each worker owns some partitions; the merged array is the exact global top-50."""
+        c = cluster_factory(4)
+        w1, w2 = c.worker("w1"), c.worker("w2")
+        w1.wait_ready(90)
+        w2.wait_ready(90)
+        now = now_ms()
+        events = random_events(6000, 500, now, seed=3)
+        await produce(c.bootstrap, c.topic, keyed(events))
+        posts, want, meta = await settle_exact(redis_client, events, 4)
+        assert posts == want and len(posts) == 50
+        assert meta["partitions"] == [0, 1, 2, 3] and meta["missing_partitions"] == []
+        owned = [w.metric("streamer_partitions_owned") for w in (w1, w2)]
+        assert sorted(owned) == [2, 2]
+        assert c.stop_all() == [0, 0]
+
+
+class TestCrash:
+    """kill -9 then restart."""
+
+    @pytest.mark.parametrize("store", ["memory", "rocksdb"])
+    async def test_kill9_mid_stream_then_restart_is_exact(
+        self, cluster_factory: Any, redis_client: Redis, store: str
+    ) -> None:
+        """Killed while consuming, restarted on the same data dir: nothing lost, nothing twice."""
+        c = cluster_factory(4)
+        w = c.worker("w1", STREAMER_TABLE_STORE=store)
+        w.wait_ready(90)
+        now = now_ms()
+        events = random_events(30000, 1000, now, seed=4)
+        producing = asyncio.create_task(produce(c.bootstrap, c.topic, keyed(events)))
+        while w.metric("streamer_events_processed_total") < 3000:
+            await asyncio.sleep(0.05)
+        w.kill()
+        await producing
+        w2 = c.worker("w1", STREAMER_TABLE_STORE=store)
+        w2.wait_ready(120)
+        posts, want, _ = await settle_exact(redis_client, events, 4)
+        assert posts == want
+        assert w2.metric("streamer_events_processed_total") < 30000  # recovered, not replayed
+        assert c.stop_all() == [0]
