@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import orjson
 import pytest
@@ -17,7 +18,7 @@ from streamer.core.payloads import reconcile_key
 from streamer.core.reconcile import StreamSnapshot
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, Window, complete_window_at
-from streamer.jobs.reconcile import Reconciler
+from streamer.jobs.reconcile import Reconciler, make_stream_reconciler
 from streamer.jobs.trending import wall_ms
 from streamer.ops.metrics import REGISTRY
 
@@ -202,3 +203,36 @@ class TestReconciler:
         report = await rec.run(StreamSnapshot(window, [], 0, [0], []))
         assert slept == [rsettings.streamer_sink_flush_ms / 1000 + 2.0]
         assert report.agrees and report.stream_topk == report.clickhouse_topk == []
+
+
+@dataclass(frozen=True)
+class GlobalTopView:
+    """The stream worker's own snapshot shape: exact global top-(2K) over a complete window."""
+
+    window: Window
+    top: list[PostCounts]
+    total_events: int
+    partitions: list[int]
+
+
+class TestStreamHook:
+    """What the worker gets from `make_stream_reconciler`."""
+
+    async def test_accepts_the_stream_global_top_shape(
+        self, rsettings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        loaded: tuple[Window, list[Event]],
+    ) -> None:
+        """A global top-2K view of the same events reconciles exactly; an absent post is bounded."""
+        window, events = loaded
+        union = snapshot_from(events, window)
+        view = GlobalTopView(window, rank_posts(union.posts, 2 * K), union.events, [0, 1, 2, 3])
+        rec = make_stream_reconciler(rsettings, clickhouse, redis_client)
+        assert rec.flush_wait_s == rsettings.streamer_sink_flush_ms / 1000 + 2.0
+        rec.flush_wait_s = 0.0
+        assert (await rec.run(view)).agrees
+        await queries.insert_events(clickhouse, extra(7777, "share", 40, window, "x-"))
+        report = await rec.run(view)
+        (diff,) = report.differences
+        assert diff.post_id == 7777 and diff.stream is None
+        bound = rank_posts(union.posts, 2 * K)[-1].rank
+        assert diff.to_payload()["stream_score_at_most"] == bound / 10

@@ -1,7 +1,7 @@
 """Reconciliation: the stream's snapshot against ClickHouse over the same window, and drift policy.
 
-The stream merger builds a `StreamSnapshot` and calls `Reconciler.run` every
-JOB_RECONCILE_INTERVAL_SEC; this module never imports the stream.
+The stream merger builds a snapshot and calls `Reconciler.run` every JOB_RECONCILE_INTERVAL_SEC;
+the worker finds `make_stream_reconciler` by name. This module never imports the stream.
 """
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 import orjson
 from redis.asyncio import Redis
@@ -20,13 +21,36 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.config import Settings
 from streamer.core.payloads import reconcile_key
 from streamer.core.reconcile import DriftPolicy, ReconcileReport, StreamSnapshot, compare, is_drift
+from streamer.core.scoring import PostCounts
 from streamer.core.topk import merge_partials
+from streamer.core.window import Window
 from streamer.jobs.trending import Clock, wall_ms
 from streamer.ops.metrics import MODE, RECONCILE_DRIFT, RECONCILE_MAX_DELTA, RECONCILE_OVERLAP
 
 log = logging.getLogger("streamer.reconcile")
 FLUSH_MARGIN_S = 2.0
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class CompleteWindowView(Protocol):
+    """The stream's own snapshot shape: the exact global top-(2K) over a complete window."""
+
+    @property
+    def window(self) -> Window: ...
+    @property
+    def top(self) -> Sequence[PostCounts]: ...
+    @property
+    def total_events(self) -> int: ...
+    @property
+    def partitions(self) -> Sequence[int]: ...
+
+
+def as_snapshot(view: StreamSnapshot | CompleteWindowView, depth: int) -> StreamSnapshot:
+    """A StreamSnapshot from either shape (a global top-depth bounds absent posts the same way)."""
+    if isinstance(view, StreamSnapshot):
+        return view
+    return StreamSnapshot(view.window, list(view.top), int(view.total_events),
+                          list(view.partitions), [], depth)
 
 
 def export_metrics(report: ReconcileReport, use_clickhouse: bool) -> None:
@@ -73,11 +97,11 @@ class Reconciler:
         """The trending source the drift policy selects: "stream" or "clickhouse"."""
         return self.policy.mode
 
-    async def run(self, snapshot: StreamSnapshot) -> ReconcileReport:
+    async def run(self, snapshot: StreamSnapshot | CompleteWindowView) -> ReconcileReport:
         """Wait for the sink to flush, query ClickHouse over the window, compare, apply policy."""
         await self.sleep(self.flush_wait_s)
         started = time.perf_counter()
-        report = await self.measure(snapshot)
+        report = await self.measure(as_snapshot(snapshot, 2 * self.settings.job_trending_topk))
         s = self.settings
         drifted = is_drift(report, s.reconcile_drift_threshold, s.reconcile_min_overlap)
         changed = self.policy.observe(drifted)
@@ -108,3 +132,8 @@ class Reconciler:
         key = reconcile_key(self.settings.job_trending_window_hours)
         ttl_ms = 2 * self.settings.job_reconcile_interval_sec * 1000
         await self.redis.set(key, orjson.dumps(report.to_payload()), px=ttl_ms)
+
+
+def make_stream_reconciler(settings: Settings, ch: ClickHouse, redis: Redis) -> Reconciler:
+    """Factory the stream worker looks up by name (keeps jobs free of stream imports)."""
+    return Reconciler(settings, ch, redis)
