@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from streamer.demo.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -302,3 +307,43 @@ class TestBuildScript:
         proc = subprocess.run(["bash", str(BUILD_SCRIPT), "--pussh"], capture_output=True, text=True)
         assert proc.returncode == 2
         assert "unknown argument" in proc.stderr
+
+
+class TestHealthcheckCommand:
+    """The image's HEALTHCHECK command, run for real against a `streamer` process."""
+
+    def _healthcheck(self, instructions: list[Instruction], port: int) -> int:
+        """Exit code of the HEALTHCHECK command with STREAMER_WEB_PORT=port."""
+        check = next(i for i in stages(instructions)[-1] if i.keyword == "HEALTHCHECK")
+        cmd = check.exec_form()
+        assert cmd is not None
+        env = {**os.environ, "STREAMER_WEB_PORT": str(port)}
+        return subprocess.run([sys.executable, *cmd[1:]], env=env, capture_output=True,
+                              timeout=30).returncode
+
+    def test_fails_when_nothing_listens(self, instructions: list[Instruction]) -> None:
+        """No process on the port: unhealthy."""
+        assert self._healthcheck(instructions, free_port()) != 0
+
+    def test_passes_against_running_jobs_mode(
+        self, instructions: list[Instruction], redis_url: str, tmp_path: Path
+    ) -> None:
+        """`streamer jobs` serving /healthz: healthy; SIGTERM then stops it with exit 0."""
+        port = free_port()
+        env = {**os.environ, "REDIS_URL": redis_url, "STREAMER_WEB_PORT": str(port),
+               "STREAMER_DATA_DIR": str(tmp_path / "data"), "CLICKHOUSE_URL": "",
+               "JOB_TRENDING_INTERVAL_SEC": "3600", "JOB_SUGGESTION_INTERVAL_SEC": "3600"}
+        proc = subprocess.Popen([sys.executable, "-m", "streamer", "jobs"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            healthy = False
+            while not healthy and time.monotonic() < deadline and proc.poll() is None:
+                healthy = self._healthcheck(instructions, port) == 0
+                time.sleep(0.2)
+            exited = proc.poll() is not None
+            assert healthy, proc.communicate()[1].decode() if exited else "no /healthz in 60 s"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=60)
+        assert code == 0
