@@ -17,10 +17,12 @@ TOL = 1e-9
 
 def oracle(user: int, edges: Iterable[Edge], limit: int) -> list[tuple[int, float, int]]:
     """Contract: F(u), candidates, mutual_count, Adamic-Adar, order at 1e-9; (id, score, mutual)."""
-    edge_set = set(edges)
+    following: dict[int, set[int]] = {}
+    for a, b in edges:
+        following.setdefault(a, set()).add(b)
 
     def follows_of(x: int) -> set[int]:
-        return {b for a, b in edge_set if a == x}
+        return following.get(x, set())
 
     f_u = follows_of(user)
     candidates = {c for f in f_u for c in follows_of(f)} - {user} - f_u
