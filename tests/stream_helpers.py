@@ -126,6 +126,14 @@ class WorkerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+async def wait_metric(worker: WorkerProcess, name: str, at_least: float, timeout_s: float = 60) -> None:
+    """Poll a worker metric until it reaches a value."""
+    deadline = time.monotonic() + timeout_s
+    while worker.metric(name) < at_least:
+        assert time.monotonic() < deadline, f"{name} stayed below {at_least}"
+        await asyncio.sleep(0.05)
+
+
 def event(event_id: str, post_id: int, ts: int, event_type: str = "view", user_id: int = 1) -> dict[str, Any]:
     """One wire event."""
     return {"event_id": event_id, "post_id": post_id, "user_id": user_id,

@@ -21,6 +21,7 @@ from streamer.demo.services import LocalService
 from streamer.stream.partitioning import partition_for_post
 from tests.stream_helpers import (
     FAST_GROUP_ENV,
+    Message,
     WorkerProcess,
     event,
     keyed,
@@ -31,6 +32,7 @@ from tests.stream_helpers import (
     read_topic,
     unique,
     wait_for_publish,
+    wait_metric,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -178,13 +180,13 @@ class TestRouting:
         now = now_ms()
         events = random_events(4000, 300, now, seed=2)
         valid = [validate_event(e, now) for e in events]
-        batches = [(b"batch-%d" % i, encode_events(valid[i : i + 100]), None)
+        batches: list[Message] = [(b"batch-%d" % i, encode_events(valid[i : i + 100]), None)
                    for i in range(0, 3000, 100)]
-        misrouted = [(b"x", orjson.dumps(e), (partition_for_post(e["post_id"], 4) + 1) % 4)
+        misrouted: list[Message] = [(b"x", orjson.dumps(e), (partition_for_post(e["post_id"], 4) + 1) % 4)
                      for e in events[3000:]]
         replay = batches[:5]  # a producer retry of whole batches
         await produce(c.bootstrap, c.topic, batches + misrouted + replay)
-        posts, want, meta = await settle_exact(redis_client, events, 4)
+        posts, want, _ = await settle_exact(redis_client, events, 4)
         assert posts == want
         assert w.metric("streamer_events_forwarded_total") > 1000
         assert w.metric("streamer_events_processed_total") == 4000
@@ -227,8 +229,7 @@ class TestCrash:
         now = now_ms()
         events = random_events(30000, 1000, now, seed=4)
         producing = asyncio.create_task(produce(c.bootstrap, c.topic, keyed(events)))
-        while w.metric("streamer_events_processed_total") < 3000:
-            await asyncio.sleep(0.05)
+        await wait_metric(w, "streamer_events_processed_total", 3000)
         w.kill()
         await producing
         w2 = c.worker("w1", STREAMER_TABLE_STORE=store)

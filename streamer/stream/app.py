@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP
@@ -18,7 +18,7 @@ STATE_TABLE = "state"
 RecoveredHook = Callable[[set[int]], Awaitable[None]]
 
 
-class StateTable(faust.Table):  # type: ignore[misc]
+class StateTable(faust.Table[bytes, bytes]):
     """The records table; tells the worker which partitions finished recovery."""
 
     on_recovered: RecoveredHook | None = None
@@ -73,13 +73,13 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.Top
         STATE_TABLE, partitions=partitions, key_type=bytes, value_type=bytes,
     )
 
-    @app.agent(topic, name="ingest")  # type: ignore[untyped-decorator]
+    @app.agent(topic, name="ingest")
     async def ingest(stream: Any) -> None:
         """Subscribes the topic; the lean transport delivers its messages in batches instead."""
         async for _ in stream:  # pragma: no cover - never reached
             pass
 
-    return app, topic, table
+    return app, topic, cast(StateTable, table)
 
 
 class TableWriter:
@@ -93,7 +93,7 @@ class TableWriter:
         from faust.streams import _current_event
 
         event = _FakeEvent(_FakeMessage(self.source_topic, partition))
-        token = _current_event.set(weakref.ref(event))
+        token = _current_event.set(weakref.ref(cast(Any, event)))
         return event, token
 
     def put(self, partition: int, key: bytes, value: bytes | None) -> Awaitable[Any]:

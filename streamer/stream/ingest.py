@@ -122,7 +122,9 @@ class Ingestor:
         if state is None:
             return  # not ours (anymore) or not recovered yet: never acked, re-delivered
         now = wall_ms()
-        futures = [self.writer.put(tp.partition, k, None) for k in state.advance(now)]
+        futures: list[Awaitable[Any] | None] = [
+            self.writer.put(tp.partition, k, None) for k in state.advance(now)
+        ]
         accepted: list[Event] = []
         for message in messages:
             decoded = decode_message(message.value, now)

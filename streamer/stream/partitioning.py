@@ -12,4 +12,4 @@ def post_key(post_id: int) -> bytes:
 
 def partition_for_post(post_id: int, partitions: int) -> int:
     """Partition the Java/aiokafka default partitioner picks for this post's key."""
-    return (murmur2(post_key(post_id)) & 0x7FFFFFFF) % partitions
+    return int(murmur2(post_key(post_id)) & 0x7FFFFFFF) % partitions

@@ -41,7 +41,7 @@ def broker_url(bootstrap_servers: str) -> list[str]:
     return [f"{SCHEME}://{host.strip()}" for host in bootstrap_servers.split(",")]
 
 
-class LeanConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+class LeanConsumer(faust_aiokafka.Consumer):
     """aiokafka Consumer whose fetch loop delivers batches instead of one task per message."""
 
     async def _drain_messages(self, fetcher: Any) -> None:
@@ -82,12 +82,10 @@ class LeanConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
                 batches.setdefault(tp, []).append(message)
             else:
                 await self.callback(message)
-                self._read_offset[tp] = message.offset
         for tp, messages in batches.items():
             if not self.flow_active:
                 break
             await handlers[tp.topic](tp, messages)
-            self._read_offset[tp] = messages[-1].offset
         await self._maybe_commit_every()
 
     async def _accept_offset(self, tp: TP, message: Message) -> bool:
@@ -98,6 +96,7 @@ class LeanConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             return False
         if r_offset and offset - r_offset > 1 and self.app.topics.acks_enabled_for(message.topic):
             await self._add_gap(tp, r_offset + 1, offset)
+        self._read_offset[tp] = offset  # per message: a gap is only a real hole in the log
         return True
 
     async def _maybe_commit_every(self) -> None:
@@ -107,7 +106,7 @@ class LeanConsumer(faust_aiokafka.Consumer):  # type: ignore[misc]
             await self.commit()
 
 
-class LeanTransport(faust_aiokafka.Transport):  # type: ignore[misc]
+class LeanTransport(faust_aiokafka.Transport):
     """The aiokafka transport with LeanConsumer."""
 
     Consumer = LeanConsumer

@@ -154,11 +154,14 @@ class Worker:
         table.on_recovered = ingestor.on_recovered
         topic = s.kafka_events_topic
 
-        async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
-            await ingestor.on_revoked({tp.partition for tp in revoked if tp.topic == topic})
+        def ours(tps: set[TP]) -> set[int]:
+            return {tp.partition for tp in tps if tp.topic == topic}
 
-        async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
-            ingestor.on_assigned({tp.partition for tp in assigned if tp.topic == topic})
+        async def on_revoked(sender: Any, /, *args: Any, signal: Any = None, **_: Any) -> None:
+            await ingestor.on_revoked(ours(args[0]))
+
+        async def on_assigned(sender: Any, /, *args: Any, signal: Any = None, **_: Any) -> None:
+            ingestor.on_assigned(ours(args[0]))
 
         app.on_partitions_revoked.connect(on_revoked, weak=False)
         app.on_partitions_assigned.connect(on_assigned, weak=False)
@@ -209,7 +212,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 tp = TP(topic, partition)
                 high = consumer.highwater(tp)
-                read = consumer._read_offset.get(tp)
+                read = getattr(consumer, "_read_offset", {}).get(tp)
                 if high is not None:
                     lag = high - (read + 1 if read is not None else 0)
                     CONSUMER_LAG.labels(partition=str(partition)).set(max(lag, 0))

@@ -1,0 +1,176 @@
+"""Partition state, its change records, the partitioner and the ClickHouse sink, without services."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from streamer.core.events import EVENT_TYPES, Event
+from streamer.core.scoring import PostCounts, rank_posts
+from streamer.core.window import MINUTE_MS, Window, complete_window_at, window_at
+from streamer.stream.partitioning import partition_for_post, post_key
+from streamer.stream.sink import EventSink
+from streamer.stream.state import Outcome, PartitionState, parse_record_key, record_key
+
+T0 = 1_795_900_000_000 - 1_795_900_000_000 % MINUTE_MS  # a minute boundary
+
+
+def ev(i: int, post: int, ts: int, kind: str = "view") -> Event:
+    return Event(f"id-{i}", post, 1, kind, ts)
+
+
+def brute(events: Sequence[Event], window: Window, k: int) -> list[PostCounts]:
+    seen: set[str] = set()
+    acc: dict[int, list[int]] = {}
+    for e in events:
+        if e.event_id in seen:
+            continue
+        seen.add(e.event_id)
+        if window.contains(e.ts_ms):
+            acc.setdefault(e.post_id, [0, 0, 0, 0])[e.type_index] += 1
+    return rank_posts([PostCounts(p, *c) for p, c in acc.items()], k)
+
+
+def random_stream(n: int, start: int, span_ms: int, seed: int) -> list[Event]:
+    """n distinct events plus exact copies of a tenth of them (redeliveries), in ts order."""
+    rng = random.Random(seed)
+    out = [Event(f"id-{i}", rng.randint(0, 40), 7, rng.choice(EVENT_TYPES),
+                 start + rng.randint(0, span_ms)) for i in range(n)]
+    out += rng.sample(out, n // 10)
+    return sorted(out, key=lambda e: e.ts_ms)
+
+
+class TestPartitionState:
+    """Counting, dedup and the records that rebuild the state."""
+
+    def test_counts_each_event_id_once_and_flags_late(self) -> None:
+        """A repeated id is a duplicate; an event before the window start is late."""
+        state = PartitionState(0, 60, T0)
+        assert state.accept(ev(1, 5, T0)) is Outcome.COUNTED
+        assert state.accept(ev(1, 5, T0)) is Outcome.DUPLICATE
+        assert state.accept(ev(2, 5, T0 - 61 * MINUTE_MS)) is Outcome.LATE
+        assert state.accept(ev(3, 5, T0 + 2 * MINUTE_MS)) is Outcome.PENDING
+        assert state.top(10) == [PostCounts(5, 1)]
+
+    def test_records_rebuild_the_same_state(self) -> None:
+        """State loaded from its records equals the live state, dedup ids included."""
+        live = PartitionState(2, 60, T0)
+        records = []
+        stream = random_stream(3000, T0 - 30 * MINUTE_MS, 30 * MINUTE_MS, seed=1)
+        for i in range(0, len(stream), 250):
+            for e in stream[i : i + 250]:
+                live.accept(e)
+            rec = live.take_record()
+            assert rec is not None
+            records.append(rec)
+        assert live.take_record() is None
+        restored = PartitionState(2, 60, T0)
+        assert restored.load(records) == []
+        assert restored.top(50) == live.top(50) == brute(stream, window_at(T0, 60), 50)
+        assert all(restored.accept(e) is Outcome.DUPLICATE for e in stream[:100]
+                   if e.ts_ms >= T0 - 59 * MINUTE_MS)
+        assert restored.next_seq == live.next_seq
+
+    def test_replay_after_partial_loss_is_exact(self) -> None:
+        """Only some records survive a crash: replaying every event gives the exact result."""
+        live = PartitionState(0, 60, T0)
+        stream = random_stream(2000, T0 - 10 * MINUTE_MS, 10 * MINUTE_MS, seed=2)
+        records = []
+        for i in range(0, len(stream), 400):
+            for e in stream[i : i + 400]:
+                live.accept(e)
+            rec = live.take_record()
+            assert rec is not None
+            records.append(rec)
+        survivor = PartitionState(0, 60, T0)
+        survivor.load(records[:2])  # the rest never reached the broker
+        for e in stream:  # redelivery from the committed offset (here: the start)
+            survivor.accept(e)
+        assert survivor.top(50) == brute(stream, window_at(T0, 60), 50)
+
+    def test_advance_expires_minutes_and_records_exactly(self) -> None:
+        """Minutes leave the window on the wall clock; fully expired records are returned."""
+        state = PartitionState(0, 60, T0)
+        state.accept(ev(1, 1, T0 - 59 * MINUTE_MS))
+        old = state.take_record()
+        state.accept(ev(2, 2, T0))
+        state.take_record()
+        assert old is not None
+        assert state.advance(T0 + MINUTE_MS) == [old[0]]
+        assert state.top(10) == [PostCounts(2, 1)]
+        assert state.accept(ev(1, 1, T0 - 59 * MINUTE_MS)) is Outcome.LATE
+
+    def test_complete_partial_matches_brute_force(self) -> None:
+        """The complete-minute window is exact even after its first minute left the window."""
+        stream = random_stream(4000, T0 - 62 * MINUTE_MS, 64 * MINUTE_MS, seed=3)
+        state = PartitionState(0, 60, T0 - 62 * MINUTE_MS)
+        for e in stream:
+            state.advance(min(e.ts_ms, T0 + MINUTE_MS))
+            state.accept(e)
+        now = T0 + MINUTE_MS + 5_000
+        state.advance(now)
+        window = complete_window_at(now - MINUTE_MS, 60)  # one minute older: needs retained data
+        assert state.can_compute(window)
+        partial = state.complete_partial(window, 100)
+        assert partial.top == brute(stream, window, 100)
+        assert partial.total_events == sum(
+            sum((p.views, p.likes, p.comments, p.shares)) for p in brute(stream, window, 10**6))
+
+    def test_record_keys_carry_the_partition(self) -> None:
+        """Keys sort by sequence and name their partition."""
+        assert parse_record_key(record_key(3, 17)) == (3, 17)
+        assert record_key(1, 2) < record_key(1, 10)
+
+
+class TestPartitioner:
+    """The post -> partition rule is Kafka's default partitioner on str(post_id)."""
+
+    @pytest.mark.parametrize("partitions", [1, 4, 12])
+    def test_matches_aiokafka_default_partitioner(self, partitions: int) -> None:
+        """Same partition as aiokafka's producer picks for the key."""
+        parts = list(range(partitions))
+        for post_id in [0, 1, 7, 123, 2**40, 2**63 - 1, *range(1000, 1100)]:
+            expected = DefaultPartitioner()(post_key(post_id), parts, parts)
+            assert partition_for_post(post_id, partitions) == expected
+
+
+class TestSink:
+    """Batches, retries and the bounded buffer."""
+
+    async def test_batches_and_retries_without_losing_events(self) -> None:
+        """A failed insert is retried with the same events; batches respect the size."""
+        calls: list[int] = []
+        fail = [True]
+
+        async def insert(events: Sequence[Event]) -> None:
+            if fail[0]:
+                fail[0] = False
+                raise RuntimeError("down")
+            calls.append(len(events))
+
+        sink = EventSink(insert, batch_size=10, flush_ms=20, max_pending=1000)
+        task = asyncio.create_task(sink.run())
+        sink.add([ev(i, 1, T0) for i in range(25)])
+        for _ in range(200):
+            if sum(calls) == 25:
+                break
+            await asyncio.sleep(0.01)
+        sink.stop()
+        await task
+        assert sum(calls) == 25 and max(calls) <= 10
+
+    async def test_full_buffer_drops_oldest_instead_of_blocking(self) -> None:
+        """When ClickHouse is down the buffer stays bounded and drops are counted."""
+
+        async def insert(events: Sequence[Event]) -> None:
+            raise RuntimeError("down")
+
+        sink = EventSink(insert, batch_size=10, flush_ms=1000, max_pending=50)
+        sink.add([ev(i, 1, T0) for i in range(80)])
+        assert sink.pending == 50 and sink.dropped == 30
+        assert not await sink.flush_once()
+        assert sink.pending == 50
