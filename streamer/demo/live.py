@@ -173,19 +173,24 @@ def publish_line(state: DemoState) -> str:
 
 
 def reconcile_line(state: DemoState) -> str:
-    """The latest stream-vs-ClickHouse comparison, or when to expect it."""
+    """The latest stream-vs-ClickHouse comparison (from Redis), or when to expect it."""
     snap = state.last
     rec = snap.reconcile if snap else None
     if rec:
-        overlap = rec.get("overlap", rec.get("topk_overlap"))
-        delta = rec.get("max_score_delta")
+        overlap = rec.get("topk_overlap", rec.get("overlap"))
         text = f"overlap {float(overlap):.0%}" if overlap is not None else "ran"
-        if delta is not None:
-            text += f", max score delta {float(delta):g}"
+        if rec.get("max_score_delta") is not None:
+            text += f", max score delta {float(rec['max_score_delta']):g}"
+        events = rec.get("events") or {}
+        if "stream" in events and "clickhouse" in events:
+            text += f", events {int(events['stream']):,} vs {int(events['clickhouse']):,}"
+        if rec.get("window_end_ms"):
+            text += f" (to {fmt_time_ms(rec['window_end_ms'])} UTC)"
         return text
     metrics = snap.metrics if snap else None
-    runs = metrics.by_label("streamer_job_runs_total", "job") if metrics else {}
-    if metrics is not None and any("reconcile" in job and n > 0 for job, n in runs.items()):
+    if metrics is not None and metrics.present("streamer_reconcile_topk_overlap") and (
+        metrics.total("streamer_reconcile_topk_overlap") > 0
+    ):
         overlap = metrics.total("streamer_reconcile_topk_overlap")
         delta = metrics.total("streamer_reconcile_max_score_delta")
         return f"overlap {overlap:.0%}, max score delta {delta:g}"
@@ -236,9 +241,9 @@ def trending_table(state: DemoState) -> Table:
     """The current top 10 as published in Redis, with movement since the previous publish."""
     posts = state.last.trending if state.last and state.last.trending is not None else None
     count = "nothing published yet" if posts is None else f"top 10 of {len(posts)} published"
-    table = Table(title=f"Trending now: Redis nova:cache:trending:1h ({count})", expand=True)
-    for col in ("#", "post", "score", "views", "likes", "comments", "shares", "move"):
-        table.add_column(col, justify="right")
+    table = Table(title=f"Trending now in Redis ({count})", expand=True, padding=(0, 1))
+    for col in ("#", "post", "score", "views", "likes", "comm.", "shares", "move"):
+        table.add_column(col, justify="right", no_wrap=True)
     for i, p in enumerate((posts or [])[:10]):
         table.add_row(str(i + 1), str(p.post_id), f"{p.score:,.1f}", f"{p.views:,}",
                       f"{p.likes:,}", f"{p.comments:,}", f"{p.shares:,}", _movement(state, p.post_id, i))
@@ -261,8 +266,8 @@ def render(state: DemoState) -> RenderableType:
     for label, value in pipeline_rows(state):
         side.add_row(label, value)
     body = Table.grid(expand=True, padding=(0, 1))
-    body.add_column(ratio=5)
-    body.add_column(ratio=6)
+    body.add_column(width=62)
+    body.add_column()
     body.add_row(trending_table(state), Panel(side, title="Pipeline (worker /metrics)"))
     foot = Text(
         f"Trending is published every {state.trending_interval_s} s and suggestions every "

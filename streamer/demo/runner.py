@@ -347,6 +347,7 @@ class Demo:
                              self.opts.seed)
         progress = TrafficProgress()
         self.state.phase = "traffic running"
+        self.state.traffic_duration_s, self.state.target_rate = self.opts.duration_s, self.opts.rate
         self.view.live_start(self.state)
         task = asyncio.create_task(produce(
             s.kafka_bootstrap_servers, s.kafka_events_topic, model, self.record, self.opts.rate,

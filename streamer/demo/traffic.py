@@ -63,7 +63,7 @@ class PostLifecycles:
         self.post_ids = list(range(1, posts + 1))
         rng.shuffle(self.post_ids)
         span = max(duration_s, 10.0)
-        self.base = [1.0 / (rank**1.1) for rank in range(1, posts + 1)]
+        self.base = [1.0 / rank for rank in range(1, posts + 1)]
         self.born = [rng.uniform(-0.8 * span, 0.9 * span) for _ in range(posts)]
         self.rise = [rng.uniform(0.1, 0.35) * span for _ in range(posts)]
 

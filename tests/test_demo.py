@@ -1,0 +1,162 @@
+"""`streamer demo` end to end: real broker, redis-server, chDB and worker as child processes.
+
+One short run checks the published trending value against a recomputation from the events
+the demo produced; signal runs check that nothing the demo started survives it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streamer.core.events import EVENT_TYPES
+from streamer.core.scoring import PostCounts, rank_posts
+
+MARKER = "STREAMER_DEMO_RUN"
+
+
+def demo_env(tmp_path: Path, run_id: str) -> dict[str, str]:
+    """Environment of a demo child: its own data dir, a report file, a marker for /proc scans."""
+    env = dict(os.environ)
+    for name in list(env):
+        if name.startswith(("KAFKA_", "REDIS_", "CLICKHOUSE_", "JOB_", "STREAMER_")):
+            del env[name]
+    env.update({
+        MARKER: run_id,
+        "STREAMER_DATA_DIR": str(tmp_path / "data"),
+        "STREAMER_DEMO_REPORT": str(tmp_path / "report.json"),
+        "STREAMER_DEMO_SEED": "1234",
+    })
+    return env
+
+
+def processes_with_marker(run_id: str) -> list[str]:
+    """Every live process whose environment carries this run's marker (a /proc scan)."""
+    needle = f"{MARKER}={run_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(f"{entry.name}: {cmdline.decode(errors='replace')[:120]}")
+    return found
+
+
+def wait_until_gone(run_id: str, timeout_s: float = 15.0) -> list[str]:
+    """Processes of the run still alive after timeout_s (empty when all are gone)."""
+    deadline = time.monotonic() + timeout_s
+    left = processes_with_marker(run_id)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = processes_with_marker(run_id)
+    return left
+
+
+def recompute(events: list[list[Any]], start_ms: int, end_ms: int, k: int) -> list[dict[str, Any]]:
+    """The contract's trending from raw produced events: each event_id once, window, rank."""
+    seen: set[str] = set()
+    counts: dict[int, list[int]] = {}
+    for event_id, post_id, _user_id, event_type, ts in events:
+        if event_id in seen or not start_ms <= ts < end_ms:
+            continue
+        seen.add(event_id)
+        counts.setdefault(post_id, [0, 0, 0, 0])[EVENT_TYPES.index(event_type)] += 1
+    ranked = rank_posts([PostCounts(p, *c) for p, c in counts.items()], k)
+    return [p.to_payload() for p in ranked]
+
+
+class TestDemoRun:
+    """A short demo run publishes a trending list equal to the recomputation."""
+
+    def test_short_run_publishes_the_recomputed_trending_list(self, tmp_path: Path) -> None:
+        """Exit 0, verified, and the dumped Redis value equals our own recomputation."""
+        run_id = uuid.uuid4().hex
+        proc = subprocess.run(
+            [sys.executable, "-m", "streamer", "demo", "--duration", "15", "--rate", "500"],
+            env=demo_env(tmp_path, run_id), capture_output=True, text=True, timeout=170,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "trending verified against recomputation: OK" in proc.stdout
+        report = orjson.loads((tmp_path / "report.json").read_bytes())
+        meta, produced = report["meta"], report["produced"]
+        assert report["verified"] is True
+        assert meta["mode"] == "stream"
+        expected = recompute(produced["events"], meta["window_start_ms"], meta["window_end_ms"],
+                             report["topk"])
+        assert report["trending"] == expected
+        assert len(expected) == report["topk"]
+        assert produced["counters"]["valid_events"] == len(produced["events"]) > 5000
+        assert report["metrics"]["streamer_events_invalid_total"] == (
+            produced["counters"]["dead_letters_expected"])
+        assert report["suggestion_keys"] > 0 and report["suggestions"]
+        assert wait_until_gone(run_id) == []
+
+
+def start_demo(tmp_path: Path, run_id: str, duration_s: int = 60) -> subprocess.Popen[str]:
+    """A demo child whose plain progress lines we can read."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamer", "demo", "--duration", str(duration_s), "--rate", "300",
+         "--posts", "500", "--users", "300"],
+        env=demo_env(tmp_path, run_id), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def read_until(proc: subprocess.Popen[str], needle: str, timeout_s: float = 90.0) -> str:
+    """Output up to and including the first line that contains needle."""
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if needle in line:
+                return "".join(seen)
+    raise AssertionError(f"never printed {needle!r}; output:\n{''.join(seen)[-3000:]}")
+
+
+class TestDemoStops:
+    """SIGTERM or SIGINT at any moment: exit 0 and no broker, redis-server or worker left."""
+
+    @pytest.mark.parametrize(
+        ("sig", "moment"),
+        [
+            (signal.SIGTERM, "Redis listening"),  # during setup, broker starting
+            (signal.SIGINT, "Starting the stream worker"),  # worker joining its group
+            (signal.SIGTERM, "traffic running"),  # during traffic, live phase
+        ],
+        ids=["sigterm-setup", "sigint-worker-start", "sigterm-traffic"],
+    )
+    def test_signal_stops_everything(self, tmp_path: Path, sig: int, moment: str) -> None:
+        """Every process carrying the run's marker is gone after the demo exits 0."""
+        run_id = uuid.uuid4().hex
+        proc = start_demo(tmp_path, run_id)
+        try:
+            read_until(proc, moment)
+            assert processes_with_marker(run_id), "the demo should have started children"
+            proc.send_signal(sig)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, out[-3000:]
+        assert "nothing left running" in out or "received" in out
+        assert wait_until_gone(run_id) == []
