@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -226,7 +227,8 @@ class TestStreamHook:
         window, events = loaded
         union = snapshot_from(events, window)
         view = GlobalTopView(window, rank_posts(union.posts, 2 * K), union.events, [0, 1, 2, 3])
-        rec = make_stream_reconciler(rsettings, clickhouse, redis_client)
+        hook = make_stream_reconciler(rsettings, clickhouse, redis_client)
+        rec = hook.reconciler
         assert rec.flush_wait_s == rsettings.streamer_sink_flush_ms / 1000 + 2.0
         rec.flush_wait_s = 0.0
         assert (await rec.run(view)).agrees
@@ -236,3 +238,24 @@ class TestStreamHook:
         assert diff.post_id == 7777 and diff.stream is None
         bound = rank_posts(union.posts, 2 * K)[-1].rank
         assert diff.to_payload()["stream_score_at_most"] == bound / 10
+
+    async def test_hook_runs_in_the_background_one_at_a_time(
+        self, rsettings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        loaded: tuple[Window, list[Event]],
+    ) -> None:
+        """The hook returns at once with a task; a second snapshot while one runs is skipped."""
+        window, events = loaded
+        gate = asyncio.Event()
+
+        async def held_sleep(_: float) -> None:
+            await gate.wait()
+
+        hook = make_stream_reconciler(rsettings, clickhouse, redis_client)
+        hook.reconciler.sleep = held_sleep
+        task = await hook.run(snapshot_from(events, window))
+        assert task is not None and not task.done()
+        assert await hook.run(snapshot_from(events, window)) is None
+        gate.set()
+        report = await task
+        assert report is not None and report.agrees and hook.mode == "stream"
+        assert not hook.use_clickhouse

@@ -134,6 +134,43 @@ class Reconciler:
         await self.redis.set(key, orjson.dumps(report.to_payload()), px=ttl_ms)
 
 
-def make_stream_reconciler(settings: Settings, ch: ClickHouse, redis: Redis) -> Reconciler:
+class BackgroundReconciler:
+    """The merger's hook: starts each run as a task so a publish tick never waits for it."""
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+        self.task: asyncio.Task[ReconcileReport | None] | None = None
+
+    @property
+    def use_clickhouse(self) -> bool:
+        """The drift policy's verdict (see Reconciler.use_clickhouse)."""
+        return self.reconciler.use_clickhouse
+
+    @property
+    def mode(self) -> str:
+        """`stream` or `clickhouse`, for readiness details and logs."""
+        return self.reconciler.mode
+
+    async def run(
+        self, snapshot: StreamSnapshot | CompleteWindowView
+    ) -> asyncio.Task[ReconcileReport | None] | None:
+        """Start a run in the background; None (and a warning) while the previous one runs."""
+        if self.task is not None and not self.task.done():
+            log.warning("reconcile: previous run still in progress; skipping this snapshot")
+            return None
+        self.task = asyncio.create_task(self._guarded(snapshot))
+        return self.task
+
+    async def _guarded(self, snapshot: StreamSnapshot | CompleteWindowView) -> ReconcileReport | None:
+        try:
+            return await self.reconciler.run(snapshot)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("reconcile failed: %s: %s", type(exc).__name__, exc)
+            return None
+
+
+def make_stream_reconciler(settings: Settings, ch: ClickHouse, redis: Redis) -> BackgroundReconciler:
     """Factory the stream worker looks up by name (keeps jobs free of stream imports)."""
-    return Reconciler(settings, ch, redis)
+    return BackgroundReconciler(Reconciler(settings, ch, redis))
