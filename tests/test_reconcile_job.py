@@ -113,6 +113,8 @@ class TestReconciler:
         assert 0 < await redis_client.pttl(reconcile_key(1)) <= 1_200_000
         assert metric("streamer_reconcile_topk_overlap") == 1.0
         assert metric("streamer_reconcile_max_score_delta") == 0.0
+        assert (metric("streamer_job_runs_total", {"job": "reconcile", "status": "success"})
+                or 0) >= 1
 
     async def test_events_only_in_clickhouse_are_detected(
         self, rsettings: Settings, clickhouse: ClickHouse, redis_client: Redis,

@@ -25,7 +25,14 @@ from streamer.core.scoring import PostCounts
 from streamer.core.topk import merge_partials
 from streamer.core.window import Window
 from streamer.jobs.trending import Clock, wall_ms
-from streamer.ops.metrics import MODE, RECONCILE_DRIFT, RECONCILE_MAX_DELTA, RECONCILE_OVERLAP
+from streamer.ops.metrics import (
+    JOB_DURATION,
+    JOB_RUNS,
+    MODE,
+    RECONCILE_DRIFT,
+    RECONCILE_MAX_DELTA,
+    RECONCILE_OVERLAP,
+)
 
 log = logging.getLogger("streamer.reconcile")
 FLUSH_MARGIN_S = 2.0
@@ -101,7 +108,18 @@ class Reconciler:
         """Wait for the sink to flush, query ClickHouse over the window, compare, apply policy."""
         await self.sleep(self.flush_wait_s)
         started = time.perf_counter()
-        report = await self.measure(as_snapshot(snapshot, 2 * self.settings.job_trending_topk))
+        try:
+            report = await self._run(as_snapshot(snapshot, 2 * self.settings.job_trending_topk),
+                                     started)
+        except Exception:
+            JOB_RUNS.labels(job="reconcile", status="failure").inc()
+            raise
+        JOB_RUNS.labels(job="reconcile", status="success").inc()
+        JOB_DURATION.labels(job="reconcile").observe(report.duration_s)
+        return report
+
+    async def _run(self, snapshot: StreamSnapshot, started: float) -> ReconcileReport:
+        report = await self.measure(snapshot)
         s = self.settings
         drifted = is_drift(report, s.reconcile_drift_threshold, s.reconcile_min_overlap)
         changed = self.policy.observe(drifted)
