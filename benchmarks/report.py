@@ -133,10 +133,32 @@ def write_all(out_dir: Path, doc: dict[str, Any], command: str, smoke: bool) -> 
         for plot in scen["plots"]:
             render(plot, out_dir / f"{plot['name']}.png")
     if not smoke:
-        RESULTS_MD.write_text(results_md(doc, out_dir, body))
+        kept = analysis_block(RESULTS_MD.read_text()) if RESULTS_MD.exists() else ""
+        RESULTS_MD.write_text(results_md(doc, out_dir, body, kept))
 
 
-def results_md(doc: dict[str, Any], out_dir: Path, body: str) -> str:
+ANALYSIS_START = "<!-- analysis: hand-written, kept when the page is regenerated -->"
+ANALYSIS_END = "<!-- /analysis -->"
+
+
+def analysis_block(text: str) -> str:
+    """The hand-written analysis between the markers of an existing RESULTS.md."""
+    start, end = text.find(ANALYSIS_START), text.find(ANALYSIS_END)
+    if start < 0 or end < start:
+        return ""
+    return text[start + len(ANALYSIS_START) : end].strip()
+
+
+def profiles_md(out_dir: Path, prefix: str, lines: int = 18) -> str:
+    """The head of every saved profile, so misses can be explained from the page itself."""
+    parts: list[str] = []
+    for path in sorted((out_dir / "profiles").glob("*.txt")):
+        head = "\n".join(path.read_text().splitlines()[:lines])
+        parts.append(f"#### [{path.stem}]({prefix}profiles/{path.name})\n\n```\n{head}\n```\n")
+    return "\n".join(parts)
+
+
+def results_md(doc: dict[str, Any], out_dir: Path, body: str, analysis: str = "") -> str:
     """The committed summary page."""
     m = doc["machine"]
     pkgs = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
@@ -151,7 +173,19 @@ def results_md(doc: dict[str, Any], out_dir: Path, body: str) -> str:
         f"Command: `{doc['command']}`\n\n"
         f"Machine: {m['nproc']} cores ({m['cpu']}), Python {m['python']}, {m['platform']}; "
         f"tansu: {m['tansu']}.\n\nPackages: {pkgs}.\n\n"
-        "## Results\n\n" + body + "\n\n## Scenarios\n\n" + notes(doc, prefix) + "\n"
+        "## Results\n\n"
+        + body
+        + "\n\n## Analysis\n\n"
+        + ANALYSIS_START
+        + "\n"
+        + analysis
+        + "\n"
+        + ANALYSIS_END
+        + "\n\n## Scenarios\n\n"
+        + notes(doc, prefix)
+        + "\n## Profiles (heads; full files linked)\n\n"
+        + profiles_md(out_dir, prefix)
+        + "\n"
     )
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +84,8 @@ async def _run(ctx: Context, res: ScenarioResult, redis: LocalService, kafka: Lo
     now_ms = time.time_ns() // 1_000_000
     plot = Plot("stream_throughput", "End-to-end events/s", "", "events/s", kind="bar")
     for name, count, batch in (
-        ("single", ctx.size(3_000, 60_000), 1),
-        ("batch100", ctx.size(20_000, 600_000), 100),
+        ("single", ctx.size(3_000, 200_000), 1),
+        ("batch100", ctx.size(20_000, 1_000_000), 100),
     ):
         ctx.step(f"{name}: producing {count:,} events")
         load = await _produce(bootstrap, name, count, batch, now_ms)
@@ -127,7 +129,26 @@ async def _run(ctx: Context, res: ScenarioResult, redis: LocalService, kafka: Lo
         plot.bars.setdefault("2 workers", []).append(two.rate)
         if batch == 100:
             _rss_row(ctx, res, one, load)
+            await _profile_worker(ctx, res, redis, bootstrap, load)
     res.plots.append(plot)
+
+
+async def _profile_worker(
+    ctx: Context, res: ScenarioResult, redis: LocalService, bootstrap: str, load: Workload
+) -> None:
+    """A separate (unmeasured) run of one worker under py-spy: where its time goes."""
+    if py_spy_binary() is None:
+        res.notes.append("py-spy not installed: no worker profile.")
+        return
+    ctx.step(f"{load.name}: one worker under py-spy")
+    out = ctx.out_dir / "profiles" / f"worker_{load.name}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    await _worker_run(ctx, redis, bootstrap, load, workers=1, profile=out)
+    raw = out.with_suffix(".raw")
+    if raw.exists():
+        out.write_text(summarize_py_spy(raw.read_text()) + "\n")
+        raw.unlink()
+        res.notes.append(f"Worker profile (py-spy, {load.name}): `profiles/{out.name}`.")
 
 
 def _exact_row(res: ScenarioResult, label: str, run: WorkerRun) -> None:
@@ -301,7 +322,12 @@ async def processed(port: int) -> float | None:
 
 
 async def _worker_run(
-    ctx: Context, redis: LocalService, bootstrap: str, load: Workload, workers: int
+    ctx: Context,
+    redis: LocalService,
+    bootstrap: str,
+    load: Workload,
+    workers: int,
+    profile: Path | None = None,
 ) -> WorkerRun:
     """Start worker(s) on a fresh group, sample their counters until every event is counted."""
     import redis as sync_redis
@@ -314,8 +340,12 @@ async def _worker_run(
         _spawn_worker(worker_env(redis, bootstrap, load, app_id, tmp / f"w{i}", port), tmp / f"w{i}.log")
         for i, port in enumerate(ports)
     ]
+    spy: list[subprocess.Popen[bytes]] = []
+    on_progress = (lambda: spy.append(_start_py_spy(procs[0].pid, profile))) if profile else None
     try:
-        run = await _sample(procs, ports, len(load.events), timeout_s=ctx.size(90, 600))
+        run = await _sample(procs, ports, len(load.events), ctx.size(90, 600), on_progress)
+        for proc in spy:
+            proc.wait(30)
         done_ms = time.time_ns() // 1_000_000
         run.exact, run.detail = await _verify(redis, load, done_ms)
         return run
@@ -328,7 +358,11 @@ async def _worker_run(
 
 
 async def _sample(
-    procs: list[subprocess.Popen[bytes]], ports: list[int], total: int, timeout_s: float
+    procs: list[subprocess.Popen[bytes]],
+    ports: list[int],
+    total: int,
+    timeout_s: float,
+    on_progress: Callable[[], object] | None = None,
 ) -> WorkerRun:
     samples: list[tuple[float, list[float]]] = []
     rss_start = 0
@@ -342,6 +376,8 @@ async def _sample(
         samples.append((now, counts))
         if not rss_start and sum(counts) > 0:
             rss_start = sum(rss_bytes(p.pid) for p in procs)
+            if on_progress is not None:
+                on_progress()
         if sum(counts) >= total:
             break
         await asyncio.sleep(0.1)
@@ -413,3 +449,64 @@ def _diff(a: list[PostCounts], b: list[PostCounts]) -> int:
         if x != y:
             return i + 1
     return min(len(a), len(b)) + 1
+
+
+PY_SPY_SECONDS = 6
+
+
+def py_spy_binary() -> str | None:
+    """py-spy from the venv or PATH (optional: the profile is skipped without it)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def _start_py_spy(pid: int, out: Path | None) -> subprocess.Popen[bytes]:
+    binary = py_spy_binary()
+    if out is None or binary is None:
+        raise RuntimeError("py-spy profile requested without py-spy or an output path")
+    cmd = [
+        binary,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(PY_SPY_SECONDS),
+        "--rate",
+        "250",
+        "--format",
+        "raw",
+        "--nonblocking",
+        "--output",
+        str(out.with_suffix(".raw")),
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarize_py_spy(raw: str, top: int = 25) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1] if " (" in f else f for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            incl[frame] = incl.get(frame, 0) + count
+    lines = [
+        f"py-spy, {total} samples over {PY_SPY_SECONDS}s of one worker draining 100-event batches",
+        "",
+        "self %  function (file:line)",
+    ]
+    lines += [
+        f"{100 * n / max(1, total):5.1f}  {f}" for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]
+    ]
+    lines += ["", "inclusive %  function"]
+    lines += [
+        f"{100 * n / max(1, total):5.1f}  {f}" for f, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]
+    ]
+    return "\n".join(lines)

@@ -6,24 +6,25 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from benchmarks import stream_e2e
 from benchmarks.common import Row, Target
-from benchmarks.report import merge, table
+from benchmarks.report import ANALYSIS_END, ANALYSIS_START, analysis_block, merge, table
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = ["core", "memory", "batch", "suggestions"]
 
 
-def _run_suite(out: Path, only: list[str]) -> dict[str, object]:
+def _run_suite(out: Path, only: list[str]) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)]
     for name in only:
         cmd += ["--only", name]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    doc: dict[str, object] = json.loads((out / "latest.json").read_text())
+    doc: dict[str, Any] = json.loads((out / "latest.json").read_text())
     return doc
 
 
@@ -60,8 +61,14 @@ class TestSteadyRate:
 
     def test_two_workers_while_both_progress(self) -> None:
         """A worker that finished its share early does not dilute the summed rate."""
-        samples = [(0.0, [0.0, 0.0]), (1.0, [10.0, 10.0]), (2.0, [20.0, 20.0]), (3.0, [30.0, 30.0]),
-                   (4.0, [40.0, 30.0]), (5.0, [50.0, 30.0])]
+        samples = [
+            (0.0, [0.0, 0.0]),
+            (1.0, [10.0, 10.0]),
+            (2.0, [20.0, 20.0]),
+            (3.0, [30.0, 30.0]),
+            (4.0, [40.0, 30.0]),
+            (5.0, [50.0, 30.0]),
+        ]
         rate, _ = stream_e2e.steady_rate(samples)
         assert rate == pytest.approx(20.0)
 
@@ -69,7 +76,7 @@ class TestSteadyRate:
 def test_smoke_suite_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     """Every offline scenario runs, agrees with its cross-checks and writes its outputs."""
     doc = _run_suite(tmp_path, OFFLINE)
-    scenarios = {s["name"]: s for s in doc["scenarios"]}  # type: ignore[attr-defined]
+    scenarios = {s["name"]: s for s in doc["scenarios"]}
     assert set(scenarios) == set(OFFLINE)
     for scen in scenarios.values():
         assert scen["status"] == "ok", scen["notes"]
@@ -79,14 +86,14 @@ def test_smoke_suite_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     exact = [r for s in scenarios.values() for r in s["rows"] if r["unit"] == "bool"]
     assert exact and all(r["value"] == 1.0 for r in exact), exact
     assert "| scenario | metric |" in (tmp_path / "latest.md").read_text()
-    assert doc["machine"]["nproc"] >= 1  # type: ignore[index]
+    assert doc["machine"]["nproc"] >= 1
 
 
 @pytest.mark.skipif(not stream_e2e.worker_available(), reason="worker unavailable")
 def test_smoke_stream_scenario(tmp_path: Path) -> None:
     """One worker drains tiny topics and its published top-50 equals the recomputation."""
     doc = _run_suite(tmp_path, ["stream"])
-    (scen,) = doc["scenarios"]  # type: ignore[misc]
+    (scen,) = doc["scenarios"]
     assert scen["status"] == "ok", scen["notes"]
     exact = [r for r in scen["rows"] if r["unit"] == "bool"]
     assert exact and all(r["value"] == 1.0 for r in exact), exact
@@ -97,3 +104,10 @@ def test_table_marks_failures() -> None:
     row = Row("m", 2.0, "B", "b", 1.0, Target("value<=", 1)).judge().to_json()
     doc = {"scenarios": [{"name": "x", "title": "x", "status": "ok", "rows": [row]}]}
     assert "**FAIL** (2.00x of target)" in table(doc)
+
+
+def test_hand_written_analysis_survives_regeneration() -> None:
+    """RESULTS.md keeps the text between the analysis markers when the tables are rewritten."""
+    page = f"# R\n{ANALYSIS_START}\nThe core misses 64 B/event.\n{ANALYSIS_END}\n| table |"
+    assert analysis_block(page) == "The core misses 64 B/event."
+    assert analysis_block("no markers") == ""
