@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
@@ -169,7 +170,7 @@ def publish_line(state: DemoState) -> str:
     parts = meta.get("partitions", [])
     missing = meta.get("missing_partitions", [])
     part_text = f"{len(parts)}/{len(parts) + len(missing)} partitions"
-    return f"{fmt_time_ms(meta['generated_at_ms'])} UTC ({age_s:.0f} s ago), mode {meta['mode']}, {part_text}"
+    return f"{fmt_time_ms(meta['generated_at_ms'])} UTC ({age_s:.0f} s ago), {meta['mode']}, {part_text}"
 
 
 def reconcile_line(state: DemoState) -> str:
@@ -207,19 +208,19 @@ def pipeline_rows(state: DemoState) -> list[tuple[str, str]]:
     jobs = m.by_label("streamer_job_runs_total", "job")
     lag = m.total("streamer_consumer_lag")
     return [
-        ("events produced", f"{state.produced:,}  ({produced_rate:,.0f}/s)"),
-        ("events counted by worker", f"{int(m.total('streamer_events_processed_total')):,}  "
-                                     f"({counted_rate:,.0f}/s)"),
+        ("produced", f"{state.produced:,} events ({produced_rate:,.0f}/s)"),
+        ("counted by worker", f"{int(m.total('streamer_events_processed_total')):,} events "
+                              f"({counted_rate:,.0f}/s)"),
         ("dead letters (DLQ)", f"{int(m.total('streamer_events_invalid_total')):,} "
                                f"of {state.dead_letters_sent:,} sent broken"),
         ("  by reason", reasons),
         ("duplicates ignored", f"{int(m.total('streamer_events_duplicate_total')):,}"),
-        ("late, before window", f"{int(m.total('streamer_events_late_total')):,}"),
-        ("re-keyed (wrong partition)", f"{int(m.total('streamer_events_forwarded_total')):,}"),
-        ("consumer lag (messages)", f"{int(lag):,}" if m.present("streamer_consumer_lag") else "n/a"),
-        ("last trending publish", publish_line(state)),
+        ("late (before window)", f"{int(m.total('streamer_events_late_total')):,}"),
+        ("re-keyed to own partition", f"{int(m.total('streamer_events_forwarded_total')):,}"),
+        ("consumer lag", f"{int(lag):,} messages" if m.present("streamer_consumer_lag") else "n/a"),
+        ("last publish", publish_line(state)),
         ("publishes", ", ".join(f"{k} {int(v)}" for k, v in sorted(publishes.items())) or "0"),
-        ("reconcile vs ClickHouse", reconcile_line(state)),
+        ("reconcile vs CH", reconcile_line(state)),
         ("job runs", ", ".join(f"{k} {int(v)}" for k, v in sorted(jobs.items())) or "none yet"),
     ]
 
@@ -241,7 +242,8 @@ def trending_table(state: DemoState) -> Table:
     """The current top 10 as published in Redis, with movement since the previous publish."""
     posts = state.last.trending if state.last and state.last.trending is not None else None
     count = "nothing published yet" if posts is None else f"top 10 of {len(posts)} published"
-    table = Table(title=f"Trending now in Redis ({count})", expand=True, padding=(0, 1))
+    table = Table(title=f"Trending now in Redis ({count})", expand=True, padding=(0, 1),
+                  box=box.SIMPLE_HEAD)
     for col in ("#", "post", "score", "views", "likes", "comm.", "shares", "move"):
         table.add_column(col, justify="right", no_wrap=True)
     for i, p in enumerate((posts or [])[:10]):
@@ -266,9 +268,9 @@ def render(state: DemoState) -> RenderableType:
     for label, value in pipeline_rows(state):
         side.add_row(label, value)
     body = Table.grid(expand=True, padding=(0, 1))
-    body.add_column(width=62)
+    body.add_column(width=64)
     body.add_column()
-    body.add_row(trending_table(state), Panel(side, title="Pipeline (worker /metrics)"))
+    body.add_row(trending_table(state), Panel(side, title="Pipeline (producer, worker /metrics, Redis)"))
     foot = Text(
         f"Trending is published every {state.trending_interval_s} s and suggestions every "
         f"{state.suggestion_interval_s} s (demo settings; production defaults are 60 s and 600 s). "
@@ -283,8 +285,8 @@ def plain_line(state: DemoState) -> str:
     top = state.last.trending if state.last and state.last.trending else []
     lead = f"#1 post {top[0].post_id} score {top[0].score:,.1f}" if top else "no trending list yet"
     return (f"[{time.monotonic() - state.started_s:5.0f}s] {state.phase}: produced "
-            f"{rows['events produced']}, counted {rows['events counted by worker']}, dead letters "
-            f"{rows['dead letters (DLQ)']}, last publish {rows['last trending publish']}; {lead}")
+            f"{rows['produced']}, counted {rows['counted by worker']}, dead letters "
+            f"{rows['dead letters (DLQ)']}, last publish {rows['last publish']}; {lead}")
 
 
 class View(Protocol):

@@ -415,7 +415,8 @@ async def stop_worker_then_suggestions(demo: Demo) -> tuple[int, dict[int, Any]]
 
 
 async def stop_everything(demo: Demo) -> None:
-    """Stop every child group (newest first), then say goodbye to the watchdog."""
+    """Stop every child group (newest first), including one whose start was still in flight."""
+    demo.procs.close()
     children = demo.procs.newest_first()
     for child in children:
         demo.view.step(f"Stopping {child.name}…")
@@ -440,10 +441,12 @@ async def _main(opts: DemoOptions, base: Settings) -> int:
     def on_signal(name: str) -> None:
         if demo.interrupted:
             demo.procs.kill_all_now()
+        if name == "SIGHUP":
+            silence_output()
         demo.interrupted = demo.interrupted or name
         demo.stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal, sig.name)
     code = 1
     task = asyncio.create_task(demo.run())
@@ -478,6 +481,15 @@ async def outcome(demo: Demo, task: asyncio.Task[int]) -> int:
     except Exception as exc:  # any other failure is reported, then everything is cleaned up
         demo.view.error(f"unexpected {type(exc).__name__}: {exc}")
     return 0 if demo.interrupted else 1
+
+
+def silence_output() -> None:
+    """The terminal is gone (SIGHUP): send further output nowhere so cleanup cannot fail on it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def start_cleanup_guard(demo: Demo) -> threading.Timer:

@@ -191,8 +191,8 @@ def spawn_group(
 # pipe and, if the pipe closes without "done" (we died, even by SIGKILL), kills them all.
 _WATCHDOG_CODE = """
 import os, signal, sys, time
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
+for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+    signal.signal(getattr(signal, name), signal.SIG_IGN)
 groups = set()
 for line in sys.stdin:
     word = line.strip()
@@ -226,9 +226,10 @@ class Watchdog:
     """Kills every registered process group if this process dies without saying goodbye."""
 
     def __init__(self) -> None:
+        # Own session: a closed terminal or a signal to our process group does not reach it.
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _WATCHDOG_CODE], stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         assert self.proc.stdin is not None
         self._pipe: IO[bytes] = self.proc.stdin
@@ -275,13 +276,22 @@ class ChildProcesses:
         self.watchdog = watchdog
         self._children: list[Child] = []
         self._lock = threading.Lock()
+        self.closed = False
 
     def adopt(self, name: str, pid: int, poll: Callable[[], int | None]) -> None:
-        """Remember a new group (callable from any thread)."""
+        """Remember a new group (callable from any thread); after close(), kill it at once."""
         with self._lock:
-            self._children.append(Child(name, pid, poll))
-        if self.watchdog is not None:
-            self.watchdog.register(pid)
+            if not self.closed:
+                self._children.append(Child(name, pid, poll))
+                if self.watchdog is not None:
+                    self.watchdog.register(pid)
+                return
+        kill_group(pid, signal.SIGKILL)  # a start still in flight when we began to stop
+
+    def close(self) -> None:
+        """No more children: whatever is adopted from now on is killed immediately."""
+        with self._lock:
+            self.closed = True
 
     def adopter(self, name: str) -> SpawnHook:
         """on_spawn hook for start_redis/start_tansu: adopt the child the moment it exists."""
