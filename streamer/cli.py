@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -42,15 +43,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_async(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
-    """Run a coroutine with SIGTERM/SIGINT setting a stop event it watches."""
+# A command that watches its stop event gets this long to wind down after SIGTERM/SIGINT;
+# one that does not (schema, sample, top, `jobs --once`) is abandoned after QUICK_STOP_S.
+STOP_GRACE_S = 50.0
+QUICK_STOP_S = 5.0
+
+
+def run_async(
+    main: Callable[[asyncio.Event], Coroutine[Any, Any, int]], grace_s: float = QUICK_STOP_S
+) -> int:
+    """Run a coroutine with SIGTERM/SIGINT setting a stop event; exit 0 within grace_s of it."""
 
     async def wrapper() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        return await main(stop)
+        work = asyncio.ensure_future(main(stop))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not work.done():
+            await asyncio.wait({work}, timeout=grace_s)
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await work
+            return 0
+        return work.result()
 
     return asyncio.run(wrapper())
 
@@ -72,7 +92,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "jobs":
         from streamer.modes.jobs_mode import run_jobs
 
-        return run_async(lambda stop: run_jobs(settings, args.once, args.job, args.force, stop))
+        return run_async(
+            lambda stop: run_jobs(settings, args.once, args.job, args.force, stop),
+            QUICK_STOP_S if args.once else STOP_GRACE_S,
+        )
     if cmd == "top":
         from streamer.modes.admin import top
 

@@ -155,3 +155,22 @@ def test_jobs_mode_stops_cleanly_on_sigterm(subprocess_env: dict[str, str]) -> N
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sigterm_abandons_a_command_that_does_not_watch_for_it(subprocess_env: dict[str, str]) -> None:
+    """A long `sample` load stops soon after SIGTERM with exit 0 (it used to run to the end)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamer", "sample", "--events", "5000000", "--users", "1000"],
+        env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        time.sleep(3)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)  # the full load would take minutes
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -14,6 +14,7 @@ from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings
+from streamer.core.events import Event
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
 from streamer.demo.generate import events, follow_graph
@@ -48,7 +49,7 @@ async def sample(settings: Settings, args: argparse.Namespace) -> int:
     with console.status("generating follow graph…"):
         edges = follow_graph(args.users, args.avg_follows)
         await queries.insert_follows(ch, [(a, b, now_ms) for a, b in edges])
-    batch: list[queries.Event] = []
+    batch: list[Event] = []
     with console.status(f"loading {args.events:,} events…"):
         for ev in events(args.events, args.posts, args.users, now_ms, 2 * 3_600_000):
             batch.append(ev)
