@@ -289,3 +289,11 @@ async def test_bad_sql_is_a_clickhouse_error(clickhouse: ClickHouse) -> None:
     with pytest.raises(ClickHouseError):
         await clickhouse.rows("SELECT * FROM nova.no_such_table")
     assert await clickhouse.rows("SELECT 2") == [(2,)]
+
+
+async def test_one_batch_spanning_many_days_inserts(clickhouse: ClickHouse) -> None:
+    """Late/replayed events from 150 different days in one batch do not fail the insert."""
+    events = [Event(f"d{i}", 7, i, "like", NOW - i * DAY) for i in range(150)]
+    await queries.insert_events(clickhouse, events)
+    assert await queries.active_users(clickhouse, NOW) == list(range(8))
+    assert await queries.trending(clickhouse, window_at(NOW, 60), 5) == [PostCounts(7, likes=1)]

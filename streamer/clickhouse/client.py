@@ -106,9 +106,12 @@ class ClickHouse:
     async def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
         """Insert rows into database.table."""
         if rows:
+            # Valid events may carry any past timestamp (late, replayed): one batch can span
+            # more than the default 100 daily partitions, which must not fail the insert.
+            settings = {**self._settings(), "max_partitions_per_insert_block": 0}
             await self._run(
                 "insert", table, list(rows), column_names=list(columns), database=self.database,
-                settings=self._settings(),
+                settings=settings,
             )
 
     def close(self) -> None:
