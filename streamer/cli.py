@@ -10,8 +10,10 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from streamer import __version__
-from streamer.config import Settings, load_settings
+from streamer.config import Settings, load_settings, mask_url
 from streamer.errors import ConfigError, StreamerError
 from streamer.ops.logging import setup_logging
 
@@ -127,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except StreamerError as exc:
         print(f"streamer: {exc}", file=sys.stderr)
+        return 1
+    except RedisError as exc:
+        print(f"streamer: Redis {mask_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

@@ -107,6 +107,15 @@ def test_top_without_a_value_exits_1(subprocess_env: dict[str, str]) -> None:
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+def test_top_with_redis_down_is_one_line_without_traceback(subprocess_env: dict[str, str]) -> None:
+    """A Redis connection error is reported on one line (password masked), exit 1."""
+    env = {**subprocess_env, "REDIS_URL": f"redis://app:pw123@127.0.0.1:{free_port()}/0"}
+    proc = streamer(env, "top")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "pw123" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("streamer: Redis redis://app:***@")
+
+
 def test_jobs_once_fails_when_redis_is_down(subprocess_env: dict[str, str]) -> None:
     """REDIS_URL to a closed port: non-zero exit, a failure log line, no traceback."""
     env = {**subprocess_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
