@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.core.dedup import DedupIndex
@@ -18,6 +18,7 @@ ops = st.lists(
 )
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(ops)
 def test_dedup_matches_oracle(program: list[tuple[Any, ...]]) -> None:
     """add is True exactly for unseen ids; expire_before forgets ids of older minutes only."""

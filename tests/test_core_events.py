@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.core.events import (
@@ -186,6 +186,7 @@ events_strategy = st.builds(
 )
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(st.lists(events_strategy, max_size=20))
 def test_encode_decode_round_trip(events: list[Event]) -> None:
     """Any valid events survive encode_events -> decode_message unchanged."""
@@ -194,6 +195,7 @@ def test_encode_decode_round_trip(events: list[Event]) -> None:
     assert out.dead == []
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(events_strategy)
 def test_single_object_round_trip(event: Event) -> None:
     """A single event object decodes to itself."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import orjson
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.core.payloads import (
@@ -45,6 +45,7 @@ def test_trending_encoding() -> None:
 counters = st.integers(0, 10**9)
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(st.lists(st.builds(PostCounts, st.integers(0, 2**63 - 1), counters, counters, counters, counters)))
 def test_trending_round_trip(posts: list[PostCounts]) -> None:
     """decode_trending(encode_trending(x)) == x, big ids included."""

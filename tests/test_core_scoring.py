@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.core.scoring import PostCounts, rank_posts, rank_value, score_of_rank
@@ -34,6 +34,7 @@ def oracle_rank(posts: list[PostCounts], k: int) -> list[PostCounts]:
     return sorted(live, key=lambda p: (-exact_score(p), p.post_id))[:k]
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(counts, counts, counts, counts)
 def test_rank_value_is_ten_times_the_score(v: int, li: int, c: int, s: int) -> None:
     """The integer key is exactly 10 x score and the published score is its nearest float."""
@@ -69,12 +70,14 @@ def test_zero_count_posts_are_excluded_and_empty_input_is_empty() -> None:
     assert rank_posts([PostCounts(1)], 5) == []
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(st.lists(post_counts(post_ids), unique_by=lambda p: p.post_id), st.integers(1, 60))
 def test_rank_posts_matches_oracle(posts: list[PostCounts], k: int) -> None:
     """rank_posts == sorted by exact score desc, post_id asc, first k, zero posts dropped."""
     assert rank_posts(posts, k) == oracle_rank(posts, k)
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(st.lists(post_counts(), unique_by=lambda p: p.post_id), st.integers(1, 40))
 def test_rank_posts_with_many_ties(posts: list[PostCounts], k: int) -> None:
     """Same with a small id space and small counters (ties everywhere)."""
@@ -95,6 +98,7 @@ def test_payload_round_trip() -> None:
 updates = st.lists(st.tuples(small_ids, st.integers(min_value=0, max_value=8)), max_size=200)
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(updates, st.integers(min_value=0, max_value=40))
 def test_topk_index_matches_sorted(ops: list[tuple[int, int]], k: int) -> None:
     """After any sequence of updates (rank 0 removes), top(k) == sorted() of the live ranks."""
@@ -137,6 +141,7 @@ def disjoint_partitions(draw: st.DrawFn) -> list[list[PostCounts]]:
     return parts
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(disjoint_partitions(), st.integers(min_value=1, max_value=30))
 def test_merge_partials_is_topk_of_union(parts: list[list[PostCounts]], k: int) -> None:
     """Merging each partition's own top-k == top-k of the union of all posts."""
@@ -145,6 +150,7 @@ def test_merge_partials_is_topk_of_union(parts: list[list[PostCounts]], k: int) 
     assert merge_partials(partial_tops, k) == oracle_rank(union, k)
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(disjoint_partitions(), st.integers(min_value=1, max_value=30))
 def test_merge_partials_ignores_repeats_and_zero_rows(
     parts: list[list[PostCounts]], k: int

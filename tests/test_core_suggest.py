@@ -6,7 +6,7 @@ import functools
 import math
 from collections.abc import Iterable
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.core.suggest import Suggestion, adamic_adar_weight, rank_suggestions, suggest_for_user
@@ -60,12 +60,14 @@ def same(got: list[Suggestion], want: list[tuple[int, float, int]]) -> None:
 graphs = st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12)), max_size=90)
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(graphs, st.integers(0, 12), st.integers(1, 15))
 def test_suggest_for_user_matches_oracle(edges: list[Edge], user: int, limit: int) -> None:
     """Random small graphs (self-follows, repeats, dense ties) against the brute force."""
     same(suggest_for_user(user, adjacency(edges), limit), oracle(user, edges, limit))
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(graphs, st.integers(1, 5))
 def test_every_user_of_a_graph(edges: list[Edge], limit: int) -> None:
     """All users of one graph, duplicates doubled in the adjacency list."""
@@ -126,6 +128,7 @@ def test_limit_keeps_the_first_entries_and_empty_is_empty() -> None:
     assert rank_suggestions([], 5) == []
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(
     st.lists(
         st.builds(Suggestion, st.integers(0, 50), st.sampled_from([0.5, 1.0, 2.0]), st.integers(1, 4)),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.core.window import MINUTE_MS, Window, complete_window_at, minute_of, window_at
@@ -28,6 +28,7 @@ def test_contract_example_one_hour() -> None:
     assert w.last_minute - w.first_minute == 59
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(times, lengths)
 def test_window_at_matches_oracle(now: int, minutes: int) -> None:
     """window_at == the contract's formula; `now` is inside; length is exactly `minutes`."""
@@ -40,6 +41,7 @@ def test_window_at_matches_oracle(now: int, minutes: int) -> None:
     assert w.last_minute - w.first_minute + 1 == minutes
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(st.integers(min_value=1, max_value=60_000_000), lengths)
 def test_window_changes_exactly_at_minute_boundaries(minute: int, minutes: int) -> None:
     """m:59.999 and m+1:00.000 differ by one minute; everything within a minute is equal."""
@@ -53,6 +55,7 @@ def test_window_changes_exactly_at_minute_boundaries(minute: int, minutes: int) 
     assert at.contains(start) and not at.contains(at.start_ms - 1)
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(times, lengths)
 def test_complete_window_ends_at_the_last_complete_minute(now: int, minutes: int) -> None:
     """complete_window_at is window_at shifted back one minute: the current minute excluded."""
@@ -64,6 +67,7 @@ def test_complete_window_ends_at_the_last_complete_minute(now: int, minutes: int
     assert w.end_ms - w.start_ms == minutes * MINUTE_MS
 
 
+@settings(deadline=None)  # shared 2-core machine: no per-example deadline
 @given(st.integers(min_value=0, max_value=4_000_000_000_000))
 def test_contains_is_half_open(ts: int) -> None:
     """[start, end): start in, end out."""
