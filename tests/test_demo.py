@@ -100,7 +100,8 @@ class TestDemoRun:
         report = orjson.loads((tmp_path / "report.json").read_bytes())
         meta, produced = report["meta"], report["produced"]
         assert report["verified"] is True
-        assert meta["mode"] == "stream"
+        # Normally "stream"; the worker may switch to ClickHouse results if reconcile saw drift.
+        assert meta["mode"] in ("stream", "clickhouse")
         expected = recompute(produced["events"], meta["window_start_ms"], meta["window_end_ms"],
                              report["topk"])
         assert report["trending"] == expected

@@ -167,10 +167,12 @@ def publish_line(state: DemoState) -> str:
     if not meta:
         return f"none yet (first one within {state.trending_interval_s} s of the worker start)"
     age_s = max(0.0, time.time() - meta["generated_at_ms"] / 1000)
+    when = f"{fmt_time_ms(meta['generated_at_ms'])} UTC ({age_s:.0f} s ago)"
+    if meta.get("mode") != "stream":
+        return f"{when}, mode {meta.get('mode')} (batch query)"
     parts = meta.get("partitions", [])
     missing = meta.get("missing_partitions", [])
-    part_text = f"{len(parts)}/{len(parts) + len(missing)} partitions"
-    return f"{fmt_time_ms(meta['generated_at_ms'])} UTC ({age_s:.0f} s ago), {meta['mode']}, {part_text}"
+    return f"{when}, mode stream, {len(parts)}/{len(parts) + len(missing)} partitions"
 
 
 def reconcile_line(state: DemoState) -> str:
@@ -187,6 +189,8 @@ def reconcile_line(state: DemoState) -> str:
             text += f", events {int(events['stream']):,} vs {int(events['clickhouse']):,}"
         if rec.get("window_end_ms"):
             text += f" (to {fmt_time_ms(rec['window_end_ms'])} UTC)"
+        if rec.get("drifted"):
+            text += f"; drift, {rec.get('consecutive_drift_runs', 1)} run(s) in a row"
         return text
     metrics = snap.metrics if snap else None
     if metrics is not None and metrics.present("streamer_reconcile_topk_overlap") and (
@@ -286,7 +290,8 @@ def plain_line(state: DemoState) -> str:
     lead = f"#1 post {top[0].post_id} score {top[0].score:,.1f}" if top else "no trending list yet"
     return (f"[{time.monotonic() - state.started_s:5.0f}s] {state.phase}: produced "
             f"{rows['produced']}, counted {rows['counted by worker']}, dead letters "
-            f"{rows['dead letters (DLQ)']}, last publish {rows['last publish']}; {lead}")
+            f"{rows['dead letters (DLQ)']}, last publish {rows['last publish']}; reconcile "
+            f"{rows['reconcile vs CH']}; {lead}")
 
 
 class View(Protocol):

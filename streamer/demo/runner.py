@@ -141,9 +141,17 @@ class Demo:
             (self.data_dir / ".streamer-demo").write_text("created by `streamer demo`\n")
         self.view.ok(f"working directory {self.data_dir} (logs of every process are kept here)")
 
-    async def start_services(self) -> None:
+    def check_binaries(self) -> str:
+        """redis-server and the tansu broker exist; otherwise say how to get them."""
+        try:
+            binary = services.redis_server_binary()
+        except services.ServiceError as exc:
+            raise DemoFailed(f"{exc} (or run `bash scripts/setup.sh`, which installs it)") from None
+        services.tansu_binary()
+        return binary
+
+    async def start_services(self, binary: str) -> None:
         """redis-server and the tansu broker on free ports."""
-        binary = services.redis_server_binary()
         self.view.step(f"Starting a private Redis ({binary}) on a free port…")
         redis = await asyncio.to_thread(services.start_redis, None, self.data_dir / "redis",
                                         self.adopter("redis-server"))
@@ -331,8 +339,9 @@ class Demo:
         self.view.info(f"streamer demo: {self.opts.duration_s:.0f} s of traffic at "
                        f"{self.opts.rate:,.0f} events/s over {self.opts.posts:,} posts and "
                        f"{self.opts.users:,} users. Ctrl-C stops everything at any time.")
+        binary = self.check_binaries()
         self.prepare_dirs()
-        await self.start_services()
+        await self.start_services(binary)
         self.build_env()
         self.redis = Redis.from_url(self.env["REDIS_URL"])
         self.poller = Poller(self.redis, f"http://127.0.0.1:{self.ports['web']}/metrics",
@@ -344,6 +353,8 @@ class Demo:
         self.view.info(f"Demo settings: trending published every {TRENDING_INTERVAL_S} s, suggestions "
                        f"every {SUGGESTION_INTERVAL_S} s, reconcile every {RECONCILE_INTERVAL_S} s "
                        "(production defaults: 60 s, 600 s, 600 s).")
+        self.view.info(f"While it runs, from another terminal: REDIS_URL={self.env['REDIS_URL']} "
+                       ".venv/bin/streamer top")
         self.record.keep_events = self.opts.report_path is not None
         await self.traffic()
         self.verdict = await self.verify()
