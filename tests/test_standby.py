@@ -32,14 +32,10 @@ from streamer.jobs.trending import clickhouse_trending, wall_ms
 STREAM_POSTS = [PostCounts(1, views=1)]
 
 
-class FakeClock:
-    """A settable epoch-ms clock."""
-
-    def __init__(self) -> None:
-        self.now = wall_ms()
-
-    def __call__(self) -> int:
-        return self.now
+async def age_keys(redis: Redis, settings: Settings, age_ms: int) -> None:
+    """Make the current value and meta look written age_ms ago (the standby reads TTL - PTTL)."""
+    for key in (trending_key(1), trending_meta_key(1)):
+        await redis.pexpire(key, settings.trending_ttl_ms - age_ms)
 
 
 async def stream_publish(redis: Redis, settings: Settings, now_ms: int) -> None:
@@ -74,7 +70,7 @@ def make_standby(settings: Settings, ch: ClickHouse, redis: Redis,
 
 
 class TestStandbyTicks:
-    """Single checks with a controlled clock: when a standby publishes and when it keeps quiet."""
+    """Single checks with controlled key ages: when a standby publishes and when it keeps quiet."""
 
     async def test_publishes_when_meta_is_missing(
         self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
@@ -92,11 +88,10 @@ class TestStandbyTicks:
         self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
         ch_posts: list[PostCounts],
     ) -> None:
-        """A stream publish within 1.2 intervals keeps the standby idle and the value untouched."""
-        clock = FakeClock()
-        await stream_publish(redis_client, settings, clock.now)
-        sb = make_standby(settings, clickhouse, redis_client, clock)
-        clock.now += 71_000
+        """A stream publish written within 1.2 intervals keeps the standby idle."""
+        await stream_publish(redis_client, settings, wall_ms())
+        await age_keys(redis_client, settings, 71_000)
+        sb = make_standby(settings, clickhouse, redis_client)
         assert not (await sb.tick()).publish
         value, meta = await read(redis_client)
         assert value == STREAM_POSTS and meta is not None and meta["mode"] == "stream"
@@ -106,27 +101,34 @@ class TestStandbyTicks:
         self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
         ch_posts: list[PostCounts],
     ) -> None:
-        """Stream meta older than 1.2 intervals (key still alive): the standby publishes."""
-        clock = FakeClock()
-        await stream_publish(redis_client, settings, clock.now)
-        sb = make_standby(settings, clickhouse, redis_client, clock)
-        clock.now += 72_000
+        """Stream meta written 1.2 intervals ago (key still alive): the standby publishes."""
+        await stream_publish(redis_client, settings, wall_ms())
+        await age_keys(redis_client, settings, 72_000)
+        sb = make_standby(settings, clickhouse, redis_client)
         assert (await sb.tick()).publish
         value, meta = await read(redis_client)
         assert value == ch_posts and meta is not None and meta["mode"] == "clickhouse"
+
+    async def test_age_is_the_write_time_not_the_stamp(
+        self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        ch_posts: list[PostCounts],
+    ) -> None:
+        """A meta stamped long ago but written just now (a slow merge, a skewed clock) is fresh."""
+        await stream_publish(redis_client, settings, wall_ms() - 80_000)
+        sb = make_standby(settings, clickhouse, redis_client)
+        assert not (await sb.tick()).publish
 
     async def test_publishes_every_interval_while_publisher(
         self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
         ch_posts: list[PostCounts],
     ) -> None:
         """Its own fresh meta: quiet mid-interval, publishes again when an interval is due."""
-        clock = FakeClock()
-        sb = make_standby(settings, clickhouse, redis_client, clock)
+        sb = make_standby(settings, clickhouse, redis_client)
         assert (await sb.tick()).publish
-        clock.now += 30_000
+        await age_keys(redis_client, settings, 30_000)
         decision = await sb.tick()
         assert not decision.publish and decision.mine and sb.state == "publishing"
-        clock.now += 28_000
+        await age_keys(redis_client, settings, 58_000)
         assert (await sb.tick()).publish and sb.publishes == 2
 
     async def test_hands_back_when_the_stream_publishes_again(
@@ -134,13 +136,10 @@ class TestStandbyTicks:
         ch_posts: list[PostCounts],
     ) -> None:
         """A fresh stream meta makes a publishing standby release its lease and go idle."""
-        clock = FakeClock()
-        sb = make_standby(settings, clickhouse, redis_client, clock)
+        sb = make_standby(settings, clickhouse, redis_client)
         assert (await sb.tick()).publish
         assert await redis_client.get(lock_key(LEASE_JOB)) is not None
-        clock.now += 10_000
-        await stream_publish(redis_client, settings, clock.now)
-        clock.now += 65_000
+        await stream_publish(redis_client, settings, wall_ms())
         assert not (await sb.tick()).publish
         assert sb.state == "idle" and await redis_client.get(lock_key(LEASE_JOB)) is None
         assert (await read(redis_client))[0] == STREAM_POSTS
@@ -169,12 +168,11 @@ class TestStandbyTicks:
         ch_posts: list[PostCounts],
     ) -> None:
         """While one standby holds the lease, another never publishes, even on a stale meta."""
-        clock = FakeClock()
-        first = make_standby(settings, clickhouse, redis_client, clock)
-        second = make_standby(settings, clickhouse, redis_client, clock)
+        first = make_standby(settings, clickhouse, redis_client)
+        second = make_standby(settings, clickhouse, redis_client)
         assert (await first.tick()).publish
         assert not (await second.tick()).publish
-        clock.now += 80_000
+        await age_keys(redis_client, settings, 80_000)
         assert not (await second.tick()).publish
         assert (await first.tick()).publish
         _, meta = await read(redis_client)

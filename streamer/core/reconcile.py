@@ -366,20 +366,20 @@ class StandbyDecision:
 
 
 def standby_decision(
-    meta: Mapping[str, Any] | None, now_ms: int, my_token: str, interval_ms: int, check_ms: int,
+    meta: Mapping[str, Any] | None, age_ms: int, my_token: str, interval_ms: int, check_ms: int,
     takeover_factor: float = TAKEOVER_FACTOR,
 ) -> StandbyDecision:
-    """Publish when the meta is missing, older than the takeover age, or ours and due again."""
+    """Publish when the meta is missing, was written longer than the takeover age ago, or is
+    ours and due again. `age_ms`: time since the meta was written (TTL minus its PTTL)."""
     if meta is None:
         return StandbyDecision(True, False, "trending meta missing")
     mine = meta.get("publisher") == my_token
-    age_ms = now_ms - int(meta.get("generated_at_ms", 0))
     mode = str(meta.get("mode", "?"))
     if mine:
         due = age_ms >= interval_ms - check_ms // 2
         return StandbyDecision(due, True, f"own publish is {age_ms / 1000:.1f}s old")
     takeover_ms = int(interval_ms * takeover_factor)
     if age_ms >= takeover_ms:
-        return StandbyDecision(True, False, f"{mode} meta is {age_ms / 1000:.1f}s old "
+        return StandbyDecision(True, False, f"{mode} publish is {age_ms / 1000:.1f}s old "
                                             f"(takeover at {takeover_ms / 1000:g}s)")
     return StandbyDecision(False, False, f"{mode} is publishing ({age_ms / 1000:.1f}s ago)")

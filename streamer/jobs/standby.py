@@ -3,11 +3,13 @@ stream is stale, one standby at a time, handing back as soon as the stream publi
 
 Why not "meta older than 2 intervals": the trending TTL is 1.5 intervals, so the key would be
 gone for half an interval before a standby reacted. The standby reads the meta
-CHECKS_PER_INTERVAL (12) times per interval and takes over once the last publish is older than
+CHECKS_PER_INTERVAL (12) times per interval and takes over once the last write is older than
 TAKEOVER_FACTOR (1.2) intervals: that leaves 0.3 intervals (18 s at the default 60 s) for one
 check period (5 s) plus the ClickHouse query before the key would expire, and still tolerates
-12 s of stream publish jitter. While it publishes it does so every interval.
-"""
+12 s of stream publish jitter. While it publishes it does so every interval. "Age" is the
+time since the last write as Redis measures it (TTL - PTTL of the meta key), not the writer's
+generated_at_ms stamp: the merger stamps its tick and writes a merge delay later, and hosts'
+clocks differ."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from streamer.core.reconcile import (
     standby_decision,
 )
 from streamer.jobs.runner import replica_name
-from streamer.jobs.trending import Clock, clickhouse_trending, read_meta, record_publish, wall_ms
+from streamer.jobs.trending import Clock, clickhouse_trending, meta_and_age, record_publish, wall_ms
 from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES, MODE, STANDBY_PUBLISHING
 
 log = logging.getLogger("streamer.standby")
@@ -72,7 +74,7 @@ class StandbyTrending:
     async def tick(self) -> StandbyDecision:
         """One check: publish if due, keep or hand back the lease otherwise; never raises."""
         try:
-            decision = self._decide(await read_meta(self.redis, self.settings))
+            decision = await self._decide(self.redis)
             if not decision.publish:
                 await (self._keep() if decision.mine else self._hand_back(decision.reason))
             elif await self._hold_lease():
@@ -87,8 +89,17 @@ class StandbyTrending:
             log.error("standby check failed: %s: %s", type(exc).__name__, exc)
             return StandbyDecision(False, False, f"error: {exc}")
 
+    async def warm_up(self) -> None:
+        """Open the ClickHouse connection now: a first query (chDB start-up) can take seconds,
+        which a takeover cannot afford with the key about to expire."""
+        try:
+            await self.ch.rows("SELECT 1")
+        except Exception as exc:
+            log.warning("standby: ClickHouse not reachable yet: %s", exc)
+
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Tick every check period until stop; then give the lease up."""
+        await self.warm_up()
         try:
             while not stop.is_set():
                 await self.tick()
@@ -97,8 +108,9 @@ class StandbyTrending:
         finally:
             await self._hand_back("stopping")
 
-    def _decide(self, meta: dict[str, object] | None) -> StandbyDecision:
-        return standby_decision(meta, self.clock(), self.lease.token, self.interval_ms,
+    async def _decide(self, redis: Redis) -> StandbyDecision:
+        meta, age_ms = await meta_and_age(redis, self.settings, self.clock())
+        return standby_decision(meta, age_ms, self.lease.token, self.interval_ms,
                                 self.check_ms, self.takeover_factor)
 
     async def _hold_lease(self) -> bool:
@@ -167,7 +179,7 @@ class StandbyTrending:
             if token != self.lease.token:
                 self.lease.held = False
                 return False
-            if not self._decide(await read_meta(pipe, self.settings)).publish:
+            if not (await self._decide(pipe)).publish:
                 return False
             pipe.multi()  # type: ignore[no-untyped-call]
             for key, value in values.items():

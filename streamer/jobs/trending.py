@@ -41,13 +41,26 @@ async def read_meta(redis: Redis, settings: Settings) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
-async def stream_is_fresh(redis: Redis, settings: Settings, now_ms: int) -> bool:
-    """True when someone else published within the standby takeover age (1.2 intervals)."""
+async def meta_and_age(
+    redis: Redis, settings: Settings, now_ms: int
+) -> tuple[dict[str, Any] | None, int]:
+    """The meta and the ms since it was written: TTL minus its PTTL, measured by Redis.
+
+    Independent of the writer's clock and of when it stamped generated_at_ms (the merger stamps
+    its tick, then writes a merge delay later). Every writer uses the same derived TTL."""
     meta = await read_meta(redis, settings)
     if meta is None:
-        return False
-    age_ms = now_ms - int(meta.get("generated_at_ms", 0))
-    return age_ms < TAKEOVER_FACTOR * settings.job_trending_interval_sec * 1000
+        return None, 0
+    pttl = int(await redis.pttl(trending_meta_key(settings.job_trending_window_hours)))
+    if pttl > 0:
+        return meta, max(0, settings.trending_ttl_ms - pttl)
+    return meta, now_ms - int(meta.get("generated_at_ms", 0))  # no TTL: fall back to its stamp
+
+
+async def stream_is_fresh(redis: Redis, settings: Settings, now_ms: int) -> bool:
+    """True when someone published within the standby takeover age (1.2 intervals)."""
+    meta, age_ms = await meta_and_age(redis, settings, now_ms)
+    return meta is not None and age_ms < TAKEOVER_FACTOR * settings.job_trending_interval_sec * 1000
 
 
 async def clickhouse_trending(
