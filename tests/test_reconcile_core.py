@@ -57,6 +57,7 @@ def reconcile(stream: list[PostCounts], ch: list[PostCounts], k: int, depth: int
 class TestMeasures:
     """Overlap, rank agreement and position share are bounded and exact on known cases."""
 
+    @settings(deadline=None)  # shared 2-core machine: no per-example deadline
     @given(st.lists(st.integers(0, 50), unique=True), st.lists(st.integers(0, 50), unique=True))
     def test_overlap_is_symmetric_and_bounded(self, a: list[int], b: list[int]) -> None:
         """Overlap is in [0, 1], symmetric, and 1 for a list with itself."""
@@ -64,6 +65,7 @@ class TestMeasures:
         assert topk_overlap(a, b) == topk_overlap(b, a)
         assert topk_overlap(a, a) == 1.0
 
+    @settings(deadline=None)  # shared 2-core machine: no per-example deadline
     @given(st.permutations(list(range(12))), st.permutations(list(range(12))))
     def test_rank_agreement_matches_pair_count(self, a: list[int], b: list[int]) -> None:
         """Rank agreement equals the brute-force share of concordant pairs."""
@@ -85,6 +87,7 @@ class TestMeasures:
         assert same_position_share([], []) == 1.0
         assert same_position_share([1], [1, 2]) == 0.5
 
+    @settings(deadline=None)  # shared 2-core machine: no per-example deadline
     @given(count_maps, st.integers(1, 8))
     def test_cut_bound_is_an_upper_bound_for_absent_posts(
         self, counts: dict[int, tuple[int, int, int, int]], depth: int
@@ -100,6 +103,7 @@ class TestMeasures:
 class TestCompare:
     """A clean snapshot agrees exactly; differences name the right posts and deltas."""
 
+    @settings(deadline=None)  # shared 2-core machine: no per-example deadline
     @given(count_maps, st.integers(1, 10), st.integers(0, 10_000))
     def test_same_counts_agree_exactly(
         self, counts: dict[int, tuple[int, int, int, int]], k: int, events: int
@@ -114,8 +118,8 @@ class TestCompare:
         assert report.agrees
         assert report.stream_topk == [p.post_id for p in rank_posts(posts, k)]
 
+    @settings(max_examples=200, deadline=None)  # shared 2-core machine: no per-example deadline
     @given(count_maps, st.integers(0, 200), st.integers(1, 4), st.integers(1, 10))
-    @settings(max_examples=200)
     def test_extra_clickhouse_views_are_reported(
         self, counts: dict[int, tuple[int, int, int, int]], post: int, extra: int, k: int
     ) -> None:
@@ -179,6 +183,7 @@ class TestCompare:
 class TestDriftPolicy:
     """N drifted runs in a row switch to ClickHouse; the first agreeing run switches back."""
 
+    @settings(deadline=None)  # shared 2-core machine: no per-example deadline
     @given(st.lists(st.sampled_from([True, False, None]), max_size=30), st.integers(1, 4))
     def test_matches_reference_model(self, runs: list[bool | None], n: int) -> None:
         """Switched on by n drifted judged runs in a row, kept while drifting, off on agreement."""
