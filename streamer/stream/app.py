@@ -63,6 +63,7 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.Top
         stream_recovery_delay=0.2,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=4 * 1024 * 1024,
+        broker_max_poll_records=1000,  # bounds one handler call (and its loop time)
         Table=StateTable,
     )
     topic = app.topic(

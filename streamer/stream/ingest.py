@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,7 +40,8 @@ from streamer.stream.state import Outcome, PartitionState
 log = logging.getLogger("streamer.stream.ingest")
 MAX_IN_FLIGHT = 16
 MAX_RECORD_EVENTS = 5000
-SendFn = Callable[..., Awaitable[Any]]
+Outgoing = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
+SendMany = Callable[[list[Outgoing]], Awaitable[None]]  # sends in order, returns when all landed
 
 
 def wall_ms() -> int:
@@ -53,7 +55,7 @@ class Ingestor:
     def __init__(
         self,
         writer: TableWriter,
-        send: SendFn,
+        send_many: SendMany,
         ack: Callable[[Message], Any],
         partitions: int,
         window_minutes: int,
@@ -62,7 +64,7 @@ class Ingestor:
         sink: EventSink | None,
     ) -> None:
         self.writer = writer
-        self.send = send
+        self.send_many = send_many
         self.ack = ack
         self.partitions = partitions
         self.window_minutes = window_minutes
@@ -126,32 +128,34 @@ class Ingestor:
             self.writer.put(tp.partition, k, None) for k in state.advance(now)
         ]
         accepted: list[Event] = []
+        outgoing: list[Outgoing] = []
+        outcomes: Counter[Outcome] = Counter()
         for message in messages:
             decoded = decode_message(message.value, now)
-            futures.extend(self._dead_letter(d) for d in decoded.dead)
+            outgoing.extend(self._dead_letter(d) for d in decoded.dead)
             for event in decoded.events:
                 if partition_for_post(event.post_id, self.partitions) != tp.partition:
-                    futures.append(self._forward(event))
+                    outgoing.append(self._forward(event))
                     continue
-                if self._count(state, event):
+                outcome = state.accept(event)
+                outcomes[outcome] += 1
+                if outcome is not Outcome.DUPLICATE:
                     accepted.append(event)
                 if state.pending.events >= MAX_RECORD_EVENTS:
                     futures.append(self._write_record(state))
         futures.append(self._write_record(state))
+        if outgoing:
+            futures.append(self.send_many(outgoing))
+        self._count(outcomes)
         if self.sink is not None and accepted:
             self.sink.add(accepted)
         await self._ack_when_done([f for f in futures if f is not None], messages)
 
-    def _count(self, state: PartitionState, event: Event) -> bool:
-        outcome = state.accept(event)
-        if outcome is Outcome.DUPLICATE:
-            EVENTS_DUPLICATE.inc()
-            return False
-        if outcome is Outcome.LATE:
-            EVENTS_LATE.inc()
-            return True
-        EVENTS_PROCESSED.inc()
-        return True
+    def _count(self, outcomes: Counter[Outcome]) -> None:
+        """Metrics once per batch, not per event."""
+        EVENTS_DUPLICATE.inc(outcomes[Outcome.DUPLICATE])
+        EVENTS_LATE.inc(outcomes[Outcome.LATE])
+        EVENTS_PROCESSED.inc(outcomes[Outcome.COUNTED] + outcomes[Outcome.PENDING])
 
     def _write_record(self, state: PartitionState) -> Awaitable[Any] | None:
         record = state.take_record()
@@ -160,16 +164,15 @@ class Ingestor:
         CHANGELOG_RECORDS.inc()
         return self.writer.put(state.partition, record[0], record[1])
 
-    def _dead_letter(self, dead: DeadLetter) -> Awaitable[Any]:
+    def _dead_letter(self, dead: DeadLetter) -> Outgoing:
         EVENTS_INVALID.labels(reason=dead.reason).inc()
-        headers = [("error", dead.header.encode())]
-        return self.send(self.dlq_topic, None, dead.payload, None, None, headers)
+        return (self.dlq_topic, None, dead.payload, None, [("error", dead.header.encode())])
 
-    def _forward(self, event: Event) -> Awaitable[Any]:
+    def _forward(self, event: Event) -> Outgoing:
         EVENTS_FORWARDED.inc()
         target = partition_for_post(event.post_id, self.partitions)
         value = encode_events([event])[1:-1]  # the single event object
-        return self.send(self.events_topic, post_key(event.post_id), value, target, None, None)
+        return (self.events_topic, post_key(event.post_id), value, target, None)
 
     # ---- acks ----------------------------------------------------------------------
     async def _ack_when_done(self, futures: list[Awaitable[Any]], messages: list[Message]) -> None:

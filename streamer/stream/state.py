@@ -11,6 +11,7 @@ deleted (tombstoned) once every minute it touches has left the window.
 from __future__ import annotations
 
 import heapq
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -35,15 +36,15 @@ class Outcome(Enum):
     DUPLICATE = "duplicate"
 
 
-def record_key(partition: int, seq: int) -> bytes:
-    """Table key of a record: partition first, so a partition's records are found by prefix."""
-    return b"%d:%012d" % (partition, seq)
+def record_key(partition: int, writer: str, seq: int) -> bytes:
+    """Table key of a record: partition first (found by prefix), then a per-incarnation writer
+    id so two owners of a partition (e.g. a zombie during a rebalance) never overwrite each other."""
+    return b"%d:%s:%012d" % (partition, writer.encode(), seq)
 
 
-def parse_record_key(key: bytes) -> tuple[int, int]:
-    """(partition, seq) of a record key."""
-    part, seq = key.split(b":", 1)
-    return int(part), int(seq)
+def parse_record_key(key: bytes) -> int:
+    """Partition of a record key."""
+    return int(key.split(b":", 1)[0])
 
 
 @dataclass
@@ -87,11 +88,13 @@ class PartitionState:
         self.window = PartitionWindow(window_minutes)
         self.window.advance(now_ms)
         self.dedup = DedupIndex()
-        self.records: dict[int, int] = {}  # seq -> newest minute it touches
+        self.records: dict[bytes, int] = {}  # record key -> newest minute it touches
+        self.writer = secrets.token_hex(4)
         self.next_seq = 0
         self.pending = RecordBuilder()
         self.retained: dict[int, dict[int, list[int]]] = {}  # left-the-window minute -> buckets
         self.created_first = self._first()
+        self._unapplied: dict[tuple[int, int, int], int] = {}
 
     def _first(self) -> int:
         first = self.window.first_minute
@@ -106,24 +109,34 @@ class PartitionState:
             return Outcome.LATE
         if not self.dedup.add(event.event_id, minute):
             return Outcome.DUPLICATE
-        result = self.window.add(event.post_id, event.type_index, event.ts_ms)
+        key = (event.post_id, event.type_index, minute)
+        self._unapplied[key] = self._unapplied.get(key, 0) + 1
         self.pending.add(event, minute)
-        return Outcome.PENDING if result.value == "pending" else Outcome.COUNTED
+        return Outcome.PENDING if minute > (self.window.last_minute or 0) else Outcome.COUNTED
+
+    def apply(self) -> None:
+        """Fold accepted events into the window: one top-K update per (post, type, minute)."""
+        add = self.window.add
+        for (post_id, type_index, minute), count in self._unapplied.items():
+            add(post_id, type_index, minute * MINUTE_MS, count)
+        self._unapplied.clear()
 
     def take_record(self) -> tuple[bytes, bytes] | None:
         """(key, value) of the accumulated record, or None when nothing was accepted."""
+        self.apply()
         if not self.pending.events:
             return None
         value, newest = self.pending.encode()
-        seq = self.next_seq
+        key = record_key(self.partition, self.writer, self.next_seq)
         self.next_seq += 1
-        self.records[seq] = newest
+        self.records[key] = newest
         self.pending = RecordBuilder()
         self.window.dirty.clear()
-        return record_key(self.partition, seq), value
+        return key, value
 
     def advance(self, now_ms: int) -> list[bytes]:
         """Move the window to wall-clock now; return keys of records that fully expired."""
+        self.apply()
         new_first = window_at(now_ms, self.window.window_minutes).first_minute
         old_first = self._first()
         if new_first > old_first:
@@ -131,10 +144,10 @@ class PartitionState:
         self.window.advance(now_ms)
         self.dedup.expire_before(self._first())
         self.window.dirty.clear()
-        expired = [seq for seq, newest in self.records.items() if newest < self._first()]
-        for seq in expired:
-            del self.records[seq]
-        return [record_key(self.partition, seq) for seq in expired]
+        expired = [key for key, newest in self.records.items() if newest < self._first()]
+        for key in expired:
+            del self.records[key]
+        return expired
 
     def _retain(self, minutes: Iterable[int]) -> None:
         posts = self.window.posts
@@ -151,15 +164,13 @@ class PartitionState:
         first = self._first()
         buckets: dict[int, dict[int, list[int]]] = {}
         expired: list[bytes] = []
-        for key, value in sorted(records):
-            _, seq = parse_record_key(key)
-            self.next_seq = max(self.next_seq, seq + 1)
+        for key, value in records:
             doc = orjson.loads(value)
             newest = max(int(m) for m in doc["ids"])
             if newest < first:
                 expired.append(key)
                 continue
-            self.records[seq] = newest
+            self.records[key] = newest
             for minute_s, ids in doc["ids"].items():
                 minute = int(minute_s)
                 if minute >= first:
@@ -177,6 +188,7 @@ class PartitionState:
 
     def top(self, k: int) -> list[PostCounts]:
         """Top k posts of the current window."""
+        self.apply()
         return self.window.top(k)
 
     def can_compute(self, window: Window) -> bool:
@@ -186,6 +198,7 @@ class PartitionState:
 
     def complete_partial(self, window: Window, k: int) -> CompletePartial:
         """Exact top-k and event total over a past complete-minute window (a scan)."""
+        self.apply()
         lo, hi = window.first_minute, window.last_minute
         acc: dict[int, list[int]] = {}
         sources: list[Iterable[tuple[int, dict[int, list[int]]]]] = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
@@ -28,7 +29,7 @@ from streamer.kafka_admin import ensure_topics
 from streamer.ops.http import start_http
 from streamer.ops.metrics import CONSUMER_LAG
 from streamer.stream.app import StateTable, TableWriter, build_app
-from streamer.stream.ingest import Ingestor
+from streamer.stream.ingest import Ingestor, Outgoing
 from streamer.stream.publisher import Publisher
 from streamer.stream.reconcile_hook import ReconcileHook
 from streamer.stream.sink import EventSink
@@ -140,15 +141,16 @@ class Worker:
         app = self.app
         producer = app.producer
 
-        async def send(topic: str, key: bytes | None, value: bytes, partition: int | None,
-                       timestamp: float | None, headers: Any) -> Any:
-            fut = await producer.send(topic, key, value, partition, timestamp, headers)
-            return await fut
+        async def send_many(items: list[Outgoing]) -> None:
+            """One coroutine per batch (not a task per message): enqueue in order, await acks."""
+            futures = [await producer.send(topic, key, value, partition, None, headers)
+                       for topic, key, value, partition, headers in items]
+            await asyncio.gather(*futures)
 
         def ack(message: Message) -> None:
             app.consumer.ack(message)
 
-        ingestor = Ingestor(TableWriter(table, s.kafka_events_topic), send, ack, partitions,
+        ingestor = Ingestor(TableWriter(table, s.kafka_events_topic), send_many, ack, partitions,
                             s.window_minutes, s.kafka_events_topic, s.kafka_dlq_topic, self.sink)
         register_batch_handler(app, s.kafka_events_topic, ingestor.handle_batch)
         table.on_recovered = ingestor.on_recovered
@@ -244,18 +246,22 @@ class Worker:
 def run_worker(settings: Settings) -> int:
     """Entry point of `streamer worker`: SIGTERM/SIGINT stop it with exit 0 within 60 s."""
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks
+
     async def main() -> int:
         worker = Worker(settings)
         loop = asyncio.get_running_loop()
         watchdogs: list[threading.Timer] = []
 
-        def on_signal() -> None:
-            worker.stop.set()
+        def on_signal(signum: int, frame: Any) -> None:
+            # A plain signal handler runs between bytecodes even while the loop is busy, so the
+            # watchdog starts at once; the loop sees the stop request when it gets control.
             if not watchdogs:
                 watchdogs.append(start_watchdog(STOP_DEADLINE_S))
+            loop.call_soon_threadsafe(worker.stop.set)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
+            signal.signal(sig, on_signal)
         code = await worker.run()
         for timer in watchdogs:
             timer.cancel()

@@ -1,0 +1,187 @@
+"""Throughput of one stream worker next to a raw aiokafka consumer, on the same topics, same run.
+
+Usage: .venv/bin/python benchmarks/stream_throughput_probe.py [--events 100000] [--sink on|off]
+
+Starts a private tansu broker and redis-server, produces the same events as single-event
+messages and as 100-event JSON arrays, then measures (each on a fresh consumer group):
+  raw aiokafka getmany + orjson decode + dict count (the ceiling),
+  a stock faust-streaming agent iterating the stream (Faust's own transport, "before"),
+  `streamer worker` (lean transport, dedup, state records, partials, sink) ("after"),
+and the worker's RSS holding 100k active posts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamer.demo.services import start_redis, start_tansu  # noqa: E402
+from streamer.kafka_admin import ensure_topics  # noqa: E402
+from tests.stream_helpers import FAST_GROUP_ENV, WorkerProcess, produce, unique  # noqa: E402
+
+PARTITIONS = 4
+
+
+def make_events(n: int, posts: int, seed: int) -> list[dict[str, Any]]:
+    """n distinct events over `posts` posts, all inside the current window."""
+    rng = random.Random(seed)
+    now = time.time_ns() // 1_000_000
+    kinds = ("view", "like", "comment", "share")
+    return [{"event_id": f"b{seed}-{i}", "post_id": rng.randrange(posts), "user_id": rng.randrange(10**6),
+             "event_type": kinds[rng.randrange(4)], "ts": now - rng.randrange(60_000)} for i in range(n)]
+
+
+def singles(events: list[dict[str, Any]]) -> list[tuple[bytes | None, bytes, int | None]]:
+    """One message per event, keyed by post."""
+    return [(str(e["post_id"]).encode(), orjson.dumps(e), None) for e in events]
+
+
+def batches(events: list[dict[str, Any]], size: int = 100) -> list[tuple[bytes | None, bytes, int | None]]:
+    """JSON arrays of `size` events (keyed by the first post; the worker forwards the rest)."""
+    by_post: dict[int, list[dict[str, Any]]] = {}
+    for e in events:
+        by_post.setdefault(e["post_id"] % 64, []).append(e)
+    out: list[tuple[bytes | None, bytes, int | None]] = []
+    for group in by_post.values():
+        for i in range(0, len(group), size):
+            chunk = group[i : i + size]
+            out.append((str(chunk[0]["post_id"]).encode(), orjson.dumps(chunk), None))
+    return out
+
+
+async def raw_consume(bootstrap: str, topic: str, expect: int) -> float:
+    """Events/s of aiokafka getmany + orjson + dict count until `expect` events were seen."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=unique("raw"),
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    counts: dict[int, int] = {}
+    seen = 0
+    started = 0.0
+    try:
+        while seen < expect:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if batch and not started:
+                started = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    doc = orjson.loads(record.value)
+                    for ev in doc if isinstance(doc, list) else [doc]:
+                        counts[ev["post_id"]] = counts.get(ev["post_id"], 0) + 1
+                        seen += 1
+    finally:
+        await consumer.stop()
+    return seen / (time.perf_counter() - started)
+
+
+async def stock_faust(bootstrap: str, topic: str, expect: int) -> float:
+    """Events/s of a stock faust-streaming agent (default transport) counting the messages."""
+    import faust
+
+    app = faust.App(unique("stock"), broker=f"kafka://{bootstrap}", web_enabled=False,
+                    store="memory://", broker_rebalance_timeout=3, broker_session_timeout=6,
+                    broker_heartbeat_interval=1, consumer_auto_offset_reset="earliest")
+    src = app.topic(topic, key_serializer="raw", value_serializer="raw")
+    state = {"n": 0, "t0": 0.0, "t1": 0.0}
+    done = asyncio.Event()
+
+    @app.agent(src)
+    async def count(stream: Any) -> None:
+        async for value in stream:
+            if not state["n"]:
+                state["t0"] = time.perf_counter()
+            doc = orjson.loads(value)
+            state["n"] += len(doc) if isinstance(doc, list) else 1
+            if state["n"] >= expect:
+                state["t1"] = time.perf_counter()
+                done.set()
+
+    await app.start()
+    try:
+        await asyncio.wait_for(done.wait(), 600)
+    finally:
+        await asyncio.wait_for(app.stop(), 30)
+    return state["n"] / (state["t1"] - state["t0"])
+
+
+def worker_rate(env: dict[str, str], topic: str, expect: int, root: Path) -> tuple[float, int]:
+    """Events/s of `streamer worker` over a pre-filled topic, and its RSS (kB) at the end."""
+    w = WorkerProcess({**env, "KAFKA_EVENTS_TOPIC": topic, "STREAMER_APP_ID": unique("w")},
+                      root / unique("w")).start()
+    try:
+        w.wait_ready(120)
+        metric = "streamer_events_processed_total"
+        while w.metric(metric) == 0:
+            time.sleep(0.02)
+        t0, n0 = time.perf_counter(), w.metric(metric)
+        while w.metric(metric) < expect:
+            time.sleep(0.05)
+        rate = (w.metric(metric) - n0) / (time.perf_counter() - t0)
+        assert w.proc is not None
+        rss = rss_kb(w.proc.pid)
+        return rate, rss
+    finally:
+        w.terminate()
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--sink", choices=["on", "off"], default="on")
+    parser.add_argument("--skip-stock", action="store_true")
+    args = parser.parse_args()
+    redis, kafka = start_redis(), start_tansu()
+    root = Path(tempfile.mkdtemp(prefix="stream-probe-"))
+    bootstrap = f"127.0.0.1:{kafka.port}"
+    env = {**os.environ, **FAST_GROUP_ENV, "REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+           "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "STREAMER_TABLE_STORE": "rocksdb",
+           "STREAMER_CLICKHOUSE_SINK": "true" if args.sink == "on" else "false",
+           "JOB_TRENDING_INTERVAL_SEC": "5", "LOG_LEVEL": "WARNING"}
+    try:
+        n = args.events
+        events = make_events(n, 5_000, seed=1)
+        t_single, t_batch, t_posts = unique("single"), unique("batch"), unique("posts")
+        await ensure_topics(bootstrap, {t: PARTITIONS for t in (t_single, t_batch, t_posts)})
+        await produce(bootstrap, t_single, singles(events))
+        await produce(bootstrap, t_batch, batches(events))
+        wide = make_events(100_000, 10**9, seed=2)  # ~100k distinct posts
+        await produce(bootstrap, t_posts, batches(wide))
+        print(f"events={n} partitions={PARTITIONS} sink={args.sink} cpu_count={os.cpu_count()}")
+        for name, topic in (("single-event messages", t_single), ("100-event messages", t_batch)):
+            raw = await raw_consume(bootstrap, topic, n)
+            print(f"raw aiokafka+orjson, {name}: {raw:,.0f} events/s")
+            if not args.skip_stock:
+                stock = await stock_faust(bootstrap, topic, n)
+                print(f"stock faust agent (no state), {name}: {stock:,.0f} events/s")
+            rate, _ = worker_rate(env, topic, n, root)
+            print(f"streamer worker, {name}: {rate:,.0f} events/s")
+        rate, rss = worker_rate(env, t_posts, len(wide), root)
+        distinct = len({e["post_id"] for e in wide})
+        print(f"streamer worker RSS with {distinct:,} active posts: {rss / 1024:,.0f} MiB "
+              f"({rate:,.0f} events/s on that topic)")
+    finally:
+        redis.stop()
+        kafka.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
