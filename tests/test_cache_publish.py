@@ -158,3 +158,48 @@ async def test_suggestions_batch_with_ttl_and_empty_lists(redis_client: Redis, s
         assert 1_190_000 < await redis_client.pttl(suggestions_key(user)) <= 1_200_000
     stats = await redis_client.info("commandstats")
     assert stats["cmdstat_exec"]["calls"] == 1
+
+
+async def test_own_keep_alive_between_check_and_exec_does_not_lose_the_write(
+    redis_client: Redis, redis_service: LocalService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our own renewal (PEXPIRE on the lock key) aborts EXEC once; the write is retried."""
+    lock = RedisLock(redis_client, "trending", 60_000)
+    assert await lock.acquire()
+    other = sync_redis.Redis(port=redis_service.port)
+    real_text = publish._text
+    renewals: list[object] = []
+
+    def text_then_renew(raw: bytes | str) -> str:
+        out = real_text(raw)
+        if not renewals:
+            renewals.append(other.pexpire(lock.key, 60_000))  # what keep_alive does
+        return out
+
+    monkeypatch.setattr(publish, "_text", text_then_renew)
+    await write_atomically(redis_client, {"k": b"v"}, 10_000, lock)
+    other.close()
+    assert renewals == [True]
+    assert await redis_client.get("k") == b"v"
+    assert lock.held
+
+
+async def test_lock_key_touched_on_every_attempt_gives_up(
+    redis_client: Redis, redis_service: LocalService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If every attempt is aborted, the write raises LockLost instead of looping forever."""
+    lock = RedisLock(redis_client, "trending", 60_000)
+    assert await lock.acquire()
+    other = sync_redis.Redis(port=redis_service.port)
+    real_text = publish._text
+
+    def text_then_renew(raw: bytes | str) -> str:
+        out = real_text(raw)
+        other.pexpire(lock.key, 60_000)
+        return out
+
+    monkeypatch.setattr(publish, "_text", text_then_renew)
+    with pytest.raises(LockLost):
+        await write_atomically(redis_client, {"k": b"v"}, 10_000, lock)
+    other.close()
+    assert await redis_client.exists("k") == 0

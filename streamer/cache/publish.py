@@ -26,10 +26,27 @@ def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+# A WATCH abort is retried this often: the lock key also changes when our own keep-alive
+# extends it (PEXPIRE), which is no reason to give up the write.
+_WATCH_ATTEMPTS = 3
+
+
 async def write_atomically(
     redis: Redis, values: Mapping[str, bytes], ttl_ms: int, lock: RedisLock | None = None
 ) -> None:
     """SET every key with PX ttl in one MULTI/EXEC; with a lock, only while we hold it."""
+    for _ in range(_WATCH_ATTEMPTS):
+        if await _try_write(redis, values, ttl_ms, lock):
+            return
+    if lock is not None:
+        lock.held = False
+    raise LockLost(f"lock {lock.key if lock else ''} kept changing during the write")
+
+
+async def _try_write(
+    redis: Redis, values: Mapping[str, bytes], ttl_ms: int, lock: RedisLock | None
+) -> bool:
+    """One fenced MULTI/EXEC; False when the watched lock key changed before EXEC."""
     async with redis.pipeline(transaction=True) as pipe:
         if lock is not None:
             await pipe.watch(lock.key)
@@ -43,9 +60,8 @@ async def write_atomically(
         try:
             await pipe.execute()
         except WatchError:
-            if lock is not None:
-                lock.held = False
-            raise LockLost(f"lock {lock.key if lock else ''} changed during write") from None
+            return False  # a takeover or our own renewal: the next attempt re-checks the holder
+    return True
 
 
 async def publish_trending(
