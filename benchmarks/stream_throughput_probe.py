@@ -27,9 +27,10 @@ from aiokafka import AIOKafkaConsumer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamer.demo.services import start_redis, start_tansu  # noqa: E402
-from streamer.kafka_admin import ensure_topics  # noqa: E402
-from tests.stream_helpers import FAST_GROUP_ENV, WorkerProcess, produce, unique  # noqa: E402
+from streamer.demo.services import start_redis, start_tansu
+from streamer.kafka_admin import ensure_topics
+from streamer.stream.partitioning import partition_for_post
+from tests.stream_helpers import FAST_GROUP_ENV, WorkerProcess, produce, unique
 
 PARTITIONS = 4
 
@@ -49,10 +50,10 @@ def singles(events: list[dict[str, Any]]) -> list[tuple[bytes | None, bytes, int
 
 
 def batches(events: list[dict[str, Any]], size: int = 100) -> list[tuple[bytes | None, bytes, int | None]]:
-    """JSON arrays of `size` events (keyed by the first post; the worker forwards the rest)."""
+    """JSON arrays of `size` events of one partition each (a batching producer), keyed by a post."""
     by_post: dict[int, list[dict[str, Any]]] = {}
     for e in events:
-        by_post.setdefault(e["post_id"] % 64, []).append(e)
+        by_post.setdefault(partition_for_post(e["post_id"], PARTITIONS), []).append(e)
     out: list[tuple[bytes | None, bytes, int | None]] = []
     for group in by_post.values():
         for i in range(0, len(group), size):
