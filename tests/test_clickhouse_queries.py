@@ -273,6 +273,14 @@ async def test_timeout_is_enforced(clickhouse: ClickHouse) -> None:
     assert await slow.rows("SELECT 1") == [(1,)]
 
 
+async def test_timeout_has_millisecond_precision(clickhouse: ClickHouse) -> None:
+    """JOB_CH_TIMEOUT_MS=300 is a 300 ms server-side limit, not a rounded second."""
+    slow = ClickHouse(clickhouse.dsn, clickhouse.database, timeout_ms=300)
+    with pytest.raises(ClickHouseError) as info:
+        await slow.rows("SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 0")
+    assert "maximum: 300.000 ms" in str(info.value)
+
+
 async def test_unreachable_server_is_a_clickhouse_error() -> None:
     """An HTTP DSN with nothing listening fails fast with ClickHouseError, password masked."""
     from streamer.demo.services import free_port

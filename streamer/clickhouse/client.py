@@ -68,7 +68,9 @@ class ClickHouse:
         return self.dsn.startswith("chdb://")
 
     def _settings(self) -> dict[str, Any]:
-        return {"max_execution_time": max(1, self.timeout_ms // 1000)}
+        # Server-side limit at the configured precision (ClickHouse takes fractional seconds).
+        seconds = self.timeout_ms // 1000 if self.timeout_ms % 1000 == 0 else self.timeout_ms / 1000
+        return {"max_execution_time": seconds}
 
     def _get(self) -> Any:
         if self._client is None:
