@@ -93,15 +93,16 @@ class TestPartitionState:
         assert survivor.top(50) == brute(stream, window_at(T0, 60), 50)
 
     def test_advance_expires_minutes_and_records_exactly(self) -> None:
-        """Minutes leave the window on the wall clock; fully expired records are returned."""
+        """Minutes leave the window on the wall clock; records go once past the retained minutes."""
         state = PartitionState(0, 60, T0)
         state.accept(ev(1, 1, T0 - 59 * MINUTE_MS))
         old = state.take_record()
         state.accept(ev(2, 2, T0))
         state.take_record()
         assert old is not None
-        assert state.advance(T0 + MINUTE_MS) == [old[0]]
+        assert state.advance(T0 + MINUTE_MS) == []  # still backs a retained minute
         assert state.top(10) == [PostCounts(2, 1)]
+        assert state.advance(T0 + 4 * MINUTE_MS) == [old[0]]
         assert state.accept(ev(1, 1, T0 - 59 * MINUTE_MS)) is Outcome.LATE
 
     def test_complete_partial_matches_brute_force(self) -> None:
@@ -119,6 +120,22 @@ class TestPartitionState:
         assert partial.top == brute(stream, window, 100)
         assert partial.total_events == sum(
             sum((p.views, p.likes, p.comments, p.shares)) for p in brute(stream, window, 10**6))
+
+    def test_complete_partial_right_after_recovery(self) -> None:
+        """Records keep the minutes just behind the window, so a restarted owner can answer."""
+        stream = random_stream(1500, T0 - 60 * MINUTE_MS, 3 * MINUTE_MS, seed=4)
+        live = PartitionState(0, 60, T0)
+        for e in stream:
+            live.accept(e)
+        record = live.take_record()
+        assert record is not None
+        now = T0 + MINUTE_MS + 5_000
+        restored = PartitionState(0, 60, now)
+        assert restored.load([record]) == []
+        window = complete_window_at(now, 60)
+        assert window.first_minute < (restored.window.first_minute or 0)
+        assert restored.can_compute(window)
+        assert restored.complete_partial(window, 100).top == brute(stream, window, 100)
 
     def test_record_keys_carry_the_partition(self) -> None:
         """Keys name their partition and their writer."""

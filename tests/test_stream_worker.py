@@ -238,3 +238,33 @@ class TestCrash:
         assert posts == want
         assert w2.metric("streamer_events_processed_total") < 30000  # recovered, not replayed
         assert c.stop_all() == [0]
+
+
+class TestReconcileHook:
+    """The merger hands complete-window partials to the reconciler."""
+
+    async def test_reconcile_report_agrees_with_clickhouse(
+        self, cluster_factory: Any, redis_client: Redis
+    ) -> None:
+        """Complete-window partials of every partition reach the reconciler; ClickHouse (fed by
+        the worker's sink) agrees with them."""
+        from streamer.core.payloads import reconcile_key
+
+        c = cluster_factory(2)
+        w = c.worker("w1", JOB_RECONCILE_INTERVAL_SEC="4")
+        w.wait_ready(90)
+        events = random_events(2000, 100, now_ms() - 70_000, seed=5)  # settled minutes
+        await produce(c.bootstrap, c.topic, keyed(events))
+        await wait_metric(w, "streamer_events_processed_total", 2000)
+        after = now_ms()
+        report: dict[str, Any] = {}
+        for _ in range(300):
+            raw = await redis_client.get(reconcile_key(1))
+            report = orjson.loads(raw) if raw else {}
+            if report.get("generated_at_ms", 0) > after:
+                break
+            await asyncio.sleep(0.2)
+        assert report.get("generated_at_ms", 0) > after, w.tail()
+        assert report["partitions"] == [0, 1] and report["complete"]
+        assert report["agrees"] is True and report["topk_overlap"] == 1.0
+        assert c.stop_all() == [0]

@@ -93,7 +93,6 @@ class PartitionState:
         self.next_seq = 0
         self.pending = RecordBuilder()
         self.retained: dict[int, dict[int, list[int]]] = {}  # left-the-window minute -> buckets
-        self.created_first = self._first()
         self._unapplied: dict[tuple[int, int, int], int] = {}
 
     def _first(self) -> int:
@@ -144,7 +143,8 @@ class PartitionState:
         self.window.advance(now_ms)
         self.dedup.expire_before(self._first())
         self.window.dirty.clear()
-        expired = [key for key, newest in self.records.items() if newest < self._first()]
+        keep_from = self._first() - RETAIN_MINUTES  # records also back the retained minutes
+        expired = [key for key, newest in self.records.items() if newest < keep_from]
         for key in expired:
             del self.records[key]
         return expired
@@ -162,12 +162,13 @@ class PartitionState:
     def load(self, records: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
         """Rebuild from recovered records; return keys of records already expired."""
         first = self._first()
+        keep_from = first - RETAIN_MINUTES
         buckets: dict[int, dict[int, list[int]]] = {}
         expired: list[bytes] = []
         for key, value in records:
             doc = orjson.loads(value)
             newest = max(int(m) for m in doc["ids"])
-            if newest < first:
+            if newest < keep_from:
                 expired.append(key)
                 continue
             self.records[key] = newest
@@ -179,8 +180,12 @@ class PartitionState:
             for post_id, minute, *counts in doc["d"]:
                 if minute >= first:
                     cell = buckets.setdefault(post_id, {}).setdefault(minute, [0, 0, 0, 0])
-                    for i in range(4):
-                        cell[i] += counts[i]
+                elif minute >= keep_from:
+                    cell = self.retained.setdefault(minute, {}).setdefault(post_id, [0, 0, 0, 0])
+                else:
+                    continue
+                for i in range(4):
+                    cell[i] += counts[i]
         for post_id, post_buckets in buckets.items():
             self.window.load_post(post_id, post_buckets)
         self.window.dirty.clear()
@@ -193,7 +198,7 @@ class PartitionState:
 
     def can_compute(self, window: Window) -> bool:
         """True when every minute of `window` is still held (in the window or retained)."""
-        floor = max(self.created_first, self._first() - RETAIN_MINUTES)
+        floor = self._first() - RETAIN_MINUTES
         return window.first_minute >= floor and window.last_minute <= (self.window.last_minute or 0)
 
     def complete_partial(self, window: Window, k: int) -> CompletePartial:
