@@ -418,7 +418,10 @@ async def stop_worker_then_suggestions(demo: Demo) -> tuple[int, dict[int, Any]]
                        "has stopped…")
         proc = await demo.spawn("suggestions-job", [
             sys.executable, "-m", "streamer", "jobs", "--once", "--job", "suggestions"])
-        await proc.wait()
+        stopped = asyncio.create_task(demo.stop.wait())
+        await asyncio.wait([asyncio.create_task(proc.wait()), stopped],
+                           return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
         await demo.forget("suggestions-job")
         demo.view.ok("suggestions job finished")
         return await sample_suggestions(demo.redis, users)
@@ -449,11 +452,15 @@ async def _main(opts: DemoOptions, base: Settings) -> int:
     demo = Demo(opts, base, make_view(), procs=services.ChildProcesses(watchdog))
     loop = asyncio.get_running_loop()
 
+    guards: list[threading.Timer] = []
+
     def on_signal(name: str) -> None:
         if demo.interrupted:
             demo.procs.kill_all_now()
         if name == "SIGHUP":
             silence_output()
+        if not guards:
+            guards.append(start_cleanup_guard(demo))
         demo.interrupted = demo.interrupted or name
         demo.stop.set()
 
@@ -467,11 +474,11 @@ async def _main(opts: DemoOptions, base: Settings) -> int:
         code = await outcome(demo, task)
     finally:
         stopper.cancel()
-        guard = start_cleanup_guard(demo)
         try:
             code = await finish(demo, code)
         finally:
-            guard.cancel()
+            for guard in guards:
+                guard.cancel()
             watchdog.close()
     return code
 
@@ -504,13 +511,13 @@ def silence_output() -> None:
 
 
 def start_cleanup_guard(demo: Demo) -> threading.Timer:
-    """If cleanup hangs, kill every group and exit anyway (SIGTERM must end us within 60 s)."""
+    """Started by the first signal: if stopping hangs, kill every group and exit (within 60 s)."""
 
     def expire() -> None:
         demo.procs.kill_all_now()
         if demo.procs.watchdog is not None:
             demo.procs.watchdog.close()
-        os._exit(1)
+        os._exit(0)
 
     guard = threading.Timer(CLEANUP_DEADLINE_S, expire)
     guard.daemon = True
