@@ -40,8 +40,16 @@ def make_events(n: int, posts: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     now = time.time_ns() // 1_000_000
     kinds = ("view", "like", "comment", "share")
-    return [{"event_id": f"b{seed}-{i}", "post_id": rng.randrange(posts), "user_id": rng.randrange(10**6),
-             "event_type": kinds[rng.randrange(4)], "ts": now - rng.randrange(60_000)} for i in range(n)]
+    return [
+        {
+            "event_id": f"b{seed}-{i}",
+            "post_id": rng.randrange(posts),
+            "user_id": rng.randrange(10**6),
+            "event_type": kinds[rng.randrange(4)],
+            "ts": now - rng.randrange(60_000),
+        }
+        for i in range(n)
+    ]
 
 
 def singles(events: list[dict[str, Any]]) -> list[tuple[bytes | None, bytes, int | None]]:
@@ -64,8 +72,13 @@ def batches(events: list[dict[str, Any]], size: int = 100) -> list[tuple[bytes |
 
 async def raw_consume(bootstrap: str, topic: str, expect: int) -> float:
     """Events/s of aiokafka getmany + orjson + dict count until `expect` events were seen."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=unique("raw"),
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=unique("raw"),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     counts: dict[int, int] = {}
     seen = 0
@@ -90,9 +103,16 @@ async def stock_faust(bootstrap: str, topic: str, expect: int) -> float:
     """Events/s of a stock faust-streaming agent (default transport) counting the messages."""
     import faust
 
-    app = faust.App(unique("stock"), broker=f"kafka://{bootstrap}", web_enabled=False,
-                    store="memory://", broker_rebalance_timeout=3, broker_session_timeout=6,
-                    broker_heartbeat_interval=1, consumer_auto_offset_reset="earliest")
+    app = faust.App(
+        unique("stock"),
+        broker=f"kafka://{bootstrap}",
+        web_enabled=False,
+        store="memory://",
+        broker_rebalance_timeout=3,
+        broker_session_timeout=6,
+        broker_heartbeat_interval=1,
+        consumer_auto_offset_reset="earliest",
+    )
     src = app.topic(topic, key_serializer="raw", value_serializer="raw")
     state = {"n": 0, "t0": 0.0, "t1": 0.0}
     done = asyncio.Event()
@@ -118,20 +138,20 @@ async def stock_faust(bootstrap: str, topic: str, expect: int) -> float:
 
 def worker_rate(env: dict[str, str], topic: str, expect: int, root: Path) -> tuple[float, int]:
     """Events/s of `streamer worker` over a pre-filled topic, and its RSS (kB) at the end."""
-    w = WorkerProcess({**env, "KAFKA_EVENTS_TOPIC": topic, "STREAMER_APP_ID": unique("w")},
-                      root / unique("w")).start()
+    w = WorkerProcess(
+        {**env, "KAFKA_EVENTS_TOPIC": topic, "STREAMER_APP_ID": unique("w")}, root / unique("w")
+    ).start()
     try:
-        w.wait_ready(120)
+        w.wait_ready(120)  # the topic is pre-filled: consuming starts when recovery ends
+        t0 = time.perf_counter()
         metric = "streamer_events_processed_total"
-        while w.metric(metric) == 0:
-            time.sleep(0.02)
-        t0, n0 = time.perf_counter(), w.metric(metric)
         while w.metric(metric) < expect:
-            time.sleep(0.05)
-        rate = (w.metric(metric) - n0) / (time.perf_counter() - t0)
+            time.sleep(0.02)
+        rate = expect / (time.perf_counter() - t0)
+        if not expect:
+            time.sleep(3)
         assert w.proc is not None
-        rss = rss_kb(w.proc.pid)
-        return rate, rss
+        return rate, rss_kb(w.proc.pid)
     finally:
         w.terminate()
 
@@ -153,18 +173,25 @@ async def main() -> None:
     redis, kafka = start_redis(), start_tansu()
     root = Path(tempfile.mkdtemp(prefix="stream-probe-"))
     bootstrap = f"127.0.0.1:{kafka.port}"
-    env = {**os.environ, **FAST_GROUP_ENV, "REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
-           "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "STREAMER_TABLE_STORE": "rocksdb",
-           "STREAMER_CLICKHOUSE_SINK": "true" if args.sink == "on" else "false",
-           "JOB_TRENDING_INTERVAL_SEC": "5", "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        **FAST_GROUP_ENV,
+        "REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "STREAMER_TABLE_STORE": "rocksdb",
+        "STREAMER_CLICKHOUSE_SINK": "true" if args.sink == "on" else "false",
+        "JOB_TRENDING_INTERVAL_SEC": "5",
+        "LOG_LEVEL": "WARNING",
+    }
     try:
         n = args.events
         events = make_events(n, 5_000, seed=1)
         t_single, t_batch, t_posts = unique("single"), unique("batch"), unique("posts")
-        await ensure_topics(bootstrap, {t: PARTITIONS for t in (t_single, t_batch, t_posts)})
+        t_empty = unique("empty")
+        await ensure_topics(bootstrap, {t: PARTITIONS for t in (t_single, t_batch, t_posts, t_empty)})
         await produce(bootstrap, t_single, singles(events))
         await produce(bootstrap, t_batch, batches(events))
-        wide = make_events(100_000, 10**9, seed=2)  # ~100k distinct posts
+        wide = make_events(100_000, 10**12, seed=2)  # 100k distinct posts
         await produce(bootstrap, t_posts, batches(wide))
         print(f"events={n} partitions={PARTITIONS} sink={args.sink} cpu_count={os.cpu_count()}")
         for name, topic in (("single-event messages", t_single), ("100-event messages", t_batch)):
@@ -175,10 +202,14 @@ async def main() -> None:
                 print(f"stock faust agent (no state), {name}: {stock:,.0f} events/s")
             rate, _ = worker_rate(env, topic, n, root)
             print(f"streamer worker, {name}: {rate:,.0f} events/s")
+        _, idle_rss = worker_rate(env, t_empty, 0, root)
+        print(f"streamer worker RSS idle (empty topic): {idle_rss / 1024:,.0f} MiB")
         rate, rss = worker_rate(env, t_posts, len(wide), root)
         distinct = len({e["post_id"] for e in wide})
-        print(f"streamer worker RSS with {distinct:,} active posts: {rss / 1024:,.0f} MiB "
-              f"({rate:,.0f} events/s on that topic)")
+        print(
+            f"streamer worker RSS with {distinct:,} active posts: {rss / 1024:,.0f} MiB "
+            f"({rate:,.0f} events/s on that topic)"
+        )
     finally:
         redis.stop()
         kafka.stop()
