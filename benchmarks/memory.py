@@ -68,7 +68,7 @@ def run(ctx: Context) -> ScenarioResult:
     """Per-post and per-event bytes of the core vs a dict-counter + id-set baseline."""
     res = ScenarioResult("memory", "Memory of the core state (PartitionWindow + DedupIndex)")
     posts = ctx.size(5_000, 100_000)
-    events = ctx.size(50_000, 1_000_000)
+    events = ctx.size(50_000, 500_000)
     per: dict[tuple[str, str], float] = {}
     for mode in ("trace", "rss"):
         for kind in ("core", "naive"):

@@ -493,20 +493,26 @@ def summarize_py_spy(raw: str, top: int = 25) -> str:
             continue
         count = int(count_text)
         total += count
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1] if " (" in f else f for f in stack.split(";")]
+        frames = [_function(frame) for frame in stack.split(";")]
         own[frames[-1]] = own.get(frames[-1], 0) + count
         for frame in set(frames):
             incl[frame] = incl.get(frame, 0) + count
     lines = [
         f"py-spy, {total} samples over {PY_SPY_SECONDS}s of one worker draining 100-event batches",
         "",
-        "self %  function (file:line)",
+        "self %  function (file)",
     ]
-    lines += [
-        f"{100 * n / max(1, total):5.1f}  {f}" for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]
-    ]
-    lines += ["", "inclusive %  function"]
-    lines += [
-        f"{100 * n / max(1, total):5.1f}  {f}" for f, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]
-    ]
+    lines += [_share(f, n, total) for f, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]]
+    lines += ["", "inclusive %  function (file)"]
+    lines += [_share(f, n, total) for f, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]]
     return "\n".join(lines)
+
+
+def _function(frame: str) -> str:
+    """`name (path/file.py:123)` -> `name (path/file.py)`: self time per function, not per line."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({where.rsplit(':', 1)[0]})" if where else name
+
+
+def _share(function: str, samples: int, total: int) -> str:
+    return f"{100 * samples / max(1, total):5.1f}  {function}"
