@@ -27,7 +27,7 @@ from streamer.core.payloads import (
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
 from streamer.jobs.standby import LEASE_JOB, StandbyTrending
-from streamer.jobs.trending import clickhouse_trending, wall_ms
+from streamer.jobs.trending import clickhouse_trending, meta_and_age, wall_ms
 
 STREAM_POSTS = [PostCounts(1, views=1)]
 
@@ -162,6 +162,26 @@ class TestStandbyTicks:
         value, meta = await read(redis_client)
         assert value == STREAM_POSTS and meta is not None and meta["mode"] == "stream"
         assert sb.publishes == 0 and sb.state == "idle"
+
+    async def test_own_lease_renewal_during_the_write_does_not_abort_it(
+        self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        ch_posts: list[PostCounts], monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The lease is renewed (PEXPIRE) between WATCH and EXEC: the publish still goes out."""
+        sb = make_standby(settings, clickhouse, redis_client)
+        real = meta_and_age
+        calls: list[int] = []
+
+        async def renewing(redis: Any, *args: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 2:  # the check inside the watched write
+                assert await sb.lease.extend()
+            return await real(redis, *args)
+
+        monkeypatch.setattr("streamer.jobs.standby.meta_and_age", renewing)
+        assert (await sb.tick()).publish
+        assert sb.publishes == 1 and len(calls) == 2
+        assert (await read(redis_client))[0] == ch_posts
 
     async def test_second_standby_does_not_write(
         self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,

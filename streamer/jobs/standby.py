@@ -170,10 +170,14 @@ class StandbyTrending:
                  meta.window.start_ms, meta.window.end_ms)
 
     async def _write_if_still_due(self, values: dict[str, bytes]) -> bool:
-        """MULTI/EXEC under WATCH of lease and meta: no write once the stream has published."""
+        """MULTI/EXEC under WATCH of the meta key: no write once anyone else has published.
+
+        The lease key is checked but not watched: our own renewal (PEXPIRE) would abort the
+        write. Two writers that both pass the checks still cannot both write: the first EXEC
+        changes the watched meta and fails the second."""
         meta_key = trending_meta_key(self.settings.job_trending_window_hours)
         async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(self.lease.key, meta_key)
+            await pipe.watch(meta_key)
             holder = await pipe.get(self.lease.key)
             token = holder.decode() if isinstance(holder, bytes) else holder
             if token != self.lease.token:
