@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress_bar import ProgressBar
@@ -306,6 +307,7 @@ class View(Protocol):
     def live_update(self, state: DemoState) -> None: ...
     def live_stop(self) -> None: ...
     def table(self, renderable: RenderableType, plain: list[str]) -> None: ...
+    def lines(self, lines: list[str]) -> None: ...
 
 
 class RichView:
@@ -381,6 +383,14 @@ class RichView:
         self._end_transient()
         self.console.print(renderable)
 
+    def lines(self, lines: list[str]) -> None:
+        """Print sentences, wrapped at word boundaries to the terminal width."""
+        self._end_transient()
+        for line in lines:
+            indent = len(line) - len(line.lstrip())
+            text = Text(line.lstrip(), no_wrap=False)
+            self.console.print(Padding(text, (0, 0, 0, indent), expand=False), highlight=False)
+
 
 class PlainView:
     """Non-terminal view: one timestamped line per step and every few seconds during traffic."""
@@ -434,6 +444,11 @@ class PlainView:
     def table(self, renderable: RenderableType, plain: list[str]) -> None:
         """Print the plain lines of a table."""
         for line in plain:
+            print(line, flush=True)
+
+    def lines(self, lines: list[str]) -> None:
+        """Print sentences as they are."""
+        for line in lines:
             print(line, flush=True)
 
 

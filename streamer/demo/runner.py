@@ -388,8 +388,7 @@ async def finish(demo: Demo, code: int) -> int:
             suggestions[0], suggestions[1], demo.interrupted, str(demo.data_dir), not demo.temp_dir)
         table, plain = final_table(demo.verdict, demo.state)
         demo.view.table(table, plain)
-        for line in summary_lines(summary, demo.state):
-            print(line, flush=True)
+        demo.view.lines(summary_lines(summary, demo.state))
         if demo.opts.report_path is not None:
             write_report(demo.opts.report_path, code, summary, demo.record,
                          demo.settings.job_trending_topk, demo.opts.seed)
