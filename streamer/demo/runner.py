@@ -60,6 +60,8 @@ RECONCILE_INTERVAL_S = 20
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 30.0
 CLEANUP_DEADLINE_S = 50.0
+SETTLE_S = max(40.0, 6.0 * TRENDING_INTERVAL_S)  # after the worker's counters stop moving
+VERIFY_MAX_S = 600.0
 
 
 class DemoFailed(Exception):
@@ -309,15 +311,22 @@ class Demo:
         self.state.traffic_elapsed_s = progress.elapsed_s
 
     async def verify(self) -> Verdict:
-        """Wait for a publish made after the last event was sent; compare with recomputation."""
-        self.state.phase = "traffic done, waiting for the final publish"
-        deadline = time.monotonic() + max(40.0, 6.0 * TRENDING_INTERVAL_S)
+        """Wait for a publish made after the last event was sent; compare with recomputation.
+
+        Waits while the worker is still counting (catching up after heavy traffic), and at
+        most SETTLE_S after its counters stopped moving.
+        """
+        self.state.phase = "traffic done, waiting for the worker to count the last events and publish"
         verdict = Verdict(False, "no trending value was published after the traffic ended")
         seen: object = None
-        while time.monotonic() < deadline:
+        counted, moved_at, started = -1.0, time.monotonic(), time.monotonic()
+        while time.monotonic() - moved_at < SETTLE_S and time.monotonic() - started < VERIFY_MAX_S:
             self.check_worker()
             await self.refresh()
             snap = self.final
+            now_counted = self.counted(snap)
+            if now_counted != counted:
+                counted, moved_at = now_counted, time.monotonic()
             if snap and snap.meta and snap.trending is not None and snap.meta["generated_at_ms"] != seen:
                 seen = snap.meta["generated_at_ms"]
                 if int(snap.meta["generated_at_ms"]) >= self.record.finished_ms:
@@ -326,6 +335,16 @@ class Demo:
                         return verdict
             await asyncio.sleep(0.5)
         return verdict
+
+    @staticmethod
+    def counted(snap: Snapshot | None) -> float:
+        """Everything the worker has dealt with so far (counted, duplicate, late, dead)."""
+        m = snap.metrics if snap else None
+        if m is None:
+            return -1.0
+        return sum(m.total(n) for n in (
+            "streamer_events_processed_total", "streamer_events_duplicate_total",
+            "streamer_events_late_total", "streamer_events_invalid_total"))
 
     def compare(self, snap: Snapshot) -> Verdict:
         """The published list against the same ranking recomputed from the produced events."""

@@ -110,7 +110,8 @@ def summary_lines(s: Summary, state: DemoState) -> list[str]:
            f"  trending publishes: {pipeline_dict(state)['publishes']}; last: {publish_line(state)}",
            f"  reconcile vs ClickHouse: {reconcile_line(state)}"]
     if s.verdict is None:
-        out.append("  trending verified against recomputation: SKIPPED (the demo was stopped early)")
+        why = "the demo was stopped early" if s.interrupted else "a step failed, see above"
+        out.append(f"  trending verified against recomputation: SKIPPED ({why})")
     else:
         word = "OK" if s.verdict.ok else "MISMATCH"
         out.append(f"  trending verified against recomputation: {word}")
