@@ -268,3 +268,22 @@ class TestReconcileHook:
         assert report["partitions"] == [0, 1] and report["complete"]
         assert report["agrees"] is True and report["topk_overlap"] == 1.0
         assert c.stop_all() == [0]
+
+
+class TestStopping:
+    """SIGTERM ends the worker with exit code 0, also before it is up."""
+
+    async def test_sigterm_while_the_broker_is_unreachable(self, cluster_factory: Any) -> None:
+        """HTTP answers 503 while Kafka is down; SIGTERM during startup still exits 0."""
+        from streamer.demo.services import free_port
+
+        c = cluster_factory(4)
+        w = c.worker("w1", KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}")
+        status = 0
+        for _ in range(300):
+            status = w.get("/readyz")[0]
+            if status:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 503
+        assert w.terminate(60) == 0

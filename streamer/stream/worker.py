@@ -91,34 +91,48 @@ class Worker:
     settings: Settings
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     exit_code: int = 0
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    tasks: list[asyncio.Future[Any]] = field(default_factory=list)
+    redis: Redis | None = None
+    ch: ClickHouse | None = None
+    sink: EventSink | None = None
+    runner: JobRunner | None = None
 
     async def run(self) -> int:
-        """Start all parts, wait for stop or a fatal error, stop within the deadline."""
+        """Serve HTTP at once (503 until ready), start the rest, run until stop, stop in time."""
+        http = await start_http(self.settings.streamer_web_port, self.readiness)
+        try:
+            starting = asyncio.ensure_future(self._start())
+            stopping = asyncio.ensure_future(self.stop.wait())
+            await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+            else:
+                starting.result()
+                await stopping
+        finally:
+            await self._shutdown()
+            await http.cleanup()
+        return self.exit_code
+
+    async def _start(self) -> None:
         s = self.settings
         await ensure_topics(s.kafka_bootstrap_servers, {
             s.kafka_events_topic: s.streamer_topic_partitions, s.kafka_dlq_topic: 1})
         partitions = await topic_partitions(s.kafka_bootstrap_servers, s.kafka_events_topic)
-        self.redis = make_redis(s)
+        redis = self.redis = make_redis(s)
         self.ch = await self._clickhouse()
         self.app, _, table = build_app(s, partitions)
         self.ingestor = self._ingestor(table, partitions)
         reconcile = load_reconciler(s, self.ch, self.redis)
         self.publisher = Publisher(s, self.redis, self.ingestor, lambda: self._partitions(partitions),
                                    self.ch, reconcile)
-        http = await start_http(s.streamer_web_port, self.readiness)
-        try:
-            await self.app.start()
-            self._spawn(self.publisher.run(self.stop), self._monitor())
-            if self.sink is not None:
-                self._spawn(self.sink.run())
-            self._start_jobs()
-            log.info("worker running: topic %s with %d partitions", s.kafka_events_topic, partitions)
-            await self.stop.wait()
-        finally:
-            await self._shutdown()
-            await http.cleanup()
-        return self.exit_code
+        await self.app.start()
+        self._spawn(self.publisher.run(self.stop), self._monitor())
+        if self.sink is not None:
+            self._spawn(self.sink.run())
+        self._start_jobs(redis)
+        log.info("worker running: topic %s with %d partitions", s.kafka_events_topic, partitions)
 
     async def _clickhouse(self) -> ClickHouse | None:
         s = self.settings
@@ -180,10 +194,10 @@ class Worker:
         for coro in coros:
             self.tasks.append(asyncio.ensure_future(coro))
 
-    def _start_jobs(self) -> None:
+    def _start_jobs(self, redis: Redis) -> None:
         if self.ch is None:
             return
-        self.runner = JobRunner([SuggestionsJob(self.settings, self.ch, self.redis)], self.redis,
+        self.runner = JobRunner([SuggestionsJob(self.settings, self.ch, redis)], redis,
                                 self.settings.job_max_concurrent)
         self._spawn(self.runner.run_forever())
 
@@ -192,6 +206,7 @@ class Worker:
         ingestor = getattr(self, "ingestor", None)
         if ingestor is None or not ingestor.ready:
             return False, "partitions not assigned or state not recovered yet"
+        assert self.redis is not None
         await self.redis.ping()
         return True, f"partitions {sorted(ingestor.states)} recovered; redis reachable"
 
@@ -222,7 +237,7 @@ class Worker:
     async def _shutdown(self) -> None:
         log.info("stopping worker")
         self.stop.set()
-        if getattr(self, "runner", None) is not None:
+        if self.runner is not None:
             self.runner.stop()
         app: faust.App | None = getattr(self, "app", None)
         if app is not None:
@@ -237,8 +252,9 @@ class Worker:
         await asyncio.wait(self.tasks, timeout=10) if self.tasks else None
         for task in self.tasks:
             task.cancel()
-        with contextlib.suppress(Exception):
-            await self.redis.aclose()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
         if self.ch is not None:
             self.ch.close()
 
