@@ -85,10 +85,10 @@ async def stop_worker_then_suggestions(demo: Demo) -> tuple[int, dict[int, Any]]
         found = await sample_suggestions(demo.redis, users)
         if found[0] or demo.interrupted or not users:
             return found
-        demo.view.step("Suggestions have not been computed since the events arrived (the job runs "
-                       f"every {SUGGESTION_INTERVAL_S} s); running it once now with `streamer jobs "
-                       "--once --job suggestions`, which may open ClickHouse now that the worker "
-                       "has stopped…")
+        demo.view.step("No suggested-user lists in Redis yet: the worker runs that job every "
+                       f"{SUGGESTION_INTERVAL_S} s and this run was shorter. Running it once now "
+                       "(`streamer jobs --once --job suggestions`); it can open ClickHouse because "
+                       "the worker has stopped…")
         proc = await demo.spawn("suggestions-job", [
             sys.executable, "-m", "streamer", "jobs", "--once", "--job", "suggestions"])
         stopped = asyncio.create_task(demo.stop.wait())

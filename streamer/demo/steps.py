@@ -358,6 +358,10 @@ class Demo:
                        ".venv/bin/streamer top")
         self.record.keep_events = self.opts.report_path is not None
         await self.traffic()
+        self.view.info(f"traffic finished: {self.record.sent_events:,} events sent in "
+                       f"{self.state.traffic_elapsed_s:.0f} s. Waiting for the worker to count the "
+                       f"last ones and publish (every {TRENDING_INTERVAL_S} s), then checking that "
+                       "publish against a recomputation from the produced events…")
         self.verdict = await self.verify()
         self.view.live_stop()
         return 0 if self.verdict.ok else 1
