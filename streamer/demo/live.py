@@ -257,8 +257,8 @@ def trending_table(state: DemoState) -> Table:
     return table
 
 
-def render(state: DemoState) -> RenderableType:
-    """The whole live view."""
+def render(state: DemoState, width: int = 120) -> RenderableType:
+    """The whole live view: side by side from 110 columns, stacked on narrower terminals."""
     elapsed = time.monotonic() - state.started_s
     head = Text.assemble(("streamer demo", "bold"), f"  ·  {state.phase}  ·  running {elapsed:.0f} s")
     done = state.traffic_elapsed_s
@@ -272,10 +272,16 @@ def render(state: DemoState) -> RenderableType:
     side.add_column()
     for label, value in pipeline_rows(state):
         side.add_row(label, value)
-    body = Table.grid(expand=True, padding=(0, 1))
-    body.add_column(width=64)
-    body.add_column()
-    body.add_row(trending_table(state), Panel(side, title="Pipeline (producer, worker /metrics, Redis)"))
+    panel = Panel(side, title="Pipeline (producer, worker /metrics, Redis)")
+    body: RenderableType
+    if width >= 110:
+        grid = Table.grid(expand=True, padding=(0, 1))
+        grid.add_column(width=64)
+        grid.add_column()
+        grid.add_row(trending_table(state), panel)
+        body = grid
+    else:
+        body = Group(trending_table(state), panel)
     foot = Text(
         f"Trending is published every {state.trending_interval_s} s and suggestions every "
         f"{state.suggestion_interval_s} s (demo settings; production defaults are 60 s and 600 s). "
@@ -363,13 +369,13 @@ class RichView:
     def live_start(self, state: DemoState) -> None:
         """Switch to the dashboard."""
         self._end_transient()
-        self._live = Live(render(state), console=self.console, refresh_per_second=4)
+        self._live = Live(render(state, self.console.width), console=self.console, refresh_per_second=4)
         self._live.start()
 
     def live_update(self, state: DemoState) -> None:
         """Redraw the dashboard."""
         if self._live is not None:
-            self._live.update(render(state))
+            self._live.update(render(state, self.console.width))
 
     def live_stop(self) -> None:
         """Leave the dashboard on screen as it last was."""

@@ -123,7 +123,7 @@ class Demo:
                 shutil.rmtree(self.data_dir)
             self.data_dir.mkdir(parents=True, exist_ok=True)
             (self.data_dir / ".streamer-demo").write_text("created by `streamer demo`\n")
-        self.view.ok(f"working directory {self.data_dir} (logs of every process are kept here)")
+        self.view.ok(f"working directory {self.data_dir} (each process writes its log here)")
 
     def check_binaries(self) -> str:
         """redis-server and the tansu broker exist; otherwise say how to get them."""
