@@ -159,6 +159,7 @@ class Demo:
             "STREAMER_WEB_PORT": str(services.free_port()),
             "STREAMER_APP_ID": "streamer-demo",
             "STREAMER_TABLE_STORE": "memory",
+            "STREAMER_CLICKHOUSE_SINK": "true",  # reconcile and suggestions read what it writes
             "STREAMER_TOPIC_PARTITIONS": str(PARTITIONS),
             "JOB_TRENDING_INTERVAL_SEC": str(TRENDING_INTERVAL_S),
             "JOB_SUGGESTION_INTERVAL_SEC": str(SUGGESTION_INTERVAL_S),
