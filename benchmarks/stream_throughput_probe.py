@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streamer.demo.services import start_redis, start_tansu
 from streamer.kafka_admin import ensure_topics
 from streamer.stream.partitioning import partition_for_post
-from tests.stream_helpers import FAST_GROUP_ENV, WorkerProcess, produce, unique
+from tests.stream_helpers import FAST_GROUP_ENV, Message, WorkerProcess, produce, unique, wait_metric
 
 PARTITIONS = 4
 
@@ -52,17 +52,17 @@ def make_events(n: int, posts: int, seed: int) -> list[dict[str, Any]]:
     ]
 
 
-def singles(events: list[dict[str, Any]]) -> list[tuple[bytes | None, bytes, int | None]]:
+def singles(events: list[dict[str, Any]]) -> list[Message]:
     """One message per event, keyed by post."""
     return [(str(e["post_id"]).encode(), orjson.dumps(e), None) for e in events]
 
 
-def batches(events: list[dict[str, Any]], size: int = 100) -> list[tuple[bytes | None, bytes, int | None]]:
+def batches(events: list[dict[str, Any]], size: int = 100) -> list[Message]:
     """JSON arrays of `size` events of one partition each (a batching producer), keyed by a post."""
     by_post: dict[int, list[dict[str, Any]]] = {}
     for e in events:
         by_post.setdefault(partition_for_post(e["post_id"], PARTITIONS), []).append(e)
-    out: list[tuple[bytes | None, bytes, int | None]] = []
+    out: list[Message] = []
     for group in by_post.values():
         for i in range(0, len(group), size):
             chunk = group[i : i + size]
@@ -136,20 +136,22 @@ async def stock_faust(bootstrap: str, topic: str, expect: int) -> float:
     return state["n"] / (state["t1"] - state["t0"])
 
 
-def worker_rate(env: dict[str, str], topic: str, expect: int, root: Path) -> tuple[float, int]:
-    """Events/s of `streamer worker` over a pre-filled topic, and its RSS (kB) at the end."""
-    w = WorkerProcess(
-        {**env, "KAFKA_EVENTS_TOPIC": topic, "STREAMER_APP_ID": unique("w")}, root / unique("w")
-    ).start()
+async def worker_rate(
+    env: dict[str, str], topic: str, messages: list[Message], expect: int, root: Path
+) -> tuple[float, int]:
+    """Events/s of `streamer worker` from the moment production starts (worker idle and ready)
+    until it counted `expect` events, and its RSS (kB) at the end."""
+    w = WorkerProcess({**env, "KAFKA_EVENTS_TOPIC": topic, "STREAMER_APP_ID": unique("w")},
+                      root / unique("w")).start()
     try:
-        w.wait_ready(120)  # the topic is pre-filled: consuming starts when recovery ends
+        w.wait_ready(120)
         t0 = time.perf_counter()
-        metric = "streamer_events_processed_total"
-        while w.metric(metric) < expect:
-            time.sleep(0.02)
+        if messages:
+            await produce(env["KAFKA_BOOTSTRAP_SERVERS"], topic, messages)
+        await wait_metric(w, "streamer_events_processed_total", expect, timeout_s=600)
         rate = expect / (time.perf_counter() - t0)
         if not expect:
-            time.sleep(3)
+            await asyncio.sleep(3)
         assert w.proc is not None
         return rate, rss_kb(w.proc.pid)
     finally:
@@ -186,25 +188,27 @@ async def main() -> None:
     try:
         n = args.events
         events = make_events(n, 5_000, seed=1)
-        t_single, t_batch, t_posts = unique("single"), unique("batch"), unique("posts")
-        t_empty = unique("empty")
-        await ensure_topics(bootstrap, {t: PARTITIONS for t in (t_single, t_batch, t_posts, t_empty)})
-        await produce(bootstrap, t_single, singles(events))
-        await produce(bootstrap, t_batch, batches(events))
+        names = ("single", "batch", "wsingle", "wbatch", "posts", "empty")
+        t = {name: unique(name) for name in names}
+        await ensure_topics(bootstrap, {topic: PARTITIONS for topic in t.values()})
+        single_msgs, batch_msgs = singles(events), batches(events)
+        await produce(bootstrap, t["single"], single_msgs)
+        await produce(bootstrap, t["batch"], batch_msgs)
         wide = make_events(100_000, 10**12, seed=2)  # 100k distinct posts
-        await produce(bootstrap, t_posts, batches(wide))
         print(f"events={n} partitions={PARTITIONS} sink={args.sink} cpu_count={os.cpu_count()}")
-        for name, topic in (("single-event messages", t_single), ("100-event messages", t_batch)):
-            raw = await raw_consume(bootstrap, topic, n)
+        cases = (("single-event messages", "single", single_msgs),
+                 ("100-event messages", "batch", batch_msgs))
+        for name, key, msgs in cases:
+            raw = await raw_consume(bootstrap, t[key], n)
             print(f"raw aiokafka+orjson, {name}: {raw:,.0f} events/s")
             if not args.skip_stock:
-                stock = await stock_faust(bootstrap, topic, n)
+                stock = await stock_faust(bootstrap, t[key], n)
                 print(f"stock faust agent (no state), {name}: {stock:,.0f} events/s")
-            rate, _ = worker_rate(env, topic, n, root)
-            print(f"streamer worker, {name}: {rate:,.0f} events/s")
-        _, idle_rss = worker_rate(env, t_empty, 0, root)
+            rate, _ = await worker_rate(env, t["w" + key], msgs, n, root)
+            print(f"streamer worker, {name} (incl. producing them): {rate:,.0f} events/s")
+        _, idle_rss = await worker_rate(env, t["empty"], [], 0, root)
         print(f"streamer worker RSS idle (empty topic): {idle_rss / 1024:,.0f} MiB")
-        rate, rss = worker_rate(env, t_posts, len(wide), root)
+        rate, rss = await worker_rate(env, t["posts"], batches(wide), len(wide), root)
         distinct = len({e["post_id"] for e in wide})
         print(
             f"streamer worker RSS with {distinct:,} active posts: {rss / 1024:,.0f} MiB "

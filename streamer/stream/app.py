@@ -63,7 +63,8 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.Top
         stream_recovery_delay=0.2,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=4 * 1024 * 1024,
-        broker_max_poll_records=1000,  # bounds one handler call (and its loop time)
+        broker_max_poll_records=500,  # bounds one handler call (and its loop time)
+        consumer_max_fetch_size=4 * 1024 * 1024,  # per partition and fetch; 1 MiB starved batches
         Table=StateTable,
     )
     topic = app.topic(

@@ -115,11 +115,24 @@ class Worker:
             await http.cleanup()
         return self.exit_code
 
+    async def _kafka_partitions(self) -> int:
+        """Create the topics if missing and read the partition count; retry until Kafka answers."""
+        s = self.settings
+        delay_s = 0.5
+        while True:
+            try:
+                await ensure_topics(s.kafka_bootstrap_servers, {
+                    s.kafka_events_topic: s.streamer_topic_partitions, s.kafka_dlq_topic: 1})
+                return await topic_partitions(s.kafka_bootstrap_servers, s.kafka_events_topic)
+            except Exception as exc:
+                log.warning("Kafka at %s not usable yet (%s: %s); retrying in %.1fs",
+                            s.kafka_bootstrap_servers, type(exc).__name__, exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 10.0)
+
     async def _start(self) -> None:
         s = self.settings
-        await ensure_topics(s.kafka_bootstrap_servers, {
-            s.kafka_events_topic: s.streamer_topic_partitions, s.kafka_dlq_topic: 1})
-        partitions = await topic_partitions(s.kafka_bootstrap_servers, s.kafka_events_topic)
+        partitions = await self._kafka_partitions()
         redis = self.redis = make_redis(s)
         self.ch = await self._clickhouse()
         self.app, _, table = build_app(s, partitions)
