@@ -82,3 +82,14 @@ async def test_keep_alive_notices_a_lost_lock(redis_client: Redis) -> None:
             await asyncio.sleep(0.05)
         assert not a.held
     assert await a.holder() == "someone-else"
+
+
+async def test_reacquire_by_the_holder_keeps_it(redis_client: Redis) -> None:
+    """Acquiring a lock we already hold renews it instead of reporting it lost."""
+    a = RedisLock(redis_client, "job", 60_000)
+    assert await a.acquire()
+    await redis_client.pexpire(a.key, 5_000)
+    assert await a.acquire()
+    assert a.held
+    assert await redis_client.pttl(a.key) > 5_000
+    assert not await RedisLock(redis_client, "job", 60_000).acquire()

@@ -37,9 +37,11 @@ class RedisLock:
         self.held = False
 
     async def acquire(self) -> bool:
-        """Take the lock if free; True when we hold it now."""
-        self.held = bool(await self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms))
-        return self.held
+        """Take the lock if free (or renew it if already ours); True when we hold it now."""
+        if await self.redis.set(self.key, self.token, nx=True, px=self.ttl_ms):
+            self.held = True
+            return True
+        return await self.extend()  # a re-acquire by the holder must not report "not held"
 
     async def extend(self) -> bool:
         """Push the expiry out again; False when the lock is no longer ours."""
