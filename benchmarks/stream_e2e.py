@@ -82,7 +82,7 @@ def run(ctx: Context) -> ScenarioResult:
 async def _run(ctx: Context, res: ScenarioResult, redis: LocalService, kafka: LocalService) -> None:
     bootstrap = f"127.0.0.1:{kafka.port}"
     now_ms = time.time_ns() // 1_000_000
-    plot = Plot("stream_throughput", "End-to-end events/s", "", "events/s", kind="bar")
+    plot = Plot("stream_throughput", "End-to-end events/s", "", "events/s", kind="bar", logy=True)
     for name, count, batch in (
         ("single", ctx.size(3_000, 200_000), 1),
         ("batch100", ctx.size(20_000, 1_000_000), 100),
@@ -133,6 +133,19 @@ async def _run(ctx: Context, res: ScenarioResult, redis: LocalService, kafka: Lo
     res.plots.append(plot)
 
 
+def _previous_core_bytes(ctx: Context) -> float | None:
+    """The memory scenario's figure from the last run, when it did not run in this one."""
+    try:
+        doc = orjson.loads((ctx.out_dir / "latest.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    for scen in doc.get("scenarios", []):
+        for row in scen.get("rows", []) if scen.get("name") == "memory" else []:
+            if row.get("metric") == "bytes per in-window event (tracemalloc)":
+                return float(row["value"])
+    return None
+
+
 async def _profile_worker(
     ctx: Context, res: ScenarioResult, redis: LocalService, bootstrap: str, load: Workload
 ) -> None:
@@ -165,7 +178,7 @@ def _exact_row(res: ScenarioResult, label: str, run: WorkerRun) -> None:
 
 def _rss_row(ctx: Context, res: ScenarioResult, one: WorkerRun, load: Workload) -> None:
     per_event = (one.rss_end - one.rss_start) / max(1, len(load.events))
-    core = ctx.facts.get("core_bytes_per_event")
+    core = ctx.facts.get("core_bytes_per_event") or _previous_core_bytes(ctx)
     res.add(
         Row(
             "worker RSS growth per in-window event",
