@@ -240,6 +240,29 @@ class TestCrash:
         assert c.stop_all() == [0]
 
 
+class TestFailover:
+    """A worker dies; the other takes its partitions over from their changelog."""
+
+    async def test_survivor_recovers_the_dead_workers_partitions(
+        self, cluster_factory: Any, redis_client: Redis
+    ) -> None:
+        """kill -9 of one of two workers: the survivor owns all partitions and stays exact."""
+        c = cluster_factory(4)
+        w1, w2 = c.worker("w1"), c.worker("w2")
+        w1.wait_ready(90)
+        w2.wait_ready(90)
+        now = now_ms()
+        events = random_events(8000, 400, now, seed=6)
+        await produce(c.bootstrap, c.topic, keyed(events[:4000]))
+        await wait_metric(w2, "streamer_events_processed_total", 1)
+        w2.kill()
+        await produce(c.bootstrap, c.topic, keyed(events[4000:]))
+        posts, want, meta = await settle_exact(redis_client, events, 4)
+        assert posts == want and meta["partitions"] == [0, 1, 2, 3]
+        assert w1.metric("streamer_partitions_owned") == 4
+        assert c.stop_all() == [0]
+
+
 class TestReconcileHook:
     """The merger hands complete-window partials to the reconciler."""
 
