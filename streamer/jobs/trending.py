@@ -124,9 +124,13 @@ class ClickHouseTrendingJob(Job):
         self.on_published = on_published
 
     async def should_run(self) -> tuple[bool, str]:
-        """A standby stays quiet while someone else publishes."""
-        if self.standby and await stream_is_fresh(self.redis, self.settings, self.clock()):
-            return False, "another publisher is fresh"
+        """A standby stays quiet while a stream worker publishes (its own ClickHouse runs don't count)."""
+        if not self.standby:
+            return True, ""
+        meta, age_ms = await meta_and_age(self.redis, self.settings, self.clock())
+        fresh_ms = TAKEOVER_FACTOR * self.settings.job_trending_interval_sec * 1000
+        if meta is not None and meta.get("mode") == "stream" and age_ms < fresh_ms:
+            return False, "a stream worker is publishing"
         return True, ""
 
     async def run(self, lock: RedisLock | None) -> str:

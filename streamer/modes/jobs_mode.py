@@ -13,6 +13,7 @@ import logging
 
 from streamer.cache.redis_client import make_redis
 from streamer.clickhouse.client import ClickHouse
+from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings
 from streamer.jobs.base import Job
 from streamer.jobs.runner import JobRunner
@@ -29,6 +30,8 @@ async def run_jobs(
 ) -> int:
     """Run the selected jobs once (exit 0 only if all succeeded) or on their intervals."""
     ch = ClickHouse.from_settings(settings)
+    if ch.embedded:
+        await create_schema(ch)  # a fresh embedded directory has no tables yet
     redis = make_redis(settings)
     jobs: list[Job] = []
     standby: StandbyTrending | None = None
