@@ -135,7 +135,7 @@ def _break_even(res: ScenarioResult, ctx: Context) -> None:
     for row in res.rows:
         if not row.metric.startswith("ClickHouse trending"):
             continue
-        n = int(row.metric.split(",")[1].split("rows")[0].replace(",", ""))
+        n = int(row.metric.split(", ", 1)[1].split(" rows")[0].replace(",", ""))
         batch_share = row.value / 1e3 / 60
         stream_share = n / 3600 * core_us / 1e6
         res.notes.append(
