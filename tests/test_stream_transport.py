@@ -52,6 +52,7 @@ class FakeConsumer:
     callbacks: list[Msg] = field(default_factory=list)
     gaps: list[tuple[int, int]] = field(default_factory=list)
     _read_offset: dict[TP, int | None] = field(default_factory=lambda: defaultdict(lambda: None))
+    _rebalances: int = 0
 
     _accept_offset = LeanConsumer._accept_offset
     _maybe_commit_every = LeanConsumer._maybe_commit_every
@@ -98,9 +99,10 @@ class TestDrain:
         consumer = FakeConsumer(fetched)
         calls: list[tuple[TP, list[int]]] = []
 
-        async def handler(tp: TP, messages: list[Any]) -> None:
+        async def handler(tp: TP, messages: list[Any]) -> bool:
             calls.append((tp, [m.offset for m in messages]))
             consumer._n_acked += len(messages)
+            return True
 
         register_batch_handler(consumer.app, "ev", handler)
         await LeanConsumer._drain_once(cast(Any, consumer))
@@ -116,10 +118,38 @@ class TestDrain:
         consumer._read_offset[TP("ev", 0)] = 4
         seen: list[int] = []
 
-        async def handler(tp: TP, messages: list[Any]) -> None:
+        async def handler(tp: TP, messages: list[Any]) -> bool:
             seen.extend(m.offset for m in messages)
+            return True
 
         register_batch_handler(consumer.app, "ev", handler)
         await LeanConsumer._drain_once(cast(Any, consumer))
         assert seen == [4, 9]
         assert consumer.gaps == [(5, 9)]
+
+    async def test_unconsumed_batch_leaves_its_offsets_unread(self) -> None:
+        """A handler that could not take a batch (partition not ready) does not move the read offset."""
+        consumer = FakeConsumer([Msg("ev", 0, 10), Msg("ev", 0, 11)])
+
+        async def handler(tp: TP, messages: list[Any]) -> bool:
+            return False
+
+        register_batch_handler(consumer.app, "ev", handler)
+        await LeanConsumer._drain_once(cast(Any, consumer))
+        assert consumer._read_offset[TP("ev", 0)] is None
+
+    async def test_rebalance_during_a_round_drops_the_rest(self) -> None:
+        """Batches fetched before a rebalance are not handled and leave no read offset behind."""
+        consumer = FakeConsumer([Msg("ev", 0, 0), Msg("ev", 1, 0)])
+        handled: list[TP] = []
+
+        async def handler(tp: TP, messages: list[Any]) -> bool:
+            handled.append(tp)
+            consumer._rebalances += 1  # partitions revoked while this batch was processed
+            return True
+
+        register_batch_handler(consumer.app, "ev", handler)
+        await LeanConsumer._drain_once(cast(Any, consumer))
+        assert handled == [TP("ev", 0)]
+        assert consumer._read_offset[TP("ev", 0)] is None
+        assert consumer._read_offset[TP("ev", 1)] is None

@@ -89,6 +89,7 @@ class Ingestor:
         await self.drain()
         for partition in partitions:
             self.states.pop(partition, None)
+            self._tails.pop(partition, None)
         self.assigned -= partitions
         self._update_gauges()
 
@@ -116,13 +117,13 @@ class Ingestor:
         return self.recovered_once and self.assigned <= set(self.states)
 
     # ---- processing ----------------------------------------------------------------
-    async def handle_batch(self, tp: TP, messages: list[Message]) -> None:
+    async def handle_batch(self, tp: TP, messages: list[Message]) -> bool:
         """Process one partition's fetched messages (called by the lean transport)."""
         if self.fatal is not None:
             raise self.fatal
         state = self.states.get(tp.partition)
         if state is None:
-            return  # not ours (anymore) or not recovered yet: never acked, re-delivered
+            return False  # not ours (anymore) or not recovered yet: not acked, read again
         now = wall_ms()
         futures: list[Awaitable[Any] | None] = [
             self.writer.put(tp.partition, k, None) for k in state.advance(now)
@@ -150,6 +151,7 @@ class Ingestor:
         if self.sink is not None and accepted:
             self.sink.add(accepted)
         await self._ack_when_done([f for f in futures if f is not None], messages)
+        return True
 
     def _count(self, outcomes: Counter[Outcome]) -> None:
         """Metrics once per batch, not per event."""

@@ -8,8 +8,11 @@ URL scheme `streamer-kafka://`, the extension point Faust's driver registry offe
 (`faust.transport.drivers.TRANSPORTS`). Nothing installed is patched.
 
 Topics with a registered batch handler (`register_batch_handler`) get each fetched batch per
-partition in one call; the handler owns acking. Every other topic (table changelogs during
-recovery) goes through Faust's own per-message callback, awaited directly.
+partition in one call; the handler owns acking and returns False when it did not consume the
+batch (its partition is not ready), so those offsets stay unread. Batches fetched before a
+rebalance are dropped: after it Faust seeks to the committed offsets and they come again.
+Every other topic (table changelogs during recovery) goes through Faust's own per-message
+callback, awaited directly.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from faust.types import TP, Message
 SCHEME = "streamer-kafka"
 TESTED_FAUST_VERSIONS = (">=0.15.3", "<0.16")
 
-BatchHandler = Callable[[TP, list[Message]], Awaitable[None]]
+BatchHandler = Callable[[TP, list[Message]], Awaitable[bool]]  # False: not consumed, re-read
 _HANDLERS_ATTR = "_streamer_batch_handlers"
 
 
@@ -67,36 +70,54 @@ class LeanConsumer(faust_aiokafka.Consumer):
             self.log.exception("Drain messages raised: %r", exc)
             raise
 
+    _rebalances: int = 0
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Count rebalances: batches fetched before one are discarded, never half-used."""
+        self._rebalances += 1
+        await super().on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        """See on_partitions_revoked."""
+        self._rebalances += 1
+        await super().on_partitions_assigned(assigned, generation_id)
+
     async def _drain_once(self) -> None:
         """One getmany round: route each message, then run the batch handlers."""
         handlers: dict[str, BatchHandler] = getattr(self.app, _HANDLERS_ATTR, None) or {}
         batches: dict[TP, list[Message]] = {}
+        last: dict[TP, int] = {}
+        epoch = self._rebalances
         ait = self.getmany(timeout=1.0)
         await asyncio.sleep(0)
         if self.should_stop:
             return
         async for tp, message in ait:
-            if not await self._accept_offset(tp, message):
+            if not await self._accept_offset(tp, message, last):
                 continue
             if tp.topic in handlers:
                 batches.setdefault(tp, []).append(message)
             else:
                 await self.callback(message)
+                self._read_offset[tp] = message.offset
         for tp, messages in batches.items():
-            if not self.flow_active:
+            # A rebalance since the fetch: drop the rest; Faust seeks to the committed offsets.
+            if not self.flow_active or self._rebalances != epoch:
                 break
-            await handlers[tp.topic](tp, messages)
+            consumed = await handlers[tp.topic](tp, messages)
+            if consumed and self._rebalances == epoch:
+                self._read_offset[tp] = messages[-1].offset
         await self._maybe_commit_every()
 
-    async def _accept_offset(self, tp: TP, message: Message) -> bool:
+    async def _accept_offset(self, tp: TP, message: Message, last: dict[TP, int]) -> bool:
         """Drop messages already read (re-fetch after seek); record gaps like Faust does."""
-        r_offset = self._read_offset[tp]
+        r_offset = last.get(tp, self._read_offset[tp])
         offset = message.offset
         if r_offset is not None and offset < r_offset:
             return False
         if r_offset and offset - r_offset > 1 and self.app.topics.acks_enabled_for(message.topic):
             await self._add_gap(tp, r_offset + 1, offset)
-        self._read_offset[tp] = offset  # per message: a gap is only a real hole in the log
+        last[tp] = offset
         return True
 
     async def _maybe_commit_every(self) -> None:
