@@ -171,6 +171,10 @@ def results_md(doc: dict[str, Any], out_dir: Path, body: str, analysis: str = ""
         "Every figure sits beside a baseline measured in the same run; `ratio` = value / baseline. "
         "The machine is shared and noisy, so read the ratios, not the absolute numbers.\n\n"
         f"Command: `{doc['command']}`\n\n"
+        "Usage: `.venv/bin/python -m benchmarks [--smoke] [--only NAME ...] [--out DIR]` (also "
+        "`.venv/bin/python benchmarks/run.py`); names: stream, core, batch, memory, suggestions. A full run "
+        "takes 15-20 min on 2 cores; `--only` re-runs some scenarios and keeps the others' last results. "
+        "`--smoke` (tiny sizes) is what `tests/test_benchmarks_smoke.py` runs.\n\n"
         f"Machine: {m['nproc']} cores ({m['cpu']}), Python {m['python']}, {m['platform']}; "
         f"tansu: {m['tansu']}.\n\nPackages: {pkgs}.\n\n"
         "## Results\n\n"
@@ -226,5 +230,9 @@ def _bars(ax: Any, plot: dict[str, Any]) -> None:
 
 
 def command_line() -> str:
-    """How this run was started."""
-    return " ".join([Path(sys.executable).name, *sys.argv]) if sys.argv else "python -m benchmarks"
+    """How this run was started, in the form a reader can paste."""
+    if not sys.argv:
+        return "python -m benchmarks"
+    first = Path(sys.argv[0])
+    prog = "python -m benchmarks" if first.name == "__main__.py" else f"python benchmarks/{first.name}"
+    return " ".join([prog, *sys.argv[1:]])
