@@ -30,8 +30,21 @@ class PartitionWindow:
         self.posts: dict[int, Buckets] = {}
         self.totals: dict[int, list[int]] = {}
         self._by_minute: dict[int, set[int]] = {}
-        self.index = TopKIndex()
+        self._index = TopKIndex()
+        self._stale: set[int] = set()  # posts whose rank changed since the index was last synced
         self.dirty: set[int] = set()
+
+    @property
+    def index(self) -> TopKIndex:
+        """The top-K index, brought up to date (ranks are folded in lazily, once per post)."""
+        if self._stale:
+            totals = self.totals
+            update = self._index.update
+            for post_id in self._stale:
+                t = totals.get(post_id)
+                update(post_id, rank_value(*t) if t is not None else 0)
+            self._stale.clear()
+        return self._index
 
     def advance(self, now_ms: int) -> Window:
         """Move the window to the one of a publish at now_ms (never backwards)."""
@@ -67,9 +80,11 @@ class PartitionWindow:
         self.dirty.add(post_id)
         if minute > self.last_minute:
             return AddResult.PENDING
-        totals = self.totals.setdefault(post_id, [0, 0, 0, 0])
+        totals = self.totals.get(post_id)
+        if totals is None:
+            totals = self.totals[post_id] = [0, 0, 0, 0]
         totals[type_index] += count
-        self.index.update(post_id, rank_value(*totals))
+        self._stale.add(post_id)
         return AddResult.COUNTED
 
     def load_post(self, post_id: int, buckets: Buckets) -> None:
@@ -88,7 +103,7 @@ class PartitionWindow:
                 totals = [a + b for a, b in zip(totals, counters, strict=True)]
         if any(totals):
             self.totals[post_id] = totals
-            self.index.update(post_id, rank_value(*totals))
+            self._stale.add(post_id)
 
     def forget_post(self, post_id: int) -> None:
         """Drop a post entirely (its partition moved to another worker)."""
@@ -99,7 +114,8 @@ class PartitionWindow:
                 if not posts:
                     del self._by_minute[minute]
         self.totals.pop(post_id, None)
-        self.index.update(post_id, 0)
+        self._stale.discard(post_id)
+        self._index.update(post_id, 0)
         self.dirty.discard(post_id)
 
     def top(self, k: int) -> list[PostCounts]:
@@ -128,9 +144,8 @@ class PartitionWindow:
             totals = self.totals.setdefault(post_id, [0, 0, 0, 0])
             for i in range(4):
                 totals[i] += sign * counters[i]
-            rank = rank_value(*totals)
-            self.index.update(post_id, rank)
-            if rank == 0 and not any(totals):
+            self._stale.add(post_id)
+            if not any(totals):
                 del self.totals[post_id]
 
     def _drop_minute(self, minute: int) -> None:
