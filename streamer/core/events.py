@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 
 from streamer.errors import InvalidEvent
@@ -126,6 +127,44 @@ def decode_message(value: bytes | None, now_ms: int) -> Decoded:
         except InvalidEvent as exc:
             out.dead.append(DeadLetter(orjson.dumps(member), exc.reason, exc.detail))
     return out
+
+
+class _WireEvent(msgspec.Struct, frozen=True):
+    """Strict wire schema for the fast path; anything it rejects takes the precise slow path."""
+
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_CHARS)]
+    post_id: Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]
+    user_id: Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)]
+    event_type: Literal["view", "like", "comment", "share"]
+    ts: int
+
+
+_FAST = msgspec.json.Decoder(_WireEvent | list[_WireEvent])
+
+
+def _fast_decode(value: bytes, now_ms: int) -> Decoded | None:
+    """All-valid messages decoded in C (~10x faster); None sends the message to the slow path."""
+    try:
+        doc = _FAST.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    wires = doc if isinstance(doc, list) else [doc]
+    limit_ms = now_ms + FUTURE_TOLERANCE_MS
+    events = []
+    for w in wires:
+        if w.ts > limit_ms:
+            return None
+        events.append(Event(w.event_id, w.post_id, w.user_id, w.event_type, w.ts))
+    return Decoded(events, [])
+
+
+def decode_message_fast(value: bytes | None, now_ms: int) -> Decoded:
+    """Same result as decode_message, with a C fast path for messages that are entirely valid."""
+    if value:
+        decoded = _fast_decode(value, now_ms)
+        if decoded is not None:
+            return decoded
+    return decode_message(value, now_ms)
 
 
 def encode_events(events: list[Event]) -> bytes:

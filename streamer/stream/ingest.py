@@ -20,7 +20,7 @@ from typing import Any
 
 from faust.types import TP, Message
 
-from streamer.core.events import DeadLetter, Event, decode_message, encode_events
+from streamer.core.events import DeadLetter, Event, decode_message_fast, encode_events
 from streamer.ops.metrics import (
     ACTIVE_POSTS,
     CHANGELOG_RECORDS,
@@ -132,7 +132,7 @@ class Ingestor:
         outgoing: list[Outgoing] = []
         outcomes: Counter[Outcome] = Counter()
         for message in messages:
-            decoded = decode_message(message.value, now)
+            decoded = decode_message_fast(message.value, now)
             outgoing.extend(self._dead_letter(d) for d in decoded.dead)
             for event in decoded.events:
                 if partition_for_post(event.post_id, self.partitions) != tp.partition:
