@@ -146,7 +146,8 @@ _INSERT_HEAD = re.compile(rb"(?is)\s*(INSERT INTO .*?)\s+FORMAT\s+(\w+) ?\n")
 
 @dataclass
 class Fault:
-    """What the fake does to requests whose SQL contains `match` (after `after` such requests)."""
+    """What the fake does to requests whose SQL contains `match` (one of its `|`-separated parts),
+    once `after` such requests have passed."""
 
     mode: str = "ok"  # ok | error | hang
     match: str = ""
@@ -191,7 +192,7 @@ class _FakeState:
     def decide(self, sql: str) -> Fault | None:
         """The fault that applies to this request, if any."""
         fault = self.fault
-        if fault.mode == "ok" or fault.match not in sql:
+        if fault.mode == "ok" or not any(m in sql for m in fault.match.split("|")):
             return None
         fault.seen += 1
         return fault if fault.seen > fault.after else None
@@ -513,3 +514,21 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+async def changelog_summary(c: Cluster) -> dict[int, list[tuple[int, str, int | None]]]:
+    """The state changelog as the broker holds it: partition -> (offset, record key, ids or None)."""
+    from tests.stream_helpers import read_topic
+
+    topic = c.env["STREAMER_APP_ID"] + "-state-changelog"
+    out: dict[int, list[tuple[int, str, int | None]]] = {}
+    for r in await read_topic(c.bootstrap, topic, 10**9, timeout_s=8):
+        ids = sum(len(v) for v in orjson.loads(r.value)["ids"].values()) if r.value else None
+        out.setdefault(r.partition, []).append((r.offset, bytes(r.key or b"").decode(), ids))
+    return out
+
+
+def recovery_lines(w: WorkerProcess) -> list[str]:
+    """The worker's 'partition N recovered: ...' log lines."""
+    text = w.log_path.read_text(errors="replace") if w.log_path else ""
+    return [line.split("] ", 1)[-1] for line in text.splitlines() if "recovered:" in line]

@@ -101,7 +101,8 @@ class TestFencedWrites:
             assert proxy.held.wait(60), a_log.read_text()
             os.kill(a.pid, signal.SIGSTOP)
             paused_at = time.monotonic()
-            a_token = (client.get(lock_key("trending")) or b"").decode()
+            raw_token = client.get(lock_key("trending"))
+            a_token = raw_token.decode() if isinstance(raw_token, bytes) else str(raw_token)
             assert a_token.split(":")[1] == str(a.pid), "A holds the lock while paused"
             second = random_events(500, 40, now_ms(), seed=72)
             insert_events(fake_ch, second)  # B's view differs from what A computed
