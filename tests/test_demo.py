@@ -169,3 +169,18 @@ class TestDemoStops:
         if sig != signal.SIGHUP:  # after a hangup the demo prints nowhere
             assert "nothing left running" in out or "received" in out
         assert wait_until_gone(run_id, tmp_path / "data") == []
+
+    def test_sigkill_of_the_demo_leaves_nothing_running(self, tmp_path: Path) -> None:
+        """Even SIGKILL (no cleanup possible): the watchdog stops the broker, Redis and worker."""
+        run_id = uuid.uuid4().hex
+        proc = start_demo(tmp_path, run_id)
+        try:
+            read_until(proc, "traffic running")
+            started = processes_of_run(run_id, tmp_path / "data")
+            assert any("streamer worker" in p for p in started), started
+            proc.kill()
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert wait_until_gone(run_id, tmp_path / "data", 30) == []

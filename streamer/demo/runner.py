@@ -28,6 +28,7 @@ from streamer.config import Settings
 from streamer.demo import services
 from streamer.demo.live import make_view
 from streamer.demo.steps import (
+    CANCEL_WAIT_S,
     CLEANUP_DEADLINE_S,
     RUN_MARKER,
     STOP_GRACE_S,
@@ -35,6 +36,7 @@ from streamer.demo.steps import (
     Demo,
     DemoFailed,
     DemoOptions,
+    Stopped,
 )
 from streamer.demo.summary import (
     Summary,
@@ -48,6 +50,7 @@ from streamer.demo.summary import (
 async def finish(demo: Demo, code: int) -> int:
     """Summary and cleanup: runs on every exit path, interrupted or not."""
     demo.view.live_stop()
+    demo.log(f"finishing: exit code {code}, signal {demo.interrupted or 'none'}")
     if demo.interrupted:
         demo.view.info(f"{demo.interrupted} received: stopping everything the demo started.")
     if code != 0 and demo.temp_dir:
@@ -78,7 +81,7 @@ async def stop_worker_then_suggestions(demo: Demo) -> tuple[int, dict[int, Any]]
     worker = demo.procs.find("worker")
     if worker is not None:
         demo.view.step("Stopping the worker (SIGTERM; it flushes its ClickHouse sink and exits)…")
-        await demo.procs.stop(worker, STOP_GRACE_S)
+        demo.log(await demo.procs.stop(worker, STOP_GRACE_S))
         demo.view.ok("worker stopped")
     users = demo.record.top_users(200)
     with contextlib.suppress(OSError, ConnectionError):
@@ -107,7 +110,7 @@ async def stop_everything(demo: Demo) -> None:
     children = demo.procs.newest_first()
     for child in children:
         demo.view.step(f"Stopping {child.name}…")
-        await demo.procs.stop(child, STOP_GRACE_S if child.name == "worker" else 10.0)
+        demo.log(await demo.procs.stop(child, STOP_GRACE_S if child.name == "worker" else 10.0))
     if children:
         demo.view.ok(f"stopped {', '.join(c.name for c in children)}: nothing left running")
     if demo.redis is not None:
@@ -128,6 +131,7 @@ async def _main(opts: DemoOptions) -> int:
     guards: list[threading.Timer] = []
 
     def on_signal(name: str) -> None:
+        demo.log(f"{name} received")
         if demo.interrupted:
             demo.procs.kill_all_now()
         if name == "SIGHUP":
@@ -160,11 +164,17 @@ async def outcome(demo: Demo, task: asyncio.Task[int]) -> int:
     """Exit code of the run task: interrupted runs end with 0 (the contract's clean stop)."""
     if not task.done():
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        # The steps also watch demo.stop, because a cancellation can be swallowed by a library
+        # (seen under load inside a Redis/HTTP read); never let a stuck step delay the cleanup.
+        await asyncio.wait([task], timeout=CANCEL_WAIT_S)
+        if task.done() and not task.cancelled():
+            task.exception()  # mark it retrieved: whatever a step raised after the signal
+        demo.log("steps cancelled")
         return 0
     try:
         return task.result()
+    except Stopped:
+        return 0
     except services.ServiceError as exc:
         demo.view.error(str(exc))
     except DemoFailed as exc:
@@ -187,6 +197,7 @@ def start_cleanup_guard(demo: Demo) -> threading.Timer:
     """Started by the first signal: if stopping hangs, kill every group and exit (within 60 s)."""
 
     def expire() -> None:
+        demo.log(f"stopping took over {CLEANUP_DEADLINE_S:.0f} s: killing every group")
         demo.procs.kill_all_now()
         if demo.procs.watchdog is not None:
             demo.procs.watchdog.close()

@@ -322,14 +322,17 @@ class ChildProcesses:
         self.adopt(name, proc.pid, lambda: proc.returncode)
         return proc
 
-    async def stop(self, child: Child, grace_s: float) -> None:
-        """SIGTERM the group, SIGKILL after grace_s, then sweep stragglers of the group."""
-        if child.poll() is None:
+    async def stop(self, child: Child, grace_s: float) -> str:
+        """SIGTERM the group, SIGKILL after grace_s, then sweep stragglers; says how it went."""
+        started = time.monotonic()
+        graceful = child.poll() is not None
+        if not graceful:
             kill_group(child.pid, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
             # Polling: Popen children (redis, tansu) have no awaitable exit.
             while child.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+            graceful = child.poll() is not None
         kill_group(child.pid, signal.SIGKILL)
         for _ in range(100):
             if child.poll() is not None:
@@ -340,6 +343,8 @@ class ChildProcesses:
                 self._children.remove(child)
         if self.watchdog is not None:
             self.watchdog.unregister(child.pid)
+        how = "stopped" if graceful else "killed (SIGKILL)"
+        return f"{child.name} (pid {child.pid}) {how} after {time.monotonic() - started:.1f} s"
 
     def kill_all_now(self) -> None:
         """Last resort (second Ctrl-C, cleanup too slow): SIGKILL every group."""

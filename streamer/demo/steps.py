@@ -45,6 +45,11 @@ STOP_GRACE_S = 30.0
 CLEANUP_DEADLINE_S = 50.0
 SETTLE_S = max(40.0, 6.0 * TRENDING_INTERVAL_S)  # after the worker's counters stop moving
 VERIFY_MAX_S = 600.0
+CANCEL_WAIT_S = 5.0
+
+
+class Stopped(Exception):
+    """The user asked to stop (signal); raised by a step that noticed it."""
 
 
 class DemoFailed(Exception):
@@ -102,6 +107,18 @@ class Demo:
     data_dir: Path = Path()
     temp_dir: bool = False
     ports: dict[str, int] = field(default_factory=dict)
+
+    def log(self, text: str) -> None:
+        """A line in DATA_DIR/demo.log (what happened when, also after a hangup)."""
+        if self.data_dir != Path():
+            stamp = time.strftime("%H:%M:%S")
+            with contextlib.suppress(OSError), open(self.data_dir / "demo.log", "a") as f:
+                f.write(f"{stamp} {text}\n")
+
+    def check_stop(self) -> None:
+        """End the current step if a signal asked us to stop."""
+        if self.stop.is_set():
+            raise Stopped()
 
     def adopter(self, name: str) -> Callable[[subprocess.Popen[bytes]], None]:
         """Hook that adopts a service child the moment it is spawned."""
@@ -221,6 +238,7 @@ class Demo:
         url = f"http://127.0.0.1:{self.ports['web']}/readyz"
         started = said = time.monotonic()
         while time.monotonic() - started < READY_TIMEOUT_S:
+            self.check_stop()
             self.check_worker()
             if await self.http_ok(url):
                 self.view.ok(
@@ -287,11 +305,13 @@ class Demo:
             self.opts.duration_s, self.stop, progress))
         while not task.done():
             self.state.traffic_elapsed_s = progress.elapsed_s
+            self.check_stop()
             self.check_worker()
             await self.refresh()
             await asyncio.wait([task], timeout=0.5)
         task.result()
         self.state.traffic_elapsed_s = progress.elapsed_s
+        self.check_stop()
 
     async def verify(self) -> Verdict:
         """Wait for a publish made after the last event was sent; compare with recomputation.
@@ -304,6 +324,7 @@ class Demo:
         seen: object = None
         counted, moved_at, started = -1.0, time.monotonic(), time.monotonic()
         while time.monotonic() - moved_at < SETTLE_S and time.monotonic() - started < VERIFY_MAX_S:
+            self.check_stop()
             self.check_worker()
             await self.refresh()
             snap = self.final
@@ -344,13 +365,16 @@ class Demo:
         binary = self.check_binaries()
         self.prepare_dirs()
         await self.start_services(binary)
+        self.check_stop()
         self.build_env()
         self.redis = Redis.from_url(self.env["REDIS_URL"])
         self.poller = Poller(self.redis, f"http://127.0.0.1:{self.ports['web']}/metrics",
                              self.settings.job_trending_window_hours)
         self.state.topk = self.settings.job_trending_topk
         await self.create_topics()
+        self.check_stop()
         await self.load_graph()
+        self.check_stop()
         await self.start_worker()
         self.view.info(f"Demo settings: trending published every {TRENDING_INTERVAL_S} s, suggestions "
                        f"every {SUGGESTION_INTERVAL_S} s, reconcile every {RECONCILE_INTERVAL_S} s "
