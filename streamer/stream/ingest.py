@@ -145,6 +145,8 @@ class Ingestor:
                 if state.pending.events >= MAX_RECORD_EVENTS:
                     futures.append(self._write_record(state))
         futures.append(self._write_record(state))
+        if messages:
+            state.next_offset = messages[-1].offset + 1
         if outgoing:
             futures.append(self.send_many(outgoing))
         self._count(outcomes)

@@ -42,6 +42,7 @@ from streamer.stream.reconcile_hook import ReconcileHook, ReconcileRequests
 
 log = logging.getLogger("streamer.stream.publisher")
 MERGE_LOCK = "trending-merge"
+LOCK_TTL_MS = 15_000
 
 
 def partial_key(window_hours: int, partition: int) -> str:
@@ -83,13 +84,31 @@ class Publisher:
         self.ch = ch
         self.reconcile = reconcile
         self.interval_ms = settings.job_trending_interval_sec * 1000
-        ttl = max(3 * self.interval_ms, 10_000)
-        self.lock = RedisLock(redis, MERGE_LOCK, ttl, replica_name())
+        # Short lease renewed in the background: a dead merger is replaced within ~LOCK_TTL_MS.
+        self.lock = RedisLock(redis, MERGE_LOCK, LOCK_TTL_MS, replica_name())
         self.requests = ReconcileRequests(redis, settings)
         self.last_publish_ms = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick on wall-clock multiples of the interval until stop is set."""
+        renew = asyncio.create_task(self._renew_lock(stop))
+        try:
+            await self._tick_loop(stop)
+        finally:
+            renew.cancel()
+            await asyncio.gather(renew, return_exceptions=True)
+            await self.lock.release()
+
+    async def _renew_lock(self, stop: asyncio.Event) -> None:
+        """Keep the merge lease alive between ticks while we hold it."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LOCK_TTL_MS / 3000)
+            if self.lock.held and not stop.is_set():
+                with contextlib.suppress(Exception):
+                    await self.lock.extend()
+
+    async def _tick_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             now = wall_ms()
             tick = now // self.interval_ms + 1
@@ -101,7 +120,6 @@ class Publisher:
                 await self.tick(tick)
             except Exception as exc:
                 log.error("publish tick %d failed: %s: %s", tick, type(exc).__name__, exc)
-        await self.lock.release()
 
     async def tick(self, tick: int) -> None:
         """Write this worker's partials, answer reconcile requests, merge if we are the merger."""

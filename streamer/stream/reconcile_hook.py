@@ -44,6 +44,7 @@ class CompleteSnapshot:
     top: list[PostCounts]  # exact global top-(2K)
     total_events: int
     partitions: list[int]
+    offsets: list[int] | None = None  # next source offset read per partition (-1: unknown)
 
 
 def _rows(posts: list[PostCounts]) -> list[list[int]]:
@@ -77,7 +78,7 @@ class ReconcileRequests:
                 continue
             partial = state.complete_partial(window, self.k)
             doc = {"window_start_ms": window.start_ms, "total_events": partial.total_events,
-                   "top": _rows(partial.top)}
+                   "top": _rows(partial.top), "offset": state.next_offset}
             await self.redis.set(key, orjson.dumps(doc), px=ttl)
 
     async def drive(self, hook: ReconcileHook, partitions: int, now_ms: int) -> None:
@@ -110,4 +111,5 @@ class ReconcileRequests:
         partials = [[PostCounts(*row) for row in d["top"]] for d in docs if d]
         total = sum(int(d["total_events"]) for d in docs if d)
         top = merge_partials(partials, self.k)
-        return CompleteSnapshot(window, top, total, list(range(partitions)))
+        offsets = [int(d.get("offset", -1)) for d in docs if d]
+        return CompleteSnapshot(window, top, total, list(range(partitions)), offsets)

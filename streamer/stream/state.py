@@ -94,6 +94,7 @@ class PartitionState:
         self.pending = RecordBuilder()
         self.retained: dict[int, dict[int, list[int]]] = {}  # left-the-window minute -> buckets
         self._unapplied: dict[tuple[int, int, int], int] = {}
+        self.next_offset = -1  # next source offset to read; -1 until a batch was processed
 
     def _first(self) -> int:
         first = self.window.first_minute

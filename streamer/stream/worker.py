@@ -23,6 +23,7 @@ from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings
+from streamer.core.payloads import sink_positions_key
 from streamer.jobs.runner import JobRunner
 from streamer.jobs.suggestions import SuggestionsJob
 from streamer.kafka_admin import ensure_topics
@@ -32,7 +33,7 @@ from streamer.stream.app import StateTable, TableWriter, build_app
 from streamer.stream.ingest import Ingestor, Outgoing
 from streamer.stream.publisher import Publisher
 from streamer.stream.reconcile_hook import ReconcileHook
-from streamer.stream.sink import EventSink
+from streamer.stream.sink_consumer import ClickHouseSinkConsumer
 from streamer.stream.transport import register_batch_handler
 
 log = logging.getLogger("streamer.worker")
@@ -94,7 +95,7 @@ class Worker:
     tasks: list[asyncio.Future[Any]] = field(default_factory=list)
     redis: Redis | None = None
     ch: ClickHouse | None = None
-    sink: EventSink | None = None
+    sink: ClickHouseSinkConsumer | None = None
     runner: JobRunner | None = None
 
     async def run(self) -> int:
@@ -134,7 +135,7 @@ class Worker:
         s = self.settings
         partitions = await self._kafka_partitions()
         redis = self.redis = make_redis(s)
-        self.ch = await self._clickhouse()
+        self.ch = await self._clickhouse(partitions)
         self.app, _, table = build_app(s, partitions)
         self.ingestor = self._ingestor(table, partitions)
         reconcile = load_reconciler(s, self.ch, self.redis)
@@ -143,11 +144,11 @@ class Worker:
         await self.app.start()
         self._spawn(self.publisher.run(self.stop), self._monitor())
         if self.sink is not None:
-            self._spawn(self.sink.run())
+            self._spawn(self.sink.run(self.stop))
         self._start_jobs(redis)
         log.info("worker running: topic %s with %d partitions", s.kafka_events_topic, partitions)
 
-    async def _clickhouse(self) -> ClickHouse | None:
+    async def _clickhouse(self, partitions: int) -> ClickHouse | None:
         s = self.settings
         ch = ClickHouse.from_settings(s)
         try:
@@ -156,11 +157,17 @@ class Worker:
             log.warning("ClickHouse schema check failed (sink will retry): %s", exc)
         sink_on = s.streamer_clickhouse_sink
 
-        async def insert(events: Any) -> None:
-            await queries.insert_events(ch, events)
+        redis = self.redis
 
-        self.sink = (EventSink(insert, s.streamer_sink_batch_size, s.streamer_sink_flush_ms,
-                               s.streamer_sink_max_pending) if sink_on else None)
+        async def insert(events: Any, positions: Any) -> None:
+            await queries.insert_events(ch, events, positions)
+
+        async def publish_positions(offsets: dict[int, int]) -> None:
+            if redis is not None and offsets:
+                await redis.hset(sink_positions_key(), mapping={str(p): o for p, o in offsets.items()})
+
+        self.sink = (ClickHouseSinkConsumer(s, partitions, insert, publish_positions)
+                     if sink_on else None)
         return ch
 
     def _ingestor(self, table: StateTable, partitions: int) -> Ingestor:
@@ -178,7 +185,7 @@ class Worker:
             app.consumer.ack(message)
 
         ingestor = Ingestor(TableWriter(table, s.kafka_events_topic), send_many, ack, partitions,
-                            s.window_minutes, s.kafka_events_topic, s.kafka_dlq_topic, self.sink)
+                            s.window_minutes, s.kafka_events_topic, s.kafka_dlq_topic, None)
         register_batch_handler(app, s.kafka_events_topic, ingestor.handle_batch)
         table.on_recovered = ingestor.on_recovered
         topic = s.kafka_events_topic
@@ -249,6 +256,10 @@ class Worker:
 
     async def _shutdown(self) -> None:
         log.info("stopping worker")
+        ingestor: Ingestor | None = getattr(self, "ingestor", None)
+        if self.sink is not None and ingestor is not None:  # before stop: the sink reads it then
+            self.sink.drain_to({p: st.next_offset for p, st in ingestor.states.items()
+                                if st.next_offset >= 0})
         self.stop.set()
         if self.runner is not None:
             self.runner.stop()
@@ -256,13 +267,12 @@ class Worker:
         if app is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ingestor.drain(), 10)
+
             try:
                 await asyncio.wait_for(app.stop(), FAUST_STOP_S)
             except Exception as exc:
                 log.warning("Faust did not stop cleanly: %r", exc)
-        if self.sink is not None:
-            self.sink.stop()
-        await asyncio.wait(self.tasks, timeout=10) if self.tasks else None
+        await asyncio.wait(self.tasks, timeout=20) if self.tasks else None
         for task in self.tasks:
             task.cancel()
         if self.redis is not None:
