@@ -13,6 +13,7 @@ from streamer.core.suggest import Suggestion, rank_suggestions
 from streamer.core.window import Window
 
 EVENT_COLUMNS = ("event_id", "post_id", "user_id", "event_type", "event_time")
+POSITION_COLUMNS = ("kafka_partition", "kafka_offset")
 FUTURE_TOLERANCE_MS = 5 * 60 * 1000
 _TYPES_SQL = ", ".join(f"'{t}'" for t in EVENT_TYPES)
 
@@ -22,8 +23,27 @@ _DEDUPED_IN_WINDOW = """
     WHERE event_time >= fromUnixTimestamp64Milli({{start_ms:Int64}}, 'UTC')
       AND event_time < fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')
       AND event_type IN ({types})
+      {cutoff}
     GROUP BY event_id
 """
+# Rows written by the stream's sink carry their Kafka position. Given each partition's next
+# offset as seen by the stream (-1: no cut-off), only rows the stream had read count.
+_CUTOFF = """AND (kafka_partition < 0 OR kafka_partition >= length({offsets:Array(Int64)})
+           OR {offsets:Array(Int64)}[kafka_partition + 1] < 0
+           OR kafka_offset < {offsets:Array(Int64)}[kafka_partition + 1])"""
+
+
+def _deduped(ch: ClickHouse, offsets: Sequence[int] | None) -> str:
+    return _DEDUPED_IN_WINDOW.format(
+        db=ch.database, types=_TYPES_SQL, cutoff=_CUTOFF if offsets is not None else ""
+    )
+
+
+def _params(window: Window, offsets: Sequence[int] | None) -> dict[str, object]:
+    params: dict[str, object] = {"start_ms": window.start_ms, "end_ms": window.end_ms}
+    if offsets is not None:
+        params["offsets"] = list(offsets)
+    return params
 
 _COUNTS = """
     SELECT pid AS post_id,
@@ -42,36 +62,35 @@ def ms_to_datetime(ts_ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ts_ms)
 
 
-def _window_params(window: Window) -> dict[str, int]:
-    return {"start_ms": window.start_ms, "end_ms": window.end_ms}
-
-
-async def trending(ch: ClickHouse, window: Window, k: int) -> list[PostCounts]:
+async def trending(
+    ch: ClickHouse, window: Window, k: int, offsets: Sequence[int] | None = None
+) -> list[PostCounts]:
     """Exact top-k posts over the window, ranked as the contract says."""
-    deduped = _DEDUPED_IN_WINDOW.format(db=ch.database, types=_TYPES_SQL)
     sql = (
-        _COUNTS.format(deduped=deduped, where="")
+        _COUNTS.format(deduped=_deduped(ch, offsets), where="")
         + " ORDER BY views + 20 * likes + 30 * comments + 50 * shares DESC, post_id ASC"
         + " LIMIT {k:UInt32}"
     )
-    rows = await ch.rows(sql, {**_window_params(window), "k": k})
+    rows = await ch.rows(sql, {**_params(window, offsets), "k": k})
     return [PostCounts(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
 
 
-async def post_counts(ch: ClickHouse, window: Window, post_ids: Sequence[int]) -> list[PostCounts]:
+async def post_counts(
+    ch: ClickHouse, window: Window, post_ids: Sequence[int], offsets: Sequence[int] | None = None
+) -> list[PostCounts]:
     """Window counters of the given posts (for reconciliation)."""
     if not post_ids:
         return []
-    deduped = _DEDUPED_IN_WINDOW.format(db=ch.database, types=_TYPES_SQL)
-    sql = _COUNTS.format(deduped=deduped, where="WHERE pid IN {posts:Array(UInt64)}")
-    rows = await ch.rows(sql, {**_window_params(window), "posts": list(post_ids)})
+    sql = _COUNTS.format(deduped=_deduped(ch, offsets), where="WHERE pid IN {posts:Array(UInt64)}")
+    rows = await ch.rows(sql, {**_params(window, offsets), "posts": list(post_ids)})
     return [PostCounts(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
 
 
-async def distinct_events(ch: ClickHouse, window: Window) -> int:
+async def distinct_events(
+    ch: ClickHouse, window: Window, offsets: Sequence[int] | None = None
+) -> int:
     """Number of distinct valid event ids in the window."""
-    deduped = _DEDUPED_IN_WINDOW.format(db=ch.database, types=_TYPES_SQL)
-    rows = await ch.rows(f"SELECT count() FROM ({deduped})", _window_params(window))
+    rows = await ch.rows(f"SELECT count() FROM ({_deduped(ch, offsets)})", _params(window, offsets))
     return int(rows[0][0])
 
 
@@ -135,9 +154,15 @@ def event_rows(events: Sequence[Event]) -> list[list[object]]:
     return [[e.event_id, e.post_id, e.user_id, e.event_type, ms_to_datetime(e.ts_ms)] for e in events]
 
 
-async def insert_events(ch: ClickHouse, events: Sequence[Event]) -> None:
-    """Write accepted events to post_events."""
-    await ch.insert("post_events", event_rows(events), EVENT_COLUMNS)
+async def insert_events(
+    ch: ClickHouse, events: Sequence[Event], positions: Sequence[tuple[int, int]] | None = None
+) -> None:
+    """Write accepted events to post_events, with their Kafka (partition, offset) when known."""
+    if positions is None:
+        await ch.insert("post_events", event_rows(events), EVENT_COLUMNS)
+        return
+    rows = [[*row, p, o] for row, (p, o) in zip(event_rows(events), positions, strict=True)]
+    await ch.insert("post_events", rows, EVENT_COLUMNS + POSITION_COLUMNS)
 
 
 async def insert_follows(ch: ClickHouse, edges: Sequence[tuple[int, int, int]]) -> None:

@@ -18,11 +18,16 @@ def ddl(database: str) -> list[str]:
             post_id UInt64,
             user_id UInt64,
             event_type LowCardinality(String),
-            event_time DateTime64(3, 'UTC')
+            event_time DateTime64(3, 'UTC'),
+            kafka_partition Int32 DEFAULT -1,
+            kafka_offset Int64 DEFAULT -1
         ) ENGINE = ReplacingMergeTree
         PARTITION BY toYYYYMMDD(event_time)
         ORDER BY (event_time, event_id)
         TTL toDateTime(event_time) + INTERVAL {EVENTS_RETENTION_DAYS} DAY""",
+        # Tables made by an earlier version gain the source position columns (reconcile cut-off).
+        f"ALTER TABLE {database}.post_events ADD COLUMN IF NOT EXISTS kafka_partition Int32 DEFAULT -1",
+        f"ALTER TABLE {database}.post_events ADD COLUMN IF NOT EXISTS kafka_offset Int64 DEFAULT -1",
         # Keyed by follower so F(u) and F(f) are primary-key lookups.
         f"""CREATE TABLE IF NOT EXISTS {database}.follows (
             follower_id UInt64,

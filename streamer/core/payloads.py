@@ -30,6 +30,11 @@ def reconcile_key(window_hours: int) -> str:
     return trending_key(window_hours) + ":reconcile"
 
 
+def sink_positions_key() -> str:
+    """Hash: partition -> next offset the ClickHouse sink has written and committed."""
+    return f"{KEY_PREFIX}:sink:positions"
+
+
 def suggestions_key(user_id: int) -> str:
     """`nova:cache:suggested_users:{user_id}`."""
     return f"{KEY_PREFIX}:suggested_users:{user_id}"

@@ -25,6 +25,9 @@ class StreamSnapshot:
     partitions: list[int]
     missing_partitions: list[int]
     depth: int | None = None  # per-partition list length; None = 2 x JOB_TRENDING_TOPK
+    # Next Kafka offset the stream had read per partition (-1: unknown); ClickHouse then counts
+    # only rows the stream could have seen, so in-flight and out-of-order events are not drift.
+    offsets: list[int] | None = None
 
     @property
     def complete(self) -> bool:

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.config import Settings
-from streamer.core.payloads import reconcile_key
+from streamer.core.payloads import reconcile_key, sink_positions_key
 from streamer.core.reconcile import DriftPolicy, ReconcileReport, StreamSnapshot, compare, is_drift
 from streamer.core.scoring import PostCounts
 from streamer.core.topk import merge_partials
@@ -36,6 +36,8 @@ from streamer.ops.metrics import (
 
 log = logging.getLogger("streamer.reconcile")
 FLUSH_MARGIN_S = 2.0
+SINK_WAIT_EXTRA_S = 30.0  # beyond the flush wait, how long to wait for a lagging sink
+SINK_POLL_S = 0.25
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -56,8 +58,9 @@ def as_snapshot(view: StreamSnapshot | CompleteWindowView, depth: int) -> Stream
     """A StreamSnapshot from either shape (a global top-depth bounds absent posts the same way)."""
     if isinstance(view, StreamSnapshot):
         return view
+    offsets = getattr(view, "offsets", None)
     return StreamSnapshot(view.window, list(view.top), int(view.total_events),
-                          list(view.partitions), [], depth)
+                          list(view.partitions), [], depth, list(offsets) if offsets else None)
 
 
 def export_metrics(report: ReconcileReport, use_clickhouse: bool) -> None:
@@ -106,11 +109,14 @@ class Reconciler:
 
     async def run(self, snapshot: StreamSnapshot | CompleteWindowView) -> ReconcileReport:
         """Wait for the sink to flush, query ClickHouse over the window, compare, apply policy."""
-        await self.sleep(self.flush_wait_s)
+        snap = as_snapshot(snapshot, 2 * self.settings.job_trending_topk)
+        if snap.offsets:
+            await self.wait_for_sink(snap.offsets)
+        else:
+            await self.sleep(self.flush_wait_s)
         started = time.perf_counter()
         try:
-            report = await self._run(as_snapshot(snapshot, 2 * self.settings.job_trending_topk),
-                                     started)
+            report = await self._run(snap, started)
         except Exception:
             JOB_RUNS.labels(job="reconcile", status="failure").inc()
             raise
@@ -134,15 +140,31 @@ class Reconciler:
         self.last_report = report
         return report
 
+    async def wait_for_sink(self, offsets: list[int]) -> bool:
+        """Wait (bounded) until the ClickHouse sink has written what the stream had read."""
+        deadline = time.monotonic() + self.flush_wait_s + SINK_WAIT_EXTRA_S
+        while True:
+            raw = await self.redis.hgetall(sink_positions_key())
+            written = {int(k): int(v) for k, v in raw.items()}
+            behind = [p for p, o in enumerate(offsets) if o >= 0 and written.get(p, 0) < o]
+            if not behind:
+                return True
+            if time.monotonic() >= deadline:
+                log.warning("reconcile: ClickHouse sink still behind the stream on partitions %s",
+                            behind)
+                return False
+            await self.sleep(SINK_POLL_S)
+
     async def measure(self, snapshot: StreamSnapshot) -> ReconcileReport:
         """The three ClickHouse queries over exactly snapshot.window, then the pure comparison."""
         k = self.settings.job_trending_topk
         window = snapshot.window
-        ch_top = await queries.trending(self.ch, window, k)
+        offsets = snapshot.offsets
+        ch_top = await queries.trending(self.ch, window, k, offsets)
         stream_top = merge_partials([snapshot.posts], k)
         ids = sorted({p.post_id for p in ch_top} | {p.post_id for p in stream_top})
-        counts = await queries.post_counts(self.ch, window, ids)
-        events = await queries.distinct_events(self.ch, window)
+        counts = await queries.post_counts(self.ch, window, ids, offsets)
+        events = await queries.distinct_events(self.ch, window, offsets)
         return compare(snapshot, ch_top, counts, events, k=k, generated_at_ms=self.clock())
 
     async def _write(self, report: ReconcileReport) -> None:
