@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -89,11 +90,19 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.Top
 
 
 class TableWriter:
-    """Writes records to the table store and its changelog with an explicit partition."""
+    """Writes records to the table store and its changelog with an explicit partition.
+
+    Changelog sends of one partition go out one at a time (each waits for the previous ack), so
+    every produce request carries a single-record batch. Records are few (one per fetched
+    batch), and it sidesteps brokers that report a multi-record batch's high watermark wrongly
+    (tansu: base offset + 1), which made Faust's recovery stop before the last records.
+    """
 
     def __init__(self, table: StateTable, source_topic: str) -> None:
         self.table = table
         self.source_topic = source_topic
+        self._queues: dict[int, asyncio.Queue[tuple[bytes, bytes | None, asyncio.Future[Any]]]] = {}
+        self._senders: dict[int, asyncio.Task[None]] = {}
 
     def _with_partition(self, partition: int) -> Any:
         from faust.streams import _current_event
@@ -115,10 +124,35 @@ class TableWriter:
         finally:
             _current_event.reset(token)
             del event
-        fut: Awaitable[Any] = self.table.send_changelog(
-            partition, key, value, key_serializer="raw", value_serializer="raw"
-        )
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        queue = self._queues.get(partition)
+        if queue is None:
+            queue = self._queues[partition] = asyncio.Queue()
+            self._senders[partition] = asyncio.create_task(self._send_loop(partition, queue))
+        queue.put_nowait((key, value, fut))
         return fut
+
+    async def _send_loop(
+        self, partition: int, queue: asyncio.Queue[tuple[bytes, bytes | None, asyncio.Future[Any]]]
+    ) -> None:
+        while True:
+            key, value, fut = await queue.get()
+            try:
+                await self.table.send_changelog(
+                    partition, key, value, key_serializer="raw", value_serializer="raw"
+                )
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+            else:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def close(self) -> None:
+        """Stop the sender tasks (after the ingestor drained)."""
+        for task in self._senders.values():
+            task.cancel()
+        await asyncio.gather(*self._senders.values(), return_exceptions=True)
 
     def records(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Recovered records of one partition (keys carry the partition)."""

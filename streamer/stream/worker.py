@@ -185,7 +185,7 @@ class Worker:
             app.consumer.ack(message)
 
         ingestor = Ingestor(TableWriter(table, s.kafka_events_topic), send_many, ack, partitions,
-                            s.window_minutes, s.kafka_events_topic, s.kafka_dlq_topic, None)
+                            s.window_minutes, s.kafka_events_topic, s.kafka_dlq_topic)
         register_batch_handler(app, s.kafka_events_topic, ingestor.handle_batch)
         table.on_recovered = ingestor.on_recovered
         topic = s.kafka_events_topic
@@ -267,6 +267,7 @@ class Worker:
         if app is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ingestor.drain(), 10)
+                await self.ingestor.writer.close()
 
             try:
                 await asyncio.wait_for(app.stop(), FAUST_STOP_S)
