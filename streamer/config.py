@@ -81,7 +81,6 @@ class Settings(BaseSettings):
     streamer_session_timeout_sec: int = Field(default=30, gt=0)
     streamer_heartbeat_interval_sec: int = Field(default=3, gt=0)
     streamer_commit_interval_ms: int = Field(default=2800, gt=0)
-    streamer_sink_max_pending: int = Field(default=200_000, gt=0)
     reconcile_drift_threshold: float = Field(default=0.0, ge=0)
     reconcile_drift_runs: int = Field(default=2, gt=0)
     reconcile_min_overlap: float = Field(default=1.0, ge=0, le=1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Sequence
 
@@ -13,7 +12,6 @@ from streamer.core.events import EVENT_TYPES, Event
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, Window, complete_window_at, window_at
 from streamer.stream.partitioning import partition_for_post, post_key
-from streamer.stream.sink import EventSink
 from streamer.stream.state import Outcome, PartitionState, parse_record_key, record_key
 
 T0 = 1_795_900_000_000 - 1_795_900_000_000 % MINUTE_MS  # a minute boundary
@@ -153,41 +151,3 @@ class TestPartitioner:
         for post_id in [0, 1, 7, 123, 2**40, 2**63 - 1, *range(1000, 1100)]:
             expected = DefaultPartitioner()(post_key(post_id), parts, parts)
             assert partition_for_post(post_id, partitions) == expected
-
-
-class TestSink:
-    """Batches, retries and the bounded buffer."""
-
-    async def test_batches_and_retries_without_losing_events(self) -> None:
-        """A failed insert is retried with the same events; batches respect the size."""
-        calls: list[int] = []
-        fail = [True]
-
-        async def insert(events: Sequence[Event]) -> None:
-            if fail[0]:
-                fail[0] = False
-                raise RuntimeError("down")
-            calls.append(len(events))
-
-        sink = EventSink(insert, batch_size=10, flush_ms=20, max_pending=1000)
-        task = asyncio.create_task(sink.run())
-        sink.add([ev(i, 1, T0) for i in range(25)])
-        for _ in range(200):
-            if sum(calls) == 25:
-                break
-            await asyncio.sleep(0.01)
-        sink.stop()
-        await task
-        assert sum(calls) == 25 and max(calls) <= 10
-
-    async def test_full_buffer_drops_oldest_instead_of_blocking(self) -> None:
-        """When ClickHouse is down the buffer stays bounded and drops are counted."""
-
-        async def insert(events: Sequence[Event]) -> None:
-            raise RuntimeError("down")
-
-        sink = EventSink(insert, batch_size=10, flush_ms=1000, max_pending=50)
-        sink.add([ev(i, 1, T0) for i in range(80)])
-        assert sink.pending == 50 and sink.dropped == 30
-        assert not await sink.flush_once()
-        assert sink.pending == 50

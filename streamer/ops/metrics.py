@@ -84,10 +84,6 @@ SINK_PENDING = Gauge(
     "streamer_sink_pending_events", "Accepted events not yet in ClickHouse", registry=REGISTRY
 )
 
-SINK_DROPPED = Counter(
-    "streamer_sink_dropped_events", "Accepted events dropped because the sink buffer was full",
-    registry=REGISTRY,
-)
 PARTITIONS_OWNED = Gauge(
     "streamer_partitions_owned", "Source partitions whose state this worker holds", registry=REGISTRY
 )

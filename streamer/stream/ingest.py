@@ -34,7 +34,6 @@ from streamer.ops.metrics import (
 )
 from streamer.stream.app import TableWriter
 from streamer.stream.partitioning import partition_for_post, post_key
-from streamer.stream.sink import EventSink
 from streamer.stream.state import Outcome, PartitionState
 
 log = logging.getLogger("streamer.stream.ingest")
@@ -61,7 +60,6 @@ class Ingestor:
         window_minutes: int,
         events_topic: str,
         dlq_topic: str,
-        sink: EventSink | None,
     ) -> None:
         self.writer = writer
         self.send_many = send_many
@@ -70,7 +68,6 @@ class Ingestor:
         self.window_minutes = window_minutes
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
-        self.sink = sink
         self.states: dict[int, PartitionState] = {}
         self.assigned: set[int] = set()
         self.recovered_once = False
@@ -128,7 +125,6 @@ class Ingestor:
         futures: list[Awaitable[Any] | None] = [
             self.writer.put(tp.partition, k, None) for k in state.advance(now)
         ]
-        accepted: list[Event] = []
         outgoing: list[Outgoing] = []
         outcomes: Counter[Outcome] = Counter()
         for message in messages:
@@ -140,8 +136,6 @@ class Ingestor:
                     continue
                 outcome = state.accept(event)
                 outcomes[outcome] += 1
-                if outcome is not Outcome.DUPLICATE:
-                    accepted.append(event)
                 if state.pending.events >= MAX_RECORD_EVENTS:
                     futures.append(self._write_record(state))
         futures.append(self._write_record(state))
@@ -150,8 +144,6 @@ class Ingestor:
         if outgoing:
             futures.append(self.send_many(outgoing))
         self._count(outcomes)
-        if self.sink is not None and accepted:
-            self.sink.add(accepted)
         await self._ack_when_done([f for f in futures if f is not None], messages)
         return True
 

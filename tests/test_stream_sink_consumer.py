@@ -1,0 +1,162 @@
+"""The ClickHouse sink consumer: at-least-once into post_events, positions, no loss on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from streamer.clickhouse import queries
+from streamer.clickhouse.client import ClickHouse
+from streamer.config import Settings, load_settings
+from streamer.core.events import Event
+from streamer.demo.services import LocalService
+from streamer.kafka_admin import ensure_topics
+from streamer.stream.partitioning import partition_for_post, post_key
+from streamer.stream.sink_consumer import ClickHouseSinkConsumer, rows_of
+
+NOW_MS = 1_795_913_777_000
+PARTITIONS = 4
+
+
+def event_doc(i: int, post_id: int) -> dict[str, object]:
+    """A valid event as sent on the wire."""
+    return {"event_id": f"s-{i}", "post_id": post_id, "user_id": i, "event_type": "like",
+            "ts": NOW_MS - i}
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes, int]]) -> None:
+    """Send (key, value, partition) messages."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for key, value, partition in messages:
+            await producer.send(topic, value, key=key, partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def sink_settings(kafka: LocalService, topic: str) -> Settings:
+    """Fast group timings for tansu; a unique app id per test."""
+    return load_settings({
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka.port}", "KAFKA_EVENTS_TOPIC": topic,
+        "STREAMER_APP_ID": f"sink-{uuid.uuid4().hex[:8]}", "STREAMER_REBALANCE_TIMEOUT_SEC": "3",
+        "STREAMER_SESSION_TIMEOUT_SEC": "6", "STREAMER_HEARTBEAT_INTERVAL_SEC": "1",
+        "STREAMER_SINK_FLUSH_MS": "100",
+    })
+
+
+class TestRowsOf:
+    """Which events of a fetched batch the sink writes."""
+
+    def test_only_valid_events_in_their_own_partition_with_positions(self) -> None:
+        """Misrouted members, invalid messages and bad members are skipped; positions kept."""
+        own = next(p for p in range(1, 1000) if partition_for_post(p, PARTITIONS) == 1)
+        other = next(p for p in range(1, 1000) if partition_for_post(p, PARTITIONS) == 2)
+        batch = orjson.dumps([event_doc(1, own), event_doc(2, other), {"event_id": "bad"}])
+        events, positions = rows_of(
+            [(1, 10, batch), (1, 11, b"not json"), (1, 12, orjson.dumps(event_doc(3, own)))],
+            PARTITIONS, NOW_MS,
+        )
+        assert [e.event_id for e in events] == ["s-1", "s-3"]
+        assert positions == [(1, 10), (1, 12)]
+
+
+class TestSinkConsumer:
+    """Against a real tansu broker and the embedded ClickHouse."""
+
+    async def test_writes_every_event_once_committed_after_failures(
+        self, kafka_service: LocalService, clickhouse: ClickHouse
+    ) -> None:
+        """Inserts that fail are retried with the same rows; offsets commit only after success."""
+        topic = f"sink-{uuid.uuid4().hex[:8]}"
+        bootstrap = f"127.0.0.1:{kafka_service.port}"
+        await ensure_topics(bootstrap, {topic: PARTITIONS})
+        docs = [event_doc(i, i % 37) for i in range(300)]
+        await produce(bootstrap, topic, [
+            (post_key(int(str(d["post_id"]))), orjson.dumps(d),
+             partition_for_post(int(str(d["post_id"])), PARTITIONS)) for d in docs
+        ])
+        failures = [3]
+        published: dict[int, int] = {}
+
+        async def insert(events: Sequence[Event], positions: Sequence[tuple[int, int]]) -> None:
+            if failures[0] > 0:
+                failures[0] -= 1
+                raise RuntimeError("ClickHouse down (injected)")
+            await queries.insert_events(clickhouse, events, positions)
+
+        async def publish(offsets: dict[int, int]) -> None:
+            published.update(offsets)
+
+        stop = asyncio.Event()
+        sink = ClickHouseSinkConsumer(sink_settings(kafka_service, topic), PARTITIONS, insert, publish)
+        task = asyncio.create_task(sink.run(stop))
+        for _ in range(300):
+            if sum(published.values()) >= len(docs):
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert failures == [0]
+        assert sum(published.values()) == len(docs)
+        rows = await clickhouse.rows(
+            "SELECT count(), uniqExact(event_id), min(kafka_offset) FROM nova.post_events")
+        assert rows[0][0] == rows[0][1] == len(docs) and rows[0][2] == 0
+
+    async def test_stop_during_outage_loses_nothing(
+        self, kafka_service: LocalService, clickhouse: ClickHouse
+    ) -> None:
+        """Stopped while ClickHouse is down: nothing committed, a new sink writes everything."""
+        topic = f"sink-{uuid.uuid4().hex[:8]}"
+        bootstrap = f"127.0.0.1:{kafka_service.port}"
+        await ensure_topics(bootstrap, {topic: PARTITIONS})
+        docs = [event_doc(i, i % 11) for i in range(120)]
+        await produce(bootstrap, topic, [
+            (post_key(int(str(d["post_id"]))), orjson.dumps(d),
+             partition_for_post(int(str(d["post_id"])), PARTITIONS)) for d in docs
+        ])
+        settings = sink_settings(kafka_service, topic)
+        attempts = [0]
+
+        async def down(events: Sequence[Event], positions: Sequence[tuple[int, int]]) -> None:
+            attempts[0] += 1
+            raise RuntimeError("ClickHouse down (injected)")
+
+        async def ignore(offsets: dict[int, int]) -> None:
+            return None
+
+        stop = asyncio.Event()
+        first = ClickHouseSinkConsumer(settings, PARTITIONS, down, ignore)
+        task = asyncio.create_task(first.run(stop))
+        for _ in range(300):
+            if attempts[0] >= 2:
+                break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert attempts[0] >= 2 and first.committed == {}
+
+        async def insert(events: Sequence[Event], positions: Sequence[tuple[int, int]]) -> None:
+            await queries.insert_events(clickhouse, events, positions)
+
+        written: dict[int, int] = {}
+
+        async def publish(offsets: dict[int, int]) -> None:
+            written.update(offsets)
+
+        stop2 = asyncio.Event()
+        second = ClickHouseSinkConsumer(settings, PARTITIONS, insert, publish)
+        task2 = asyncio.create_task(second.run(stop2))
+        for _ in range(300):
+            if sum(written.values()) >= len(docs):
+                break
+            await asyncio.sleep(0.1)
+        stop2.set()
+        await asyncio.wait_for(task2, 30)
+        rows = await clickhouse.rows("SELECT uniqExact(event_id) FROM nova.post_events")
+        assert rows[0][0] == len(docs)
