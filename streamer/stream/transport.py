@@ -82,6 +82,15 @@ class LeanConsumer(faust_aiokafka.Consumer):
         self._rebalances += 1
         await super().on_partitions_assigned(assigned, generation_id)
 
+    async def perform_seek(self) -> None:
+        """A seek to the committed offsets also invalidates batches fetched before it: one
+        handled after the seek would set a read offset past messages that are never read."""
+        self._rebalances += 1
+        try:
+            await super().perform_seek()
+        finally:
+            self._rebalances += 1
+
     async def _drain_once(self) -> None:
         """One getmany round: route each message, then run the batch handlers."""
         handlers: dict[str, BatchHandler] = getattr(self.app, _HANDLERS_ATTR, None) or {}
