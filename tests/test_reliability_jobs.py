@@ -59,7 +59,8 @@ def insert_events(fake: FakeClickHouse, events: list[dict[str, Any]]) -> None:
     """Seed post_events directly."""
     rows = ",".join(f"('{e['event_id']}',{e['post_id']},{e['user_id']},'{e['event_type']}',"
                     f"fromUnixTimestamp64Milli({e['ts']}, 'UTC'))" for e in events)
-    fake.sql(f"INSERT INTO nova.post_events VALUES {rows}")
+    fake.sql("INSERT INTO nova.post_events (event_id, post_id, user_id, event_type, event_time) "
+             f"VALUES {rows}")
 
 
 def replica(tmp_path: Path, name: str, redis_url: str, fake: FakeClickHouse, *args: str
