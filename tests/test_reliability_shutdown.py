@@ -68,7 +68,7 @@ class TestSigtermInFlight:
 
     @pytest.mark.xfail(
         strict=False, raises=RestartNotExact,
-        reason="worker bug, intermittent (about 1 run in 3 here): after this SIGTERM the restarted "
+        reason="worker bug, intermittent (3 of 11 runs before 74c53e8): after this SIGTERM the restarted "
         "worker's recovery misses the tail of a changelog partition (log: 'partition 3 recovered: "
         "5 records') although the broker holds every record (read back: offsets 0-5); the events "
         "of the missing record had their offsets committed, so the restart undercounts them",
