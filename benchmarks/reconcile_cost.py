@@ -34,7 +34,7 @@ from streamer.jobs.trending import wall_ms
 PARTITIONS = 4
 
 _LOAD = """
-INSERT INTO {db}.post_events
+INSERT INTO {db}.post_events (event_id, post_id, user_id, event_type, event_time)
 SELECT toString(if(number >= {n}, number - {n}, number)) AS event_id,
        toUInt64(floor(pow((cityHash64(number % {n}, 1) % 1000000) / 1000000.0, 3) * {posts})),
        cityHash64(number % {n}, 2) % 100000,

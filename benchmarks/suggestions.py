@@ -89,7 +89,8 @@ async def _load_graph(ch: ClickHouse, users: int, edges: list[tuple[int, int]]) 
     await ch.command(f"TRUNCATE TABLE {DATABASE}.post_events")
     await queries.insert_follows(ch, [(a, b, NOW_MS - 86_400_000) for a, b in edges])
     await ch.command(
-        f"INSERT INTO {DATABASE}.post_events SELECT concat('s', toString(number)), number % 1000, "
+        f"INSERT INTO {DATABASE}.post_events (event_id, post_id, user_id, event_type, event_time) "
+        f"SELECT concat('s', toString(number)), number % 1000, "
         f"number + 1, 'view', fromUnixTimestamp64Milli(toInt64({NOW_MS - 3_600_000}), 'UTC') "
         f"FROM numbers({users})"
     )
