@@ -53,9 +53,14 @@ class FakeConsumer:
     gaps: list[tuple[int, int]] = field(default_factory=list)
     _read_offset: dict[TP, int | None] = field(default_factory=lambda: defaultdict(lambda: None))
     _rebalances: int = 0
+    seeks: int = 0
 
     _accept_offset = LeanConsumer._accept_offset
     _maybe_commit_every = LeanConsumer._maybe_commit_every
+    _reread_from_committed = LeanConsumer._reread_from_committed
+
+    async def perform_seek(self) -> None:
+        self.seeks += 1
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Msg]]:  # noqa: ASYNC109 - Faust signature
         for m in self.fetched:
@@ -139,7 +144,8 @@ class TestDrain:
         assert consumer._read_offset[TP("ev", 0)] is None
 
     async def test_rebalance_during_a_round_drops_the_rest(self) -> None:
-        """Batches fetched before a rebalance are not handled and leave no read offset behind."""
+        """Batches fetched before a rebalance are not handled, leave no read offset behind, and
+        the consumer seeks back to the committed offsets so they are fetched again."""
         consumer = FakeConsumer([Msg("ev", 0, 0), Msg("ev", 1, 0)])
         handled: list[TP] = []
 
@@ -153,3 +159,4 @@ class TestDrain:
         assert handled == [TP("ev", 0)]
         assert consumer._read_offset[TP("ev", 0)] is None
         assert consumer._read_offset[TP("ev", 1)] is None
+        assert consumer.seeks == 1

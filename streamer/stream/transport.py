@@ -109,14 +109,26 @@ class LeanConsumer(faust_aiokafka.Consumer):
             else:
                 await self.callback(message)
                 self._read_offset[tp] = message.offset
+        dropped = False
         for tp, messages in batches.items():
-            # A rebalance since the fetch: drop the rest; Faust seeks to the committed offsets.
+            # A rebalance or seek since the fetch: drop the rest and seek back below.
             if not self.flow_active or self._rebalances != epoch:
+                dropped = True
                 break
             consumed = await handlers[tp.topic](tp, messages)
             if consumed and self._rebalances == epoch:
                 self._read_offset[tp] = messages[-1].offset
+        if dropped and not self.should_stop:
+            await self._reread_from_committed()
         await self._maybe_commit_every()
+
+    async def _reread_from_committed(self) -> None:
+        """Dropped messages were already fetched: without a seek they would leave a hole that the
+        next message turns into a "gap" Faust treats as acked. Seek to the committed offsets."""
+        try:
+            await self.perform_seek()
+        except Exception as exc:
+            self.log.warning("seek to committed offsets after a dropped batch failed: %r", exc)
 
     async def _accept_offset(self, tp: TP, message: Message, last: dict[TP, int]) -> bool:
         """Drop messages already read (re-fetch after seek); record gaps like Faust does."""
