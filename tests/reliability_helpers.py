@@ -13,7 +13,7 @@ import http.server
 import json
 import os
 import re
-import socket
+import signal
 import subprocess
 import sys
 import tempfile
@@ -99,7 +99,7 @@ class Cluster:
         for w in self.workers:
             with contextlib.suppress(Exception):
                 if w.proc is not None and w.proc.poll() is None:
-                    os.kill(w.proc.pid, 18)  # SIGCONT first, in case a test left it stopped
+                    os.kill(w.proc.pid, signal.SIGCONT)  # in case a test left it stopped
             w.kill()
 
 
@@ -467,13 +467,6 @@ async def await_until(check: Callable[[], bool], timeout_s: float, what: str) ->
         assert time.monotonic() - started < timeout_s, f"timed out after {timeout_s}s waiting for {what}"
         await asyncio.sleep(0.1)
     return time.monotonic() - started
-
-
-def port_open(port: int) -> bool:
-    """Something accepts connections on 127.0.0.1:port."""
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-        return True
-    return False
 
 
 @contextlib.contextmanager
