@@ -234,7 +234,7 @@ async def test_schema_is_idempotent_and_has_the_contract_columns(clickhouse: Cli
     """Running the DDL again is harmless; columns and types are the contract's."""
     await create_schema(clickhouse)
     await create_schema(clickhouse)
-    assert len(ddl("nova")) == 3
+    assert len(ddl("nova")) == 5  # database, two tables, two ALTERs adding position columns
     rows = await clickhouse.rows(
         "SELECT table, name, type FROM system.columns WHERE database = {db:String} ORDER BY table, position",
         {"db": clickhouse.database},
@@ -248,6 +248,8 @@ async def test_schema_is_idempotent_and_has_the_contract_columns(clickhouse: Cli
         ("post_events", "user_id", "UInt64"),
         ("post_events", "event_type", "LowCardinality(String)"),
         ("post_events", "event_time", "DateTime64(3, 'UTC')"),
+        ("post_events", "kafka_partition", "Int32"),
+        ("post_events", "kafka_offset", "Int64"),
     ]
 
 
