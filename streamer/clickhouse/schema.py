@@ -11,8 +11,9 @@ def ddl(database: str) -> list[str]:
     """The statements `streamer schema` runs, in order."""
     return [
         f"CREATE DATABASE IF NOT EXISTS {database}",
-        # Ordered by time for window scans; ReplacingMergeTree folds exact repeats on merge,
-        # queries still count each event_id once.
+        # Ordered by time for window scans. Plain MergeTree on purpose: queries count each
+        # event_id once, and a replacing engine could keep a later copy (higher Kafka offset)
+        # of a repeated event and drop the copy the stream counted, which breaks reconcile.
         f"""CREATE TABLE IF NOT EXISTS {database}.post_events (
             event_id String,
             post_id UInt64,
@@ -21,7 +22,7 @@ def ddl(database: str) -> list[str]:
             event_time DateTime64(3, 'UTC'),
             kafka_partition Int32 DEFAULT -1,
             kafka_offset Int64 DEFAULT -1
-        ) ENGINE = ReplacingMergeTree
+        ) ENGINE = MergeTree
         PARTITION BY toYYYYMMDD(event_time)
         ORDER BY (event_time, event_id)
         TTL toDateTime(event_time) + INTERVAL {EVENTS_RETENTION_DAYS} DAY""",
