@@ -109,26 +109,32 @@ class LeanConsumer(faust_aiokafka.Consumer):
             else:
                 await self.callback(message)
                 self._read_offset[tp] = message.offset
-        dropped = False
+        unread: dict[TP, int] = {}
         for tp, messages in batches.items():
-            # A rebalance or seek since the fetch: drop the rest and seek back below.
+            # A rebalance or seek since the fetch: do not use the batch, fetch it again.
             if not self.flow_active or self._rebalances != epoch:
-                dropped = True
-                break
+                unread[tp] = messages[0].offset
+                continue
             consumed = await handlers[tp.topic](tp, messages)
             if consumed and self._rebalances == epoch:
                 self._read_offset[tp] = messages[-1].offset
-        if dropped and not self.should_stop:
-            await self._reread_from_committed()
+            else:
+                unread[tp] = messages[0].offset
+        if unread and not self.should_stop:
+            await self._seek_back(unread)
         await self._maybe_commit_every()
 
-    async def _reread_from_committed(self) -> None:
-        """Dropped messages were already fetched: without a seek they would leave a hole that the
-        next message turns into a "gap" Faust treats as acked. Seek to the committed offsets."""
-        try:
-            await self.perform_seek()
-        except Exception as exc:
-            self.log.warning("seek to committed offsets after a dropped batch failed: %r", exc)
+    async def _seek_back(self, unread: dict[TP, int]) -> None:
+        """Fetched but unused messages must be fetched again, or they leave a hole in the
+        partition that nothing ever reads. Seek each partition back to its first unused offset
+        (a partition no longer assigned is skipped: its next owner starts at the commit)."""
+        for tp, offset in unread.items():
+            if tp not in self.assignment():
+                continue
+            try:
+                await self.seek(tp, offset)
+            except Exception as exc:
+                self.log.warning("seek back of %r to %d failed: %r", tp, offset, exc)
 
     async def _accept_offset(self, tp: TP, message: Message, last: dict[TP, int]) -> bool:
         """Drop messages already read (re-fetch after seek); record gaps like Faust does."""
@@ -136,7 +142,11 @@ class LeanConsumer(faust_aiokafka.Consumer):
         offset = message.offset
         if r_offset is not None and offset < r_offset:
             return False
-        if r_offset and offset - r_offset > 1 and self.app.topics.acks_enabled_for(message.topic):
+        handled = tp.topic in (getattr(self.app, _HANDLERS_ATTR, None) or {})
+        if (not handled and r_offset and offset - r_offset > 1
+                and self.app.topics.acks_enabled_for(message.topic)):
+            # A gap counts as acked in Faust; on our topic a gap can only be an unread
+            # hole, so it is never recorded there (commits must wait for real acks).
             await self._add_gap(tp, r_offset + 1, offset)
         last[tp] = offset
         return True
