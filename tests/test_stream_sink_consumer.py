@@ -40,6 +40,21 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes,
         await producer.stop()
 
 
+async def topic_with_events(
+    kafka: LocalService, count: int, posts: int
+) -> tuple[str, list[dict[str, object]]]:
+    """A fresh topic holding `count` valid events, each keyed and placed by its post."""
+    topic = f"sink-{uuid.uuid4().hex[:8]}"
+    bootstrap = f"127.0.0.1:{kafka.port}"
+    await ensure_topics(bootstrap, {topic: PARTITIONS})
+    docs = [event_doc(i, i % posts) for i in range(count)]
+    await produce(bootstrap, topic, [
+        (post_key(i % posts), orjson.dumps(d), partition_for_post(i % posts, PARTITIONS))
+        for i, d in enumerate(docs)
+    ])
+    return topic, docs
+
+
 def sink_settings(kafka: LocalService, topic: str) -> Settings:
     """Fast group timings for tansu; a unique app id per test."""
     return load_settings({
@@ -73,14 +88,7 @@ class TestSinkConsumer:
         self, kafka_service: LocalService, clickhouse: ClickHouse
     ) -> None:
         """Inserts that fail are retried with the same rows; offsets commit only after success."""
-        topic = f"sink-{uuid.uuid4().hex[:8]}"
-        bootstrap = f"127.0.0.1:{kafka_service.port}"
-        await ensure_topics(bootstrap, {topic: PARTITIONS})
-        docs = [event_doc(i, i % 37) for i in range(300)]
-        await produce(bootstrap, topic, [
-            (post_key(int(str(d["post_id"]))), orjson.dumps(d),
-             partition_for_post(int(str(d["post_id"])), PARTITIONS)) for d in docs
-        ])
+        topic, docs = await topic_with_events(kafka_service, 300, 37)
         failures = [3]
         published: dict[int, int] = {}
 
@@ -112,14 +120,7 @@ class TestSinkConsumer:
         self, kafka_service: LocalService, clickhouse: ClickHouse
     ) -> None:
         """Stopped while ClickHouse is down: nothing committed, a new sink writes everything."""
-        topic = f"sink-{uuid.uuid4().hex[:8]}"
-        bootstrap = f"127.0.0.1:{kafka_service.port}"
-        await ensure_topics(bootstrap, {topic: PARTITIONS})
-        docs = [event_doc(i, i % 11) for i in range(120)]
-        await produce(bootstrap, topic, [
-            (post_key(int(str(d["post_id"]))), orjson.dumps(d),
-             partition_for_post(int(str(d["post_id"])), PARTITIONS)) for d in docs
-        ])
+        topic, docs = await topic_with_events(kafka_service, 120, 11)
         settings = sink_settings(kafka_service, topic)
         attempts = [0]
 
