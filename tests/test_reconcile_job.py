@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
+from streamer.clock import wall_ms
 from streamer.config import Settings
 from streamer.core.events import EVENT_TYPE_INDEX, Event
 from streamer.core.payloads import reconcile_key
@@ -20,7 +21,6 @@ from streamer.core.reconcile import StreamSnapshot
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, Window, complete_window_at
 from streamer.jobs.reconcile import Reconciler, make_stream_reconciler
-from streamer.jobs.trending import wall_ms
 from streamer.ops.metrics import REGISTRY
 
 K = 10

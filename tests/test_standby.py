@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from streamer.cache.publish import publish_trending
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
+from streamer.clock import wall_ms
 from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.payloads import (
@@ -27,7 +28,7 @@ from streamer.core.payloads import (
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
 from streamer.jobs.standby import LEASE_JOB, StandbyTrending
-from streamer.jobs.trending import clickhouse_trending, meta_and_age, wall_ms
+from streamer.jobs.trending import clickhouse_trending, meta_and_age
 
 STREAM_POSTS = [PostCounts(1, views=1)]
 

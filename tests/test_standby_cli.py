@@ -13,11 +13,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from streamer.clock import wall_ms
 from streamer.config import Settings
 from streamer.core.payloads import lock_key, trending_key, trending_meta_key
 from streamer.demo.services import free_port, wait_for_port
 from streamer.jobs.standby import LEASE_JOB
-from streamer.jobs.trending import wall_ms
 from tests.test_standby import stream_publish
 
 

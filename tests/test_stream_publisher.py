@@ -10,12 +10,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from streamer.clock import wall_ms
 from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
-from streamer.stream.ingest import wall_ms
 from streamer.stream.partitioning import partition_for_post
 from streamer.stream.publisher import Publisher, encode_posts, partial_key
 from streamer.stream.state import PartitionState

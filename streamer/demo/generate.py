@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
+from streamer.clock import wall_ms
 from streamer.core.events import Event
 
 TYPE_WEIGHTS = (("view", 80), ("like", 12), ("comment", 5), ("share", 3))
@@ -66,7 +67,6 @@ def graph_stats(edges: list[tuple[int, int]]) -> dict[str, int]:
 
 async def _load_graph(users: int, avg_follows: int, chunk: int) -> dict[str, int]:
     """Schema, then the follow graph in chunks, reporting progress as JSON lines on stdout."""
-    import time
 
     from streamer.clickhouse import queries
     from streamer.clickhouse.client import ClickHouse
@@ -80,7 +80,7 @@ async def _load_graph(users: int, avg_follows: int, chunk: int) -> dict[str, int
     _progress("graph", 0, users)
     edges = follow_graph(users, avg_follows)
     _progress("graph", users, users)
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_ms()
     for start in range(0, len(edges), chunk):
         part = edges[start : start + chunk]
         await queries.insert_follows(ch, [(a, b, now_ms) for a, b in part])

@@ -24,6 +24,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from streamer.clock import wall_ms
 from streamer.core.events import EVENT_TYPE_INDEX, Event
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, Window, minute_of
@@ -32,9 +33,7 @@ from streamer.demo.generate import TYPE_WEIGHTS
 TICK_S = 0.1
 
 
-def now_ms() -> int:
-    """Wall clock in epoch milliseconds (event time of fresh events)."""
-    return time.time_ns() // 1_000_000
+now_ms = wall_ms  # event time of fresh events
 
 
 def partition_for(post_id: int, partitions: int) -> int:

@@ -18,13 +18,13 @@ from redis.asyncio import Redis
 
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
+from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
 from streamer.core.payloads import reconcile_key, sink_positions_key
 from streamer.core.reconcile import DriftPolicy, ReconcileReport, StreamSnapshot, compare, is_drift
 from streamer.core.scoring import PostCounts
 from streamer.core.topk import merge_partials
 from streamer.core.window import Window
-from streamer.jobs.trending import Clock, wall_ms
 from streamer.ops.metrics import (
     JOB_DURATION,
     JOB_RUNS,

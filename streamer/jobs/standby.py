@@ -23,6 +23,7 @@ from redis.exceptions import WatchError
 
 from streamer.cache.lock import RedisLock
 from streamer.clickhouse.client import ClickHouse
+from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
 from streamer.core.payloads import encode_meta, encode_trending, trending_key, trending_meta_key
 from streamer.core.reconcile import (
@@ -32,7 +33,7 @@ from streamer.core.reconcile import (
     standby_decision,
 )
 from streamer.jobs.runner import replica_name
-from streamer.jobs.trending import Clock, clickhouse_trending, meta_and_age, record_publish, wall_ms
+from streamer.jobs.trending import clickhouse_trending, meta_and_age, record_publish
 from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES, MODE, STANDBY_PUBLISHING
 
 log = logging.getLogger("streamer.standby")

@@ -8,9 +8,9 @@ from streamer.cache.lock import RedisLock
 from streamer.cache.publish import publish_suggestions
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
+from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
 from streamer.jobs.base import Job
-from streamer.jobs.trending import Clock, wall_ms
 
 
 class SuggestionsJob(Job):

@@ -13,6 +13,7 @@ from streamer.cache.lock import RedisLock
 from streamer.cache.publish import publish_trending
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
+from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
 from streamer.core.payloads import TrendingMeta, trending_meta_key
 from streamer.core.reconcile import TAKEOVER_FACTOR
@@ -20,13 +21,6 @@ from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
 from streamer.jobs.base import Job
 from streamer.ops.metrics import MODE, PUBLISH_AGE, PUBLISH_DURATION, PUBLISH_TOTAL
-
-Clock = Callable[[], int]
-
-
-def wall_ms() -> int:
-    """Current wall-clock time in epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 async def read_meta(redis: Redis, settings: Settings) -> dict[str, Any] | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import orjson
 from rich.console import Console
@@ -13,6 +12,7 @@ from streamer.cache.redis_client import make_redis
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
+from streamer.clock import wall_ms
 from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
@@ -45,7 +45,7 @@ async def sample(settings: Settings, args: argparse.Namespace) -> int:
     """Load a generated follow graph and events (last 2 hours) into ClickHouse."""
     ch = ClickHouse.from_settings(settings)
     await create_schema(ch)
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_ms()
     with console.status("generating follow graph…"):
         edges = follow_graph(args.users, args.avg_follows)
         await queries.insert_follows(ch, [(a, b, now_ms) for a, b in edges])

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faust.types import TP, Message
 
+from streamer.clock import wall_ms
 from streamer.core.events import DeadLetter, Event, decode_message_fast, encode_events
 from streamer.ops.metrics import (
     ACTIVE_POSTS,
@@ -41,11 +41,6 @@ MAX_IN_FLIGHT = 16
 MAX_RECORD_EVENTS = 5000
 Outgoing = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
 SendMany = Callable[[list[Outgoing]], Awaitable[None]]  # sends in order, returns when all landed
-
-
-def wall_ms() -> int:
-    """Wall-clock epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 class Ingestor:

@@ -22,6 +22,7 @@ from streamer.cache.lock import RedisLock
 from streamer.cache.publish import publish_trending
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
+from streamer.clock import wall_ms
 from streamer.config import Settings
 from streamer.core.payloads import TrendingMeta, trending_key
 from streamer.core.scoring import PostCounts
@@ -37,7 +38,7 @@ from streamer.ops.metrics import (
     PUBLISH_INCOMPLETE,
     PUBLISH_TOTAL,
 )
-from streamer.stream.ingest import Ingestor, wall_ms
+from streamer.stream.ingest import Ingestor
 from streamer.stream.reconcile_hook import ReconcileHook, ReconcileRequests
 
 log = logging.getLogger("streamer.stream.publisher")

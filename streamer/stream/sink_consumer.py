@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streamer.clock import wall_ms
 from streamer.config import Settings
 from streamer.core.events import Event, decode_message_fast
 from streamer.ops.metrics import SINK_BATCH, SINK_FAILURES, SINK_PENDING
@@ -114,7 +114,7 @@ class ClickHouseSinkConsumer:
     async def _write(self, batch: dict[TopicPartition, list[object]], stop: asyncio.Event) -> bool:
         """Insert then commit one fetched batch; False when stopped before it was written."""
         flat = [(tp.partition, m.offset, m.value) for tp, ms in batch.items() for m in ms]  # type: ignore[attr-defined]
-        events, positions = rows_of(flat, self.partitions, time.time_ns() // 1_000_000)
+        events, positions = rows_of(flat, self.partitions, wall_ms())
         SINK_PENDING.set(len(events))
         backoff_s = self.settings.streamer_sink_flush_ms / 1000
         while True:
