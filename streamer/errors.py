@@ -25,7 +25,3 @@ class InvalidEvent(StreamerError):
 
 class LockLost(StreamerError):
     """Raised when a fenced write finds the job lock held by someone else (or expired)."""
-
-
-class JobFailed(StreamerError):
-    """Raised by `jobs --once` when at least one job run failed."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from streamer.clickhouse.client import ClickHouse
@@ -169,11 +168,3 @@ async def insert_follows(ch: ClickHouse, edges: Sequence[tuple[int, int, int]]) 
     """Write follow edges (follower, followee, created_at_ms)."""
     rows = [[a, b, ms_to_datetime(ts)] for a, b, ts in edges]
     await ch.insert("follows", rows, ("follower_id", "followee_id", "created_at"))
-
-
-@dataclass(frozen=True, slots=True)
-class GraphStats:
-    """Size of the follow graph."""
-
-    edges: int
-    users: int

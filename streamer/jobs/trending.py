@@ -51,12 +51,6 @@ async def meta_and_age(
     return meta, now_ms - int(meta.get("generated_at_ms", 0))  # no TTL: fall back to its stamp
 
 
-async def stream_is_fresh(redis: Redis, settings: Settings, now_ms: int) -> bool:
-    """True when someone published within the standby takeover age (1.2 intervals)."""
-    meta, age_ms = await meta_and_age(redis, settings, now_ms)
-    return meta is not None and age_ms < TAKEOVER_FACTOR * settings.job_trending_interval_sec * 1000
-
-
 async def clickhouse_trending(
     settings: Settings, ch: ClickHouse, now_ms: int, extra: dict[str, Any] | None = None,
     partitions: list[int] | None = None,
