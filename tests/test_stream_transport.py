@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -38,12 +38,21 @@ class _Topics:
         return True
 
 
+def _app() -> Any:
+    return type("App", (), {"topics": _Topics(), "consumer_generation_id": 1})()
+
+
 @dataclass
 class FakeConsumer:
-    """Just the state `_drain_once` touches, with LeanConsumer's methods bound to it."""
+    """Just the state `_drain_once` touches, with LeanConsumer's methods bound to it. A fake,
+    not tansu: the races it stages (a rebalance or pause between fetch and delivery) cannot be
+    produced on demand with a real broker; tests/test_stream_worker.py covers the real thing."""
 
     fetched: list[Msg]
-    app: Any = field(default_factory=lambda: type("App", (), {"topics": _Topics()})())
+    app: Any = field(default_factory=_app)
+    active: set[TP] | None = None
+    positions: dict[TP, int] = field(default_factory=dict)
+    _buffered_partitions: set[TP] = field(default_factory=set)
     should_stop: bool = False
     flow_active: bool = True
     _commit_every: int | None = 3
@@ -58,6 +67,9 @@ class FakeConsumer:
     _accept_offset = LeanConsumer._accept_offset
     _maybe_commit_every = LeanConsumer._maybe_commit_every
     _seek_back = LeanConsumer._seek_back
+    _route = LeanConsumer._route
+    _run_handlers = LeanConsumer._run_handlers
+    _deliverable = LeanConsumer._deliverable
     sought: list[tuple[TP, int]] = field(default_factory=list)
 
     def assignment(self) -> set[TP]:
@@ -65,10 +77,21 @@ class FakeConsumer:
 
     async def seek(self, tp: TP, offset: int) -> None:
         self.sought.append((tp, offset))
+        self.positions[tp] = offset
 
-    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Msg]]:  # noqa: ASYNC109 - Faust signature
+    async def position(self, tp: TP) -> int | None:
+        """Next offset to read: past everything fetched unless something sought since."""
+        fetched = [m.offset + 1 for m in self.fetched if m.tp == tp]
+        return self.positions.get(tp, max(fetched, default=None))
+
+    async def _wait_next_records(self, timeout: float) -> tuple[dict[TP, list[Msg]], Any]:  # noqa: ASYNC109 - Faust signature
+        records: dict[TP, list[Msg]] = {}
         for m in self.fetched:
-            yield m.tp, m
+            records.setdefault(m.tp, []).append(m)
+        return records, self.active
+
+    def _to_message(self, tp: TP, record: Msg) -> Msg:
+        return record
 
     async def callback(self, message: Msg) -> None:
         self.callbacks.append(message)
@@ -169,3 +192,63 @@ class TestDrain:
         assert consumer._read_offset[TP("ev", 0)] is None
         assert consumer._read_offset[TP("ev", 1)] is None
         assert consumer.sought == [(TP("ev", 0), 0), (TP("ev", 1), 0)]  # both read again
+
+    async def test_paused_partition_records_are_fetched_again(self) -> None:
+        """Records fetched for a partition that is not active (paused during recovery) are not
+        delivered, and its position goes back to the first of them (Faust drops them silently)."""
+        consumer = FakeConsumer([Msg("ev", 0, 7), Msg("ev", 0, 8), Msg("ev", 1, 3)],
+                                active={TP("ev", 1)})
+        handled: list[TP] = []
+
+        async def handler(tp: TP, messages: list[Any]) -> bool:
+            handled.append(tp)
+            return True
+
+        register_batch_handler(consumer.app, "ev", handler)
+        await LeanConsumer._drain_once(cast(Any, consumer))
+        assert handled == [TP("ev", 1)]
+        assert consumer.sought == [(TP("ev", 0), 7)]
+
+    async def test_no_seek_back_past_a_newer_seek(self) -> None:
+        """When a seek since the fetch (to the committed offset) already put the partition at
+        or before the unused records, seeking back to them would skip what lies between."""
+        consumer = FakeConsumer([Msg("ev", 0, 500), Msg("ev", 0, 501)])
+
+        async def handler(tp: TP, messages: list[Any]) -> bool:
+            consumer._rebalances += 1
+            consumer.positions[tp] = 200  # perform_seek to the committed offset meanwhile
+            return True
+
+        register_batch_handler(consumer.app, "ev", handler)
+        await LeanConsumer._drain_once(cast(Any, consumer))
+        assert consumer.sought == []
+        assert consumer._read_offset[TP("ev", 0)] is None
+
+
+@dataclass
+class FakeThread:
+    """The consumer thread's two seeks, recorded."""
+
+    committed: dict[TP, int | None]
+    rewound: list[Any] = field(default_factory=list)
+
+    async def seek_to_committed(self) -> dict[TP, int | None]:
+        return self.committed
+
+    async def seek_to_beginning(self, *tps: Any) -> None:
+        self.rewound.extend(tps)
+
+
+class TestSeekToCommitted:
+    """aiokafka leaves partitions without a commit where they are; we rewind ours."""
+
+    async def test_uncommitted_partitions_of_handled_topics_start_over(self) -> None:
+        """None and 0 mean nothing committed: rewind to the beginning; others stay untouched."""
+        thread = FakeThread({TP("ev", 0): None, TP("ev", 1): 0, TP("ev", 2): 41,
+                             TP("changelog", 0): None})
+        consumer = type("C", (), {"app": _app(), "_thread": thread,
+                                  "log": logging.getLogger("test")})()
+        register_batch_handler(consumer.app, "ev", lambda tp, messages: None)  # type: ignore[arg-type,return-value]
+        committed = await LeanConsumer.seek_to_committed(cast(Any, consumer))
+        assert committed == thread.committed
+        assert sorted((tp.topic, tp.partition) for tp in thread.rewound) == [("ev", 0), ("ev", 1)]

@@ -18,9 +18,10 @@ callback, awaited directly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from aiokafka import TopicPartition
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
@@ -91,25 +92,68 @@ class LeanConsumer(faust_aiokafka.Consumer):
         finally:
             self._rebalances += 1
 
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Also rewind partitions of handled topics that have no committed offset.
+
+        aiokafka's `seek_to_committed` leaves such a partition where it is, and Faust relies on
+        that seek to re-read records it fetched but did not deliver (during recovery or a
+        rebalance): without a commit those records were skipped for good."""
+        committed: Mapping[TP, int] = await self._thread.seek_to_committed()  # as Faust does
+        handled = getattr(self.app, _HANDLERS_ATTR, None) or {}
+        fresh = [TopicPartition(tp.topic, tp.partition) for tp, offset in committed.items()
+                 if tp.topic in handled and not (offset and offset > 0)]
+        if fresh:
+            self.log.info("no committed offset for %s: reading from the beginning",
+                          ", ".join(f"{tp.topic}[{tp.partition}]" for tp in fresh))
+            await self._thread.seek_to_beginning(*fresh)
+        return committed
+
     async def _drain_once(self) -> None:
-        """One getmany round: route each message, then run the batch handlers."""
-        handlers: dict[str, BatchHandler] = getattr(self.app, _HANDLERS_ATTR, None) or {}
+        """One fetch round: deliver every fetched record or fetch it again, never drop it.
+
+        Faust's own `getmany` silently drops records of partitions that are paused or whose
+        flow stopped mid-iteration; their position has already moved past them."""
+        epoch = self._rebalances
+        records, active = await self._wait_next_records(1.0)
+        generation = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        unread: dict[TP, int] = {}
         batches: dict[TP, list[Message]] = {}
         last: dict[TP, int] = {}
-        epoch = self._rebalances
-        ait = self.getmany(timeout=1.0)
-        await asyncio.sleep(0)
-        if self.should_stop:
-            return
-        async for tp, message in ait:
+        for tp, raw in records.items():
+            if raw:
+                await self._route(tp, raw, active, generation, batches, unread, last)
+        await self._run_handlers(batches, epoch, unread)
+        if unread and not self.should_stop:
+            await self._seek_back(unread)
+        await self._maybe_commit_every()
+
+    def _deliverable(self, tp: TP, active: set[TP] | None, generation: int) -> bool:
+        return (self.flow_active and self.app.consumer_generation_id == generation
+                and (active is None or tp in active or tp in self._buffered_partitions))
+
+    async def _route(self, tp: TP, raw: list[Any], active: set[TP] | None, generation: int,
+                     batches: dict[TP, list[Message]], unread: dict[TP, int],
+                     last: dict[TP, int]) -> None:
+        """Batch a handled topic's records; hand others to Faust's callback one by one."""
+        handled = tp.topic in (getattr(self.app, _HANDLERS_ATTR, None) or {})
+        for record in raw:
+            if not self._deliverable(tp, active, generation):
+                unread[tp] = record.offset
+                return
+            message = self._to_message(tp, record)
             if not await self._accept_offset(tp, message, last):
                 continue
-            if tp.topic in handlers:
+            if handled:
                 batches.setdefault(tp, []).append(message)
             else:
                 await self.callback(message)
                 self._read_offset[tp] = message.offset
-        unread: dict[TP, int] = {}
+
+    async def _run_handlers(self, batches: dict[TP, list[Message]], epoch: int,
+                            unread: dict[TP, int]) -> None:
+        handlers: dict[str, BatchHandler] = getattr(self.app, _HANDLERS_ATTR, None) or {}
         for tp, messages in batches.items():
             # A rebalance or seek since the fetch: do not use the batch, fetch it again.
             if not self.flow_active or self._rebalances != epoch:
@@ -120,19 +164,19 @@ class LeanConsumer(faust_aiokafka.Consumer):
                 self._read_offset[tp] = messages[-1].offset
             else:
                 unread[tp] = messages[0].offset
-        if unread and not self.should_stop:
-            await self._seek_back(unread)
-        await self._maybe_commit_every()
 
     async def _seek_back(self, unread: dict[TP, int]) -> None:
         """Fetched but unused messages must be fetched again, or they leave a hole in the
         partition that nothing ever reads. Seek each partition back to its first unused offset
+        unless a rebalance or seek since the fetch already put it at or before that offset
         (a partition no longer assigned is skipped: its next owner starts at the commit)."""
         for tp, offset in unread.items():
             if tp not in self.assignment():
                 continue
             try:
-                await self.seek(tp, offset)
+                position = await self.position(tp)
+                if position is None or position > offset:
+                    await self.seek(tp, offset)
             except Exception as exc:
                 self.log.warning("seek back of %r to %d failed: %r", tp, offset, exc)
 
