@@ -77,19 +77,10 @@ async def raise_not_exact(c: Cluster, w2: WorkerProcess, posts: list[PostCounts]
     raise RestartNotExact(detail)
 
 
-SIGTERM_UNDERCOUNT = (
-    "worker bug, intermittent: after a SIGTERM the restarted worker publishes less than the "
-    "brute force (3 of 11 runs of the in-flight test before 74c53e8; the mid-stream test failed on "
-    "c0b5adc). In the runs with evidence, recovery missed the tail of a changelog partition "
-    "(log 'partition 3 recovered: 5 records') although the broker held every record (offsets "
-    "0-5 read back); the events of the missing record had their offsets committed"
-)
-
 
 class TestSigtermInFlight:
     """A clean stop with everything in flight, then an exact restart."""
 
-    @pytest.mark.xfail(strict=False, raises=RestartNotExact, reason=SIGTERM_UNDERCOUNT)
     async def test_sigterm_during_publish_insert_and_suggestions(
         self, cluster: Cluster, fake_ch: FakeClickHouse, proxy: RedisProxy, redis_client: Redis
     ) -> None:
@@ -145,7 +136,6 @@ class TestSigtermInFlight:
 class TestSigtermMidStream:
     """A clean stop while the worker is busy consuming."""
 
-    @pytest.mark.xfail(strict=False, raises=RestartNotExact, reason=SIGTERM_UNDERCOUNT)
     async def test_sigterm_mid_stream_then_restart_is_exact(
         self, cluster: Cluster, redis_client: Redis
     ) -> None:
