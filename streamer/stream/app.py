@@ -80,6 +80,13 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.Top
         STATE_TABLE, partitions=partitions, key_type=bytes, value_type=bytes,
     )
 
+    if settings.streamer_table_store != "memory":
+        # RocksDB is written before the changelog send is confirmed, so after a crash it can
+        # hold records the changelog never got; their events would then be skipped as
+        # duplicates here and lost when the partition moves. The changelog is the only truth:
+        # every start rebuilds from it (RocksDB keeps the records out of RAM meanwhile).
+        table.reset_state()
+
     @app.agent(topic, name="ingest")
     async def ingest(stream: Any) -> None:
         """Subscribes the topic; the lean transport delivers its messages in batches instead."""
