@@ -13,7 +13,6 @@ import http.server
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,11 +27,8 @@ from typing import Any
 
 import orjson
 
-from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
-from streamer.core.scoring import PostCounts
-from streamer.core.window import Window
 from streamer.demo.services import LocalService, free_port, wait_for_port
-from tests.stream_helpers import FAST_GROUP_ENV, WorkerProcess, oracle, unique
+from tests.stream_helpers import Cluster, WorkerProcess
 
 # ---- figures ----------------------------------------------------------------------------
 FIGURES_PATH = Path(os.environ.get("RELIABILITY_FIGURES", "/tmp/streamer-reliability/figures.json"))
@@ -66,71 +62,6 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[index]
-
-
-# ---- cluster of workers -----------------------------------------------------------------
-class Cluster:
-    """One test's topic, environment and worker processes (always killed at the end)."""
-
-    def __init__(self, kafka: LocalService, redis_url: str, root: Path, partitions: int = 4) -> None:
-        self.bootstrap = f"127.0.0.1:{kafka.port}"
-        self.topic = unique("rel-events")
-        self.dlq = self.topic + ".dlq"
-        self.partitions = partitions
-        self.root = root
-        self.env = dict(os.environ)
-        self.env.update(FAST_GROUP_ENV)
-        self.env.update({
-            "REDIS_URL": redis_url, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "KAFKA_EVENTS_TOPIC": self.topic, "KAFKA_DLQ_TOPIC": self.dlq,
-            "STREAMER_APP_ID": unique("rel-app"), "STREAMER_TOPIC_PARTITIONS": str(partitions),
-            "CLICKHOUSE_URL": "",
-        })
-        self.workers: list[WorkerProcess] = []
-
-    def worker(self, name: str, **env: str) -> WorkerProcess:
-        """Start a worker whose data dir is root/name (reused across restarts)."""
-        w = WorkerProcess({**self.env, **env}, self.root / name).start()
-        self.workers.append(w)
-        return w
-
-    def kill_all(self) -> None:
-        """SIGKILL whatever is still running (fixture teardown)."""
-        for w in self.workers:
-            with contextlib.suppress(Exception):
-                if w.proc is not None and w.proc.poll() is None:
-                    os.kill(w.proc.pid, signal.SIGCONT)  # in case a test left it stopped
-            w.kill()
-
-
-async def read_trending(redis: Any) -> tuple[list[PostCounts] | None, dict[str, Any] | None]:
-    """The published array and meta (None when absent)."""
-    raw, raw_meta = await redis.mget([trending_key(1), trending_meta_key(1)])
-    posts = decode_trending(raw) if raw is not None else None
-    return posts, (orjson.loads(raw_meta) if raw_meta else None)
-
-
-async def settle_exact(
-    redis: Any, events: list[dict[str, Any]], partitions: int, timeout_s: float = 90.0,
-    k: int = 50,
-) -> tuple[list[PostCounts], list[PostCounts], dict[str, Any]]:
-    """Poll complete publishes until one equals the brute-force oracle over its own window."""
-    deadline = time.monotonic() + timeout_s
-    posts: list[PostCounts] = []
-    want: list[PostCounts] = []
-    meta: dict[str, Any] = {}
-    seen = 0
-    while time.monotonic() < deadline:
-        got, got_meta = await read_trending(redis)
-        if got is not None and got_meta and got_meta["generated_at_ms"] != seen \
-                and got_meta["partitions"] == list(range(partitions)):
-            seen = got_meta["generated_at_ms"]
-            posts, meta = got, got_meta
-            want = oracle(events, Window(meta["window_start_ms"], meta["window_end_ms"]), k)
-            if posts == want:
-                return posts, want, meta
-        await asyncio.sleep(0.1)
-    return posts, want, meta
 
 
 # ---- a ClickHouse we can break ----------------------------------------------------------
@@ -472,7 +403,7 @@ async def await_until(check: Callable[[], bool], timeout_s: float, what: str) ->
 @contextlib.contextmanager
 def cluster_of(kafka: LocalService, redis_url: str, root: Path, partitions: int = 4) -> Iterator[Cluster]:
     """A Cluster whose workers are killed on exit."""
-    c = Cluster(kafka, redis_url, root, partitions)
+    c = Cluster(kafka, redis_url, root, partitions, prefix="rel-", CLICKHOUSE_URL="")
     try:
         yield c
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -20,9 +21,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamer.core.events import EVENT_TYPES
+from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import Window
-from streamer.demo.services import free_port
+from streamer.demo.services import LocalService, free_port
 
 FAST_GROUP_ENV = {
     "STREAMER_REBALANCE_TIMEOUT_SEC": "3",
@@ -207,8 +209,6 @@ def oracle(events: Iterable[dict[str, Any]], window: Window, k: int) -> list[Pos
 async def wait_for_publish(redis: Any, after_ms: int, timeout_s: float = 30.0,
                            partitions: int | None = None) -> tuple[list[PostCounts], dict[str, Any]]:
     """Wait for a trending publish generated after `after_ms` (complete, when partitions given)."""
-    from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         raw, raw_meta = await redis.mget([trending_key(1), trending_meta_key(1)])
@@ -219,3 +219,72 @@ async def wait_for_publish(redis: Any, after_ms: int, timeout_s: float = 30.0,
                 return decode_trending(raw), meta
         await asyncio.sleep(0.2)
     raise AssertionError("no publish in time")
+
+
+class Cluster:
+    """One test's topic, environment and worker processes."""
+
+    def __init__(self, kafka: LocalService, redis_url: str, root: Path, partitions: int = 4,
+                 prefix: str = "", **env: str) -> None:
+        self.bootstrap = f"127.0.0.1:{kafka.port}"
+        self.topic = unique(f"{prefix}events")
+        self.dlq = self.topic + ".dlq"
+        self.partitions = partitions
+        self.root = root
+        self.env = dict(os.environ)
+        self.env.update(FAST_GROUP_ENV)
+        self.env.update({
+            "REDIS_URL": redis_url, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KAFKA_EVENTS_TOPIC": self.topic, "KAFKA_DLQ_TOPIC": self.dlq,
+            "STREAMER_APP_ID": unique(f"{prefix}app"), "STREAMER_TOPIC_PARTITIONS": str(partitions),
+            **env,
+        })
+        self.workers: list[WorkerProcess] = []
+
+    def worker(self, name: str, **env: str) -> WorkerProcess:
+        """Start a worker whose data dir is root/name (reused across restarts)."""
+        w = WorkerProcess({**self.env, **env}, self.root / name).start()
+        self.workers.append(w)
+        return w
+
+    def stop_all(self) -> list[int]:
+        """SIGTERM every live worker; their exit codes."""
+        return [w.terminate() for w in self.workers if w.proc and w.proc.poll() is None]
+
+    def kill_all(self) -> None:
+        """SIGKILL whatever is still running (fixture teardown), stopped ones included."""
+        for w in self.workers:
+            with contextlib.suppress(Exception):
+                if w.proc is not None and w.proc.poll() is None:
+                    os.kill(w.proc.pid, signal.SIGCONT)  # in case a test left it stopped
+            w.kill()
+
+
+async def read_trending(redis: Any) -> tuple[list[PostCounts] | None, dict[str, Any] | None]:
+    """The published array and meta (None when absent)."""
+    raw, raw_meta = await redis.mget([trending_key(1), trending_meta_key(1)])
+    posts = decode_trending(raw) if raw is not None else None
+    return posts, (orjson.loads(raw_meta) if raw_meta else None)
+
+
+async def settle_exact(
+    redis: Any, events: list[dict[str, Any]], partitions: int, timeout_s: float = 90.0,
+    k: int = 50,
+) -> tuple[list[PostCounts], list[PostCounts], dict[str, Any]]:
+    """Poll complete publishes until one equals the brute-force oracle over its own window."""
+    deadline = time.monotonic() + timeout_s
+    posts: list[PostCounts] = []
+    want: list[PostCounts] = []
+    meta: dict[str, Any] = {}
+    seen = 0
+    while time.monotonic() < deadline:
+        got, got_meta = await read_trending(redis)
+        if got is not None and got_meta and got_meta["generated_at_ms"] != seen \
+                and got_meta["partitions"] == list(range(partitions)):
+            seen = got_meta["generated_at_ms"]
+            posts, meta = got, got_meta
+            want = oracle(events, Window(meta["window_start_ms"], meta["window_end_ms"]), k)
+            if posts == want:
+                return posts, want, meta
+        await asyncio.sleep(0.1)
+    return posts, want, meta

@@ -20,14 +20,12 @@ from streamer.core.payloads import suggestions_key
 from streamer.core.suggest import suggest_for_user
 from streamer.demo.services import LocalService
 from tests.reliability_helpers import (
-    Cluster,
     FakeClickHouse,
     await_until,
     cluster_of,
     record_figures,
-    settle_exact,
 )
-from tests.stream_helpers import WorkerProcess, keyed, now_ms, produce, random_events
+from tests.stream_helpers import Cluster, WorkerProcess, keyed, now_ms, produce, random_events, settle_exact
 
 pytestmark = pytest.mark.timeout(240)
 FOLLOWS = [(u, (u * 7 + k) % 60 + 1) for u in range(1, 60) for k in range(1, 4)]

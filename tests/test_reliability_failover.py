@@ -20,14 +20,11 @@ from redis.asyncio import Redis
 
 from streamer.demo.services import LocalService
 from tests.reliability_helpers import (
-    Cluster,
     await_until,
     cluster_of,
-    read_trending,
     record_figures,
-    settle_exact,
 )
-from tests.stream_helpers import keyed, now_ms, produce, random_events
+from tests.stream_helpers import Cluster, keyed, now_ms, produce, random_events, read_trending, settle_exact
 
 pytestmark = pytest.mark.timeout(240)
 INTERVAL_S = 2  # FAST_GROUP_ENV's JOB_TRENDING_INTERVAL_SEC

@@ -16,8 +16,12 @@ from redis.asyncio import Redis
 
 from streamer.core.events import encode_events, validate_event
 from streamer.demo.services import LocalService
-from tests.reliability_helpers import Cluster, cluster_of, record_figures, settle_exact
+from tests.reliability_helpers import (
+    cluster_of,
+    record_figures,
+)
 from tests.stream_helpers import (
+    Cluster,
     Message,
     WorkerProcess,
     keyed,
@@ -25,6 +29,7 @@ from tests.stream_helpers import (
     produce,
     random_events,
     read_topic,
+    settle_exact,
     wait_metric,
 )
 

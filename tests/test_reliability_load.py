@@ -25,15 +25,20 @@ from redis.asyncio import Redis
 from streamer.core.events import EVENT_TYPES
 from streamer.demo.services import LocalService
 from tests.reliability_helpers import (
-    Cluster,
     cluster_of,
     percentile,
-    read_trending,
     record_figures,
     rss_kib,
-    settle_exact,
 )
-from tests.stream_helpers import WorkerProcess, event, now_ms, wait_metric
+from tests.stream_helpers import (
+    Cluster,
+    WorkerProcess,
+    event,
+    now_ms,
+    read_trending,
+    settle_exact,
+    wait_metric,
+)
 
 
 @pytest.fixture

@@ -16,14 +16,20 @@ from streamer.core.scoring import PostCounts
 from streamer.core.window import Window
 from streamer.demo.services import LocalService, start_redis
 from tests.reliability_helpers import (
-    Cluster,
     await_until,
     cluster_of,
-    read_trending,
     record_figures,
+)
+from tests.stream_helpers import (
+    Cluster,
+    keyed,
+    now_ms,
+    oracle,
+    produce,
+    random_events,
+    read_trending,
     settle_exact,
 )
-from tests.stream_helpers import keyed, now_ms, oracle, produce, random_events
 
 pytestmark = pytest.mark.timeout(240)
 INTERVAL_S = 2

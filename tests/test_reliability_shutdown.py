@@ -14,7 +14,6 @@ from redis.asyncio import Redis
 from streamer.core.scoring import PostCounts
 from streamer.demo.services import LocalService
 from tests.reliability_helpers import (
-    Cluster,
     FakeClickHouse,
     RedisProxy,
     await_until,
@@ -22,9 +21,17 @@ from tests.reliability_helpers import (
     cluster_of,
     record_figures,
     recovery_lines,
-    settle_exact,
 )
-from tests.stream_helpers import WorkerProcess, keyed, now_ms, produce, random_events, wait_metric
+from tests.stream_helpers import (
+    Cluster,
+    WorkerProcess,
+    keyed,
+    now_ms,
+    produce,
+    random_events,
+    settle_exact,
+    wait_metric,
+)
 
 pytestmark = pytest.mark.timeout(240)
 FOLLOWS = [(u, (u * 5 + k) % 50 + 1) for u in range(1, 50) for k in range(1, 4)]

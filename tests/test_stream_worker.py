@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,56 +15,22 @@ from redis.asyncio import Redis
 
 from streamer.core.events import encode_events, validate_event
 from streamer.core.payloads import trending_key, trending_meta_key
-from streamer.core.scoring import PostCounts
-from streamer.core.window import Window
 from streamer.demo.services import LocalService
 from streamer.stream.partitioning import partition_for_post
 from tests.stream_helpers import (
-    FAST_GROUP_ENV,
+    Cluster,
     Message,
-    WorkerProcess,
     event,
     keyed,
     now_ms,
-    oracle,
     produce,
     random_events,
     read_topic,
-    unique,
-    wait_for_publish,
+    settle_exact,
     wait_metric,
 )
 
 pytestmark = pytest.mark.timeout(240)
-
-
-class Cluster:
-    """Topic, env and the worker processes of one test."""
-
-    def __init__(self, kafka: LocalService, redis_url: str, root: Path, partitions: int) -> None:
-        self.bootstrap = f"127.0.0.1:{kafka.port}"
-        self.topic = unique("events")
-        self.dlq = self.topic + ".dlq"
-        self.partitions = partitions
-        self.root = root
-        self.env = dict(os.environ)
-        self.env.update(FAST_GROUP_ENV)
-        self.env.update({
-            "REDIS_URL": redis_url, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "KAFKA_EVENTS_TOPIC": self.topic, "KAFKA_DLQ_TOPIC": self.dlq,
-            "STREAMER_APP_ID": unique("app"), "STREAMER_TOPIC_PARTITIONS": str(partitions),
-        })
-        self.workers: list[WorkerProcess] = []
-
-    def worker(self, name: str, **env: str) -> WorkerProcess:
-        """Start a worker whose data dir is root/name (reused across restarts)."""
-        w = WorkerProcess({**self.env, **env}, self.root / name).start()
-        self.workers.append(w)
-        return w
-
-    def stop_all(self) -> list[int]:
-        """SIGTERM every live worker; their exit codes."""
-        return [w.terminate() for w in self.workers if w.proc and w.proc.poll() is None]
 
 
 @pytest.fixture
@@ -82,27 +47,7 @@ def cluster_factory(
 
     yield make
     for c in made:
-        for w in c.workers:
-            w.kill()
-
-
-async def settle_exact(
-    redis: Redis, events: list[dict[str, Any]], partitions: int, timeout_s: float = 90.0
-) -> tuple[list[PostCounts], list[PostCounts], dict[str, Any]]:
-    """Wait until a complete publish equals the brute-force oracle over its own window."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    posts: list[PostCounts] = []
-    want: list[PostCounts] = []
-    meta: dict[str, Any] = {}
-    since = 0
-    while asyncio.get_running_loop().time() < deadline:
-        posts, meta = await wait_for_publish(redis, since, timeout_s, partitions)
-        since = meta["generated_at_ms"]
-        window = Window(meta["window_start_ms"], meta["window_end_ms"])
-        want = oracle(events, window, 50)
-        if posts == want:
-            break
-    return posts, want, meta
+        c.kill_all()
 
 
 def ch_distinct_events(data_dir: Path) -> int:
