@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamer.core.events import EVENT_TYPES, Event
 from streamer.core.scoring import PostCounts, rank_posts
@@ -134,6 +136,37 @@ class TestPartitionState:
         assert window.first_minute < (restored.window.first_minute or 0)
         assert restored.can_compute(window)
         assert restored.complete_partial(window, 100).top == brute(stream, window, 100)
+
+    @settings(max_examples=60, deadline=None)
+    @given(seed=st.integers(0, 10**6), writers=st.integers(1, 3), data=st.data())
+    def test_overlapping_records_count_each_event_once(
+        self, seed: int, writers: int, data: st.DataObject
+    ) -> None:
+        """Records of several writers that cover overlapping parts of the same stream (a
+        paused owner writing after it lost the partition, a record sent twice), loaded in any
+        order: each event id counts once, live minutes and retained minutes alike."""
+        stream = random_stream(600, T0 - 62 * MINUTE_MS, 64 * MINUTE_MS, seed=seed)
+        records: list[tuple[bytes, bytes]] = []
+        covered: list[Event] = []
+        for _ in range(writers):
+            lo = data.draw(st.integers(0, len(stream)))
+            hi = data.draw(st.integers(lo, len(stream)))
+            step = data.draw(st.integers(1, 200))
+            writer = PartitionState(0, 60, T0 - 62 * MINUTE_MS)
+            for i in range(lo, hi, step):
+                for e in stream[i : i + step]:
+                    writer.accept(e)
+                    covered.append(e)
+                rec = writer.take_record()
+                if rec is not None:
+                    records.append(rec)
+        order = data.draw(st.permutations(records))
+        now = T0 + MINUTE_MS + 5_000
+        restored = PartitionState(0, 60, now)
+        restored.load(order)
+        assert restored.top(100) == brute(covered, window_at(now, 60), 100)
+        window = complete_window_at(now, 60)  # starts in a retained minute
+        assert restored.complete_partial(window, 100).top == brute(covered, window, 100)
 
     def test_record_keys_carry_the_partition(self) -> None:
         """Keys name their partition and their writer."""

@@ -1,11 +1,13 @@
 """One partition's exact state and the change records that make it durable.
 
 The state is rebuilt from *records*: each record is one changelog message holding, for a batch
-of accepted events, the event ids (for dedup) and the per-post minute-bucket increments. Ids
-and counts of an event always travel in the same message, so after kill -9 a record is either
-wholly in the changelog or not at all: a redelivered event is either found by its id
-(duplicate, skipped) or absent together with its counts (counted again, once). A record is
-deleted (tombstoned) once every minute it touches has left the window.
+of accepted events, every event's id, post and type, by minute. Id and counts of an event
+always travel in the same message, so after kill -9 a record is either wholly in the changelog
+or not at all: a redelivered event is either found by its id (duplicate, skipped) or absent
+together with its counts (counted again, once). Loading counts each id once, so records that
+overlap (a paused owner that wrote after losing its partition, a record sent twice) cannot
+count an event twice. A record is deleted (tombstoned) once every minute it touches has left
+the window.
 """
 
 from __future__ import annotations
@@ -47,27 +49,37 @@ def parse_record_key(key: bytes) -> int:
     return int(key.split(b":", 1)[0])
 
 
+TYPE_CHARS = "0123"  # type index as one character of the record's per-minute type string
+
+
 @dataclass
 class RecordBuilder:
-    """Accumulates one record: ids by minute and summed bucket increments."""
+    """Accumulates one record: per minute, parallel lists of ids, posts and type indexes."""
 
     ids: dict[int, list[str]] = field(default_factory=dict)
-    deltas: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    posts: dict[int, list[int]] = field(default_factory=dict)
+    types: dict[int, list[str]] = field(default_factory=dict)
     events: int = 0
 
     def add(self, event: Event, minute: int) -> None:
         """Remember an accepted event."""
-        self.ids.setdefault(minute, []).append(event.event_id)
-        counters = self.deltas.get((event.post_id, minute))
-        if counters is None:
-            counters = self.deltas[(event.post_id, minute)] = [0, 0, 0, 0]
-        counters[event.type_index] += 1
+        ids = self.ids.get(minute)
+        if ids is None:
+            ids = self.ids[minute] = []
+            self.posts[minute] = []
+            self.types[minute] = []
+        ids.append(event.event_id)
+        self.posts[minute].append(event.post_id)
+        self.types[minute].append(TYPE_CHARS[event.type_index])
         self.events += 1
 
     def encode(self) -> tuple[bytes, int]:
         """(JSON value, newest minute touched)."""
-        rows = [[p, m, *c] for (p, m), c in self.deltas.items()]
-        value = orjson.dumps({"ids": {str(m): i for m, i in self.ids.items()}, "d": rows})
+        value = orjson.dumps({
+            "ids": {str(m): i for m, i in self.ids.items()},
+            "p": {str(m): p for m, p in self.posts.items()},
+            "t": {str(m): "".join(t) for m, t in self.types.items()},
+        })
         return value, max(self.ids)
 
 
@@ -161,10 +173,11 @@ class PartitionState:
             del self.retained[minute]
 
     def load(self, records: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
-        """Rebuild from recovered records; return keys of records already expired."""
+        """Rebuild from recovered records, each event id once; return keys of expired records."""
         first = self._first()
         keep_from = first - RETAIN_MINUTES
         buckets: dict[int, dict[int, list[int]]] = {}
+        retained_ids: set[str] = set()  # dedup only remembers in-window minutes
         expired: list[bytes] = []
         for key, value in records:
             doc = orjson.loads(value)
@@ -175,22 +188,33 @@ class PartitionState:
             self.records[key] = newest
             for minute_s, ids in doc["ids"].items():
                 minute = int(minute_s)
-                if minute >= first:
-                    for event_id in ids:
-                        self.dedup.add(event_id, minute)
-            for post_id, minute, *counts in doc["d"]:
-                if minute >= first:
-                    cell = buckets.setdefault(post_id, {}).setdefault(minute, [0, 0, 0, 0])
-                elif minute >= keep_from:
-                    cell = self.retained.setdefault(minute, {}).setdefault(post_id, [0, 0, 0, 0])
-                else:
+                if minute < keep_from:
                     continue
-                for i in range(4):
-                    cell[i] += counts[i]
+                events = zip(ids, doc["p"][minute_s], doc["t"][minute_s], strict=True)
+                if minute >= first:
+                    self._load_live(buckets, minute, events)
+                else:
+                    self._load_retained(retained_ids, minute, events)
         for post_id, post_buckets in buckets.items():
             self.window.load_post(post_id, post_buckets)
         self.window.dirty.clear()
         return expired
+
+    def _load_live(self, buckets: dict[int, dict[int, list[int]]], minute: int,
+                   events: Iterable[tuple[str, int, str]]) -> None:
+        add = self.dedup.add
+        for event_id, post_id, type_char in events:
+            if add(event_id, minute):
+                cell = buckets.setdefault(post_id, {}).setdefault(minute, [0, 0, 0, 0])
+                cell[int(type_char)] += 1
+
+    def _load_retained(self, seen: set[str], minute: int,
+                       events: Iterable[tuple[str, int, str]]) -> None:
+        posts = self.retained.setdefault(minute, {})
+        for event_id, post_id, type_char in events:
+            if event_id not in seen:
+                seen.add(event_id)
+                posts.setdefault(post_id, [0, 0, 0, 0])[int(type_char)] += 1
 
     def top(self, k: int) -> list[PostCounts]:
         """Top k posts of the current window."""
