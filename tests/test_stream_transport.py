@@ -252,3 +252,21 @@ class TestSeekToCommitted:
         committed = await LeanConsumer.seek_to_committed(cast(Any, consumer))
         assert committed == thread.committed
         assert sorted((tp.topic, tp.partition) for tp in thread.rewound) == [("ev", 0), ("ev", 1)]
+
+
+class TestDrainEdges:
+    """Rounds in which nothing is left to hand over."""
+
+    async def test_a_fetch_of_only_already_read_offsets_calls_no_handler(self) -> None:
+        """Every fetched offset is below the read offset: no empty batch reaches the handler."""
+        consumer = FakeConsumer([Msg("ev", 0, 3), Msg("ev", 0, 4)])
+        consumer._read_offset[TP("ev", 0)] = 10
+        calls: list[TP] = []
+
+        async def handler(tp: TP, messages: list[Any]) -> bool:
+            calls.append(tp)
+            return True
+
+        register_batch_handler(consumer.app, "ev", handler)
+        await LeanConsumer._drain_once(cast(Any, consumer))
+        assert calls == [] and consumer.sought == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -136,18 +137,24 @@ class LeanConsumer(faust_aiokafka.Consumer):
     async def _route(self, tp: TP, raw: list[Any], active: set[TP] | None, generation: int,
                      batches: dict[TP, list[Message]], unread: dict[TP, int],
                      last: dict[TP, int]) -> None:
-        """Batch a handled topic's records; hand others to Faust's callback one by one."""
-        handled = tp.topic in (getattr(self.app, _HANDLERS_ATTR, None) or {})
+        """Batch a handled topic's records; hand others to Faust's callback one by one (a
+        callback can stop the flow, so deliverability is checked again before each)."""
+        if tp.topic in (getattr(self.app, _HANDLERS_ATTR, None) or {}):
+            if not self._deliverable(tp, active, generation):
+                unread[tp] = raw[0].offset
+                return
+            batch: list[Message] = [
+                message for message in map(partial(self._to_message, tp), raw)
+                if await self._accept_offset(tp, message, last)]
+            if batch:
+                batches[tp] = batch
+            return
         for record in raw:
             if not self._deliverable(tp, active, generation):
                 unread[tp] = record.offset
                 return
             message = self._to_message(tp, record)
-            if not await self._accept_offset(tp, message, last):
-                continue
-            if handled:
-                batches.setdefault(tp, []).append(message)
-            else:
+            if await self._accept_offset(tp, message, last):
                 await self.callback(message)
                 self._read_offset[tp] = message.offset
 
