@@ -9,10 +9,14 @@ URL scheme `streamer-kafka://`, the extension point Faust's driver registry offe
 
 Topics with a registered batch handler (`register_batch_handler`) get each fetched batch per
 partition in one call; the handler owns acking and returns False when it did not consume the
-batch (its partition is not ready), so those offsets stay unread. Batches fetched before a
-rebalance are dropped: after it Faust seeks to the committed offsets and they come again.
-Every other topic (table changelogs during recovery) goes through Faust's own per-message
-callback, awaited directly.
+batch (its partition is not ready), so those offsets stay unread. Every other topic (table
+changelogs during recovery) goes through Faust's own per-message callback, awaited directly.
+
+No fetched record is ever dropped: one that is not delivered (partition paused, flow stopped,
+a rebalance or seek since the fetch) is fetched again, either because a newer seek already
+moved the partition back or by seeking back to it; and partitions without a committed offset
+restart from the beginning on `seek_to_committed` (aiokafka leaves them where they are).
+Faust's own `getmany` loses such records, which made takeovers undercount (RELIABILITY.md).
 """
 
 from __future__ import annotations
