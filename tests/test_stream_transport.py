@@ -103,6 +103,19 @@ class FakeConsumer:
         self.commits += 1
 
 
+async def drain_recording(consumer: FakeConsumer) -> list[TP]:
+    """One drain round with a handler on "ev" that consumes everything; the partitions it got."""
+    handled: list[TP] = []
+
+    async def handler(tp: TP, messages: list[Any]) -> bool:
+        handled.append(tp)
+        return True
+
+    register_batch_handler(consumer.app, "ev", handler)
+    await LeanConsumer._drain_once(cast(Any, consumer))
+    return handled
+
+
 class TestRegistration:
     """Faust finds the transport through its driver registry."""
 
@@ -198,15 +211,7 @@ class TestDrain:
         delivered, and its position goes back to the first of them (Faust drops them silently)."""
         consumer = FakeConsumer([Msg("ev", 0, 7), Msg("ev", 0, 8), Msg("ev", 1, 3)],
                                 active={TP("ev", 1)})
-        handled: list[TP] = []
-
-        async def handler(tp: TP, messages: list[Any]) -> bool:
-            handled.append(tp)
-            return True
-
-        register_batch_handler(consumer.app, "ev", handler)
-        await LeanConsumer._drain_once(cast(Any, consumer))
-        assert handled == [TP("ev", 1)]
+        assert await drain_recording(consumer) == [TP("ev", 1)]
         assert consumer.sought == [(TP("ev", 0), 7)]
 
     async def test_no_seek_back_past_a_newer_seek(self) -> None:
@@ -261,12 +266,4 @@ class TestDrainEdges:
         """Every fetched offset is below the read offset: no empty batch reaches the handler."""
         consumer = FakeConsumer([Msg("ev", 0, 3), Msg("ev", 0, 4)])
         consumer._read_offset[TP("ev", 0)] = 10
-        calls: list[TP] = []
-
-        async def handler(tp: TP, messages: list[Any]) -> bool:
-            calls.append(tp)
-            return True
-
-        register_batch_handler(consumer.app, "ev", handler)
-        await LeanConsumer._drain_once(cast(Any, consumer))
-        assert calls == [] and consumer.sought == []
+        assert await drain_recording(consumer) == [] and consumer.sought == []
