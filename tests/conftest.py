@@ -13,6 +13,8 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings, load_settings
 from streamer.demo.services import LocalService, start_redis, start_tansu
+from tests.reliability_helpers import FakeClickHouse, RedisProxy, cluster_of
+from tests.stream_helpers import Cluster
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +101,28 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
     # ClickHouse in STREAMER_DATA_DIR/clickhouse (seed it from a child process too).
     env["CLICKHOUSE_URL"] = ""
     return env
+
+
+# ---- fault-injection fixtures of the reliability suite (tests/reliability_helpers.py) ----
+@pytest.fixture
+def cluster(kafka_service: LocalService, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    """Workers of this test, killed at the end."""
+    with cluster_of(kafka_service, redis_url, tmp_path) as c:
+        yield c
+
+
+@pytest.fixture
+def fake_ch(tmp_path: Path) -> Iterator[FakeClickHouse]:
+    """A breakable ClickHouse (chDB behind HTTP) in its own process."""
+    fake = FakeClickHouse(tmp_path / "fake-ch").start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def proxy(redis_service: LocalService, redis_url: str) -> Iterator[RedisProxy]:
+    """A proxy in front of the (flushed) test Redis that can hold the next MULTI/EXEC."""
+    p = RedisProxy(redis_service.port).start()
+    yield p
+    p.release()
+    p.stop()

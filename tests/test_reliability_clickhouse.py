@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import pytest
@@ -18,11 +16,9 @@ from redis.asyncio import Redis
 
 from streamer.core.payloads import suggestions_key
 from streamer.core.suggest import suggest_for_user
-from streamer.demo.services import LocalService
 from tests.reliability_helpers import (
     FakeClickHouse,
     await_until,
-    cluster_of,
     record_figures,
 )
 from tests.stream_helpers import Cluster, WorkerProcess, keyed, now_ms, produce, random_events, settle_exact
@@ -33,21 +29,6 @@ FOLLOWS = [(u, (u * 7 + k) % 60 + 1) for u in range(1, 60) for k in range(1, 4)]
 
 class EventsMissingInClickHouse(Exception):
     """Accepted events that never reached post_events."""
-
-
-@pytest.fixture
-def fake_ch(tmp_path: Path) -> Iterator[FakeClickHouse]:
-    """A breakable ClickHouse (chDB behind HTTP) in its own process."""
-    fake = FakeClickHouse(tmp_path / "fake-ch").start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def cluster(kafka_service: LocalService, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    """Workers of this test, killed at the end."""
-    with cluster_of(kafka_service, redis_url, tmp_path) as c:
-        yield c
 
 
 def distinct_in_ch(fake: FakeClickHouse) -> int:

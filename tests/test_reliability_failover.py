@@ -11,30 +11,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from streamer.demo.services import LocalService
 from tests.reliability_helpers import (
     await_until,
-    cluster_of,
     record_figures,
 )
 from tests.stream_helpers import Cluster, keyed, now_ms, produce, random_events, read_trending, settle_exact
 
 pytestmark = pytest.mark.timeout(240)
 INTERVAL_S = 2  # FAST_GROUP_ENV's JOB_TRENDING_INTERVAL_SEC
-
-
-@pytest.fixture
-def cluster(kafka_service: LocalService, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    """Workers of this test, killed at the end."""
-    with cluster_of(kafka_service, redis_url, tmp_path) as c:
-        yield c
 
 
 async def watch_metas(redis: Redis, seconds: float) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from streamer.core.events import encode_events, validate_event
-from streamer.demo.services import LocalService
 from tests.reliability_helpers import (
-    cluster_of,
     record_figures,
 )
 from tests.stream_helpers import (
@@ -35,13 +32,6 @@ from tests.stream_helpers import (
 
 pytestmark = pytest.mark.timeout(240)
 MAX_ID = 2**63 - 1
-
-
-@pytest.fixture
-def cluster(kafka_service: LocalService, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    """Workers of this test, killed at the end."""
-    with cluster_of(kafka_service, redis_url, tmp_path) as c:
-        yield c
 
 
 def bad_event(i: int, now: int) -> tuple[bytes, str]:

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def fake_ch(tmp_path: Path) -> Iterator[FakeClickHouse]:
-    """The replicas' shared ClickHouse, schema created."""
-    fake = FakeClickHouse(tmp_path / "fake-ch").start()
+def fake_ch(fake_ch: FakeClickHouse) -> FakeClickHouse:
+    """The replicas' shared ClickHouse (tests/conftest.py), schema created."""
     for statement in ddl("nova"):
-        fake.sql(statement)
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def proxy(redis_service: LocalService, redis_url: str) -> Iterator[RedisProxy]:
-    """A proxy in front of the (flushed) test Redis."""
-    p = RedisProxy(redis_service.port).start()
-    yield p
-    p.stop()
+        fake_ch.sql(statement)
+    return fake_ch
 
 
 def insert_events(fake: FakeClickHouse, events: list[dict[str, Any]]) -> None:

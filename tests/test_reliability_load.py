@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,9 +21,7 @@ from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from streamer.core.events import EVENT_TYPES
-from streamer.demo.services import LocalService
 from tests.reliability_helpers import (
-    cluster_of,
     percentile,
     record_figures,
     rss_kib,
@@ -39,13 +35,6 @@ from tests.stream_helpers import (
     settle_exact,
     wait_metric,
 )
-
-
-@pytest.fixture
-def cluster(kafka_service: LocalService, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    """Workers of this test, killed at the end."""
-    with cluster_of(kafka_service, redis_url, tmp_path) as c:
-        yield c
 
 
 @dataclass

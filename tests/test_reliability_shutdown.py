@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from streamer.core.scoring import PostCounts
-from streamer.demo.services import LocalService
 from tests.reliability_helpers import (
     FakeClickHouse,
     RedisProxy,
     await_until,
     changelog_summary,
-    cluster_of,
     record_figures,
     recovery_lines,
 )
@@ -35,30 +31,6 @@ from tests.stream_helpers import (
 
 pytestmark = pytest.mark.timeout(240)
 FOLLOWS = [(u, (u * 5 + k) % 50 + 1) for u in range(1, 50) for k in range(1, 4)]
-
-
-@pytest.fixture
-def fake_ch(tmp_path: Path) -> Iterator[FakeClickHouse]:
-    """A ClickHouse whose inserts and suggestion queries can hang."""
-    fake = FakeClickHouse(tmp_path / "fake-ch").start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def proxy(redis_service: LocalService, redis_url: str) -> Iterator[RedisProxy]:
-    """A proxy in front of the (flushed) test Redis that can hold the next MULTI/EXEC."""
-    p = RedisProxy(redis_service.port).start()
-    yield p
-    p.release()
-    p.stop()
-
-
-@pytest.fixture
-def cluster(kafka_service: LocalService, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
-    """Workers of this test, killed at the end."""
-    with cluster_of(kafka_service, redis_url, tmp_path) as c:
-        yield c
 
 
 def failures(w: WorkerProcess) -> tuple[float, float]:
