@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
@@ -17,6 +16,7 @@ from streamer.demo.services import LocalService
 from streamer.kafka_admin import ensure_topics
 from streamer.stream.partitioning import partition_for_post, post_key
 from streamer.stream.sink_consumer import ClickHouseSinkConsumer, rows_of
+from tests.stream_helpers import produce
 
 NOW_MS = 1_795_913_777_000
 PARTITIONS = 4
@@ -28,16 +28,16 @@ def event_doc(i: int, post_id: int) -> dict[str, object]:
             "ts": NOW_MS - i}
 
 
-async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes, int]]) -> None:
-    """Send (key, value, partition) messages."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for key, value, partition in messages:
-            await producer.send(topic, value, key=key, partition=partition)
-        await producer.flush()
-    finally:
-        await producer.stop()
+async def run_sink_until(sink: ClickHouseSinkConsumer, done: Callable[[], bool]) -> None:
+    """Run a sink until `done()` holds (30 s at most), then stop it as the worker does."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(sink.run(stop))
+    for _ in range(300):
+        if done():
+            break
+        await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 30)
 
 
 async def topic_with_events(
@@ -101,15 +101,8 @@ class TestSinkConsumer:
         async def publish(offsets: dict[int, int]) -> None:
             published.update(offsets)
 
-        stop = asyncio.Event()
         sink = ClickHouseSinkConsumer(sink_settings(kafka_service, topic), PARTITIONS, insert, publish)
-        task = asyncio.create_task(sink.run(stop))
-        for _ in range(300):
-            if sum(published.values()) >= len(docs):
-                break
-            await asyncio.sleep(0.1)
-        stop.set()
-        await asyncio.wait_for(task, 30)
+        await run_sink_until(sink, lambda: sum(published.values()) >= len(docs))
         assert failures == [0]
         assert sum(published.values()) == len(docs)
         rows = await clickhouse.rows(
@@ -131,15 +124,8 @@ class TestSinkConsumer:
         async def ignore(offsets: dict[int, int]) -> None:
             return None
 
-        stop = asyncio.Event()
         first = ClickHouseSinkConsumer(settings, PARTITIONS, down, ignore)
-        task = asyncio.create_task(first.run(stop))
-        for _ in range(300):
-            if attempts[0] >= 2:
-                break
-            await asyncio.sleep(0.1)
-        stop.set()
-        await asyncio.wait_for(task, 30)
+        await run_sink_until(first, lambda: attempts[0] >= 2)
         assert attempts[0] >= 2 and first.committed == {}
 
         async def insert(events: Sequence[Event], positions: Sequence[tuple[int, int]]) -> None:
@@ -150,14 +136,7 @@ class TestSinkConsumer:
         async def publish(offsets: dict[int, int]) -> None:
             written.update(offsets)
 
-        stop2 = asyncio.Event()
         second = ClickHouseSinkConsumer(settings, PARTITIONS, insert, publish)
-        task2 = asyncio.create_task(second.run(stop2))
-        for _ in range(300):
-            if sum(written.values()) >= len(docs):
-                break
-            await asyncio.sleep(0.1)
-        stop2.set()
-        await asyncio.wait_for(task2, 30)
+        await run_sink_until(second, lambda: sum(written.values()) >= len(docs))
         rows = await clickhouse.rows("SELECT uniqExact(event_id) FROM nova.post_events")
         assert rows[0][0] == len(docs)
