@@ -62,9 +62,10 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.Top
         broker_heartbeat_interval=settings.streamer_heartbeat_interval_sec,
         broker_commit_interval=settings.streamer_commit_interval_ms / 1000,
         stream_recovery_delay=0.2,
-        # tansu reports a multi-record batch's high watermark as base offset + 1, so after a
-        # kill -9 RocksDB's persisted offset can look "past the end". The check guards against
-        # a recreated changelog; our store is always written before the changelog send.
+        # tansu reports a multi-record batch's high watermark as base offset + 1, which can make
+        # an offset read look "past the end" and crash recovery on this check. It guards against
+        # a recreated changelog with a persisted local offset; local state is cleared at every
+        # start (below), so it has nothing to guard here.
         recovery_consistency_check=False,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=4 * 1024 * 1024,
@@ -102,7 +103,7 @@ class TableWriter:
     Changelog sends of one partition go out one at a time (each waits for the previous ack), so
     every produce request carries a single-record batch. Records are few (one per fetched
     batch), and it sidesteps brokers that report a multi-record batch's high watermark wrongly
-    (tansu: base offset + 1), which made Faust's recovery stop before the last records.
+    (tansu: base offset + 1), which could end a recovery before the last records.
     """
 
     def __init__(self, table: StateTable, source_topic: str) -> None:
