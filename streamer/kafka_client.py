@@ -1,0 +1,114 @@
+"""Kafka connection settings for every client the project makes: TLS, SASL, replication.
+
+The one place that turns Settings into what aiokafka (consumers, producers, the admin client)
+and Faust (`broker_credentials`) take, so no client can be built without them. Faust hands
+its credentials to aiokafka in `credentials_to_aiokafka_auth`
+(faust/transport/drivers/aiokafka.py), which maps `SASLCredentials` to the same
+`security_protocol` / `sasl_mechanism` / `sasl_plain_*` / `ssl_context` keywords used here
+(SCRAM included: aiokafka's `sasl_plain_*` carry SCRAM credentials too).
+
+`preflight` opens one connection the way the clients will, so that a wrong CA, a bad client
+certificate or rejected credentials end the start with one line instead of the clients'
+endless "Unable to bootstrap" retries. A broker that is just not up yet stays a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+import faust
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError
+from aiokafka.helpers import create_ssl_context
+
+from streamer.config import Settings
+from streamer.errors import StreamerError
+
+
+class KafkaSecurityError(StreamerError):
+    """Raised when Kafka refuses the TLS handshake or the SASL credentials (retrying cannot help)."""
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS context for SSL / SASL_SSL (system trust store unless KAFKA_SSL_CAFILE), else None."""
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    context: ssl.SSLContext = create_ssl_context(
+        cafile=settings.kafka_ssl_cafile or None,
+        certfile=settings.kafka_ssl_certfile or None,
+        keyfile=settings.kafka_ssl_keyfile or None,
+    )
+    return context
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Security keywords for AIOKafkaConsumer / AIOKafkaProducer / AIOKafkaAdminClient."""
+    out: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol}
+    context = ssl_context(settings)
+    if context is not None:
+        out["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        out["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        out["sasl_plain_username"] = settings.kafka_sasl_username
+        out["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return out
+
+
+def faust_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """Faust `broker_credentials` equal to client_kwargs (None for PLAINTEXT)."""
+    proto = settings.kafka_security_protocol
+    if proto == "PLAINTEXT":
+        return None
+    context = ssl_context(settings)
+    if proto == "SSL":
+        assert context is not None
+        return faust.SSLCredentials(context)
+    credentials = faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password.get_secret_value(),
+        ssl_context=context,
+        mechanism=settings.kafka_sasl_mechanism,
+    )
+    assert credentials.protocol.value == proto  # SASL_SSL exactly when a context is given
+    return credentials
+
+
+def _hosts(settings: Settings) -> list[tuple[str, int]]:
+    pairs = [h.strip().rsplit(":", 1) for h in settings.kafka_bootstrap_servers.split(",")]
+    return [(host.strip("[]"), int(port)) for host, port in pairs]
+
+
+def _security_failure(exc: BaseException) -> str | None:
+    """Why a connection attempt failed for good (TLS or auth), or None when a retry may help."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed ({exc.verify_message}); check KAFKA_SSL_CAFILE"
+    if isinstance(exc, ssl.SSLError):
+        return (f"TLS handshake failed ({exc.reason or exc}); check KAFKA_SECURITY_PROTOCOL "
+                "and KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE")
+    if isinstance(exc, KafkaError) and not exc.retriable:
+        return (f"SASL authentication failed ({type(exc).__name__}: {exc}); check "
+                "KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM and KAFKA_SASL_USERNAME / _PASSWORD")
+    return None
+
+
+async def preflight(settings: Settings, timeout_s: float = 15.0) -> None:
+    """Connect to the first bootstrap server as the clients will; KafkaSecurityError if refused.
+
+    Transient failures (refused, timeouts) are left to the caller's retry loop: they return.
+    """
+    host, port = _hosts(settings)[0]
+    kwargs = client_kwargs(settings)
+    try:
+        conn = await asyncio.wait_for(
+            create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **kwargs), timeout_s)
+    except Exception as exc:
+        reason = _security_failure(exc)
+        if reason is None:
+            return
+        raise KafkaSecurityError(f"Kafka {host}:{port} ({settings.kafka_security_protocol}): "
+                                 f"{reason}") from None
+    with contextlib.suppress(Exception):
+        conn.close()
