@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from streamer.config import Settings
-from streamer.errors import StreamerError
+from streamer.errors import ConfigError, StreamerError
 
 
 class KafkaSecurityError(StreamerError):
@@ -33,14 +33,22 @@ class KafkaSecurityError(StreamerError):
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    """TLS context for SSL / SASL_SSL (system trust store unless KAFKA_SSL_CAFILE), else None."""
+    """TLS context for SSL / SASL_SSL (system trust store unless KAFKA_SSL_CAFILE), else None.
+
+    Raises ConfigError naming the file when a PEM file cannot be loaded.
+    """
     if not settings.kafka_security_protocol.endswith("SSL"):
         return None
-    context: ssl.SSLContext = create_ssl_context(
-        cafile=settings.kafka_ssl_cafile or None,
-        certfile=settings.kafka_ssl_certfile or None,
-        keyfile=settings.kafka_ssl_keyfile or None,
-    )
+    try:
+        context: ssl.SSLContext = create_ssl_context(cafile=settings.kafka_ssl_cafile or None)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError("KAFKA_SSL_CAFILE", f"not a usable PEM CA file ({exc})") from None
+    if settings.kafka_ssl_certfile:
+        try:
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError("KAFKA_SSL_CERTFILE", "with KAFKA_SSL_KEYFILE: not a usable PEM "
+                              f"certificate and key ({exc})") from None
     return context
 
 
@@ -81,17 +89,21 @@ def _hosts(settings: Settings) -> list[tuple[str, int]]:
     return [(host.strip("[]"), int(port)) for host, port in pairs]
 
 
-def _security_failure(exc: BaseException) -> str | None:
+def _security_failure(exc: BaseException, sasl: bool) -> str | None:
     """Why a connection attempt failed for good (TLS or auth), or None when a retry may help."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate verification failed ({exc.verify_message}); check KAFKA_SSL_CAFILE"
     if isinstance(exc, ssl.SSLError):
         return (f"TLS handshake failed ({exc.reason or exc}); check KAFKA_SECURITY_PROTOCOL "
                 "and KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE")
-    if isinstance(exc, KafkaError) and not exc.retriable:
-        return (f"SASL authentication failed ({type(exc).__name__}: {exc}); check "
-                "KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM and KAFKA_SASL_USERNAME / _PASSWORD")
-    return None
+    if not sasl or isinstance(exc, OSError | TimeoutError) or (
+            isinstance(exc, KafkaError) and exc.retriable):
+        return None
+    # Non-retriable Kafka errors (UnsupportedSaslMechanism, SaslAuthenticationFailed) and the
+    # parse errors aiokafka's SCRAM client raises on a server "e=" reply (KeyError 'v').
+    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    return (f"SASL authentication failed ({detail}); check KAFKA_SECURITY_PROTOCOL, "
+            "KAFKA_SASL_MECHANISM and KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD")
 
 
 async def preflight(settings: Settings, timeout_s: float = 15.0) -> None:
@@ -105,7 +117,7 @@ async def preflight(settings: Settings, timeout_s: float = 15.0) -> None:
         conn = await asyncio.wait_for(
             create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **kwargs), timeout_s)
     except Exception as exc:
-        reason = _security_failure(exc)
+        reason = _security_failure(exc, settings.kafka_security_protocol.startswith("SASL_"))
         if reason is None:
             return
         raise KafkaSecurityError(f"Kafka {host}:{port} ({settings.kafka_security_protocol}): "
