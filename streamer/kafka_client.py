@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import struct
 from typing import Any
 
 import faust
@@ -112,15 +113,42 @@ async def preflight(settings: Settings, timeout_s: float = 15.0) -> None:
     Transient failures (refused, timeouts) are left to the caller's retry loop: they return.
     """
     host, port = _hosts(settings)[0]
+    proto = settings.kafka_security_protocol
     kwargs = client_kwargs(settings)
     try:
+        if "ssl_context" in kwargs:
+            await asyncio.wait_for(_tls_probe(host, port, kwargs["ssl_context"]), timeout_s)
         conn = await asyncio.wait_for(
             create_conn(host, port, request_timeout_ms=int(timeout_s * 1000), **kwargs), timeout_s)
     except Exception as exc:
-        reason = _security_failure(exc, settings.kafka_security_protocol.startswith("SASL_"))
+        reason = _security_failure(exc, proto.startswith("SASL_"))
         if reason is None:
             return
-        raise KafkaSecurityError(f"Kafka {host}:{port} ({settings.kafka_security_protocol}): "
-                                 f"{reason}") from None
+        raise KafkaSecurityError(f"Kafka {host}:{port} ({proto}): {reason}") from None
     with contextlib.suppress(Exception):
         conn.close()
+
+
+# ApiVersions v0, correlation id 1, client id "streamer-preflight": the smallest valid request.
+_CLIENT_ID = b"streamer-preflight"
+_API_VERSIONS_V0 = struct.pack(">hhih", 18, 0, 1, len(_CLIENT_ID)) + _CLIENT_ID
+
+
+async def _tls_probe(host: str, port: int, context: ssl.SSLContext) -> None:
+    """Handshake and one request/response over TLS, so a refused client certificate shows.
+
+    A TLS 1.3 server rejects a missing or unknown client certificate only after the client's
+    handshake completed; aiokafka then just sees a closed connection. Reading the answer here
+    raises the ssl.SSLError naming the alert instead.
+    """
+    reader, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
+    try:
+        writer.write(struct.pack(">i", len(_API_VERSIONS_V0)) + _API_VERSIONS_V0)
+        await writer.drain()
+        await reader.readexactly(4)
+    except asyncio.IncompleteReadError:
+        return  # closed without a TLS alert: not a certificate problem, a retry may help
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
