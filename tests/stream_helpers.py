@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,9 +163,10 @@ def keyed(events: Iterable[dict[str, Any]]) -> list[Message]:
     return [(str(e["post_id"]).encode(), orjson.dumps(e), None) for e in events]
 
 
-async def produce(bootstrap: str, topic: str, messages: Sequence[Message]) -> None:
-    """Send messages and wait for all acks."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+async def produce(bootstrap: str, topic: str, messages: Sequence[Message],
+                  security: Mapping[str, Any] | None = None) -> None:
+    """Send messages and wait for all acks (security: streamer.kafka_client.client_kwargs)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **(security or {}))
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key, partition=partition)
