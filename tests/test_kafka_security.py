@@ -95,9 +95,12 @@ class TestMutualTls:
             (post_key(d["post_id"]), orjson.dumps(d), partition_for_post(d["post_id"], PARTITIONS))
             for d in docs], security=security)
         written: list[Event] = []
+        all_in = asyncio.Event()
 
         async def insert(events: list[Event], positions: object) -> None:
             written.extend(events)
+            if len(written) >= len(docs):
+                all_in.set()
 
         async def positions(offsets: dict[int, int]) -> None:
             return None
@@ -105,9 +108,9 @@ class TestMutualTls:
         sink = ClickHouseSinkConsumer(s, PARTITIONS, insert, positions)  # type: ignore[arg-type]
         stop = asyncio.Event()
         task = asyncio.create_task(sink.run(stop))
-        deadline = time.monotonic() + 60
-        while len(written) < len(docs) and time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.1)
+        waiter = asyncio.ensure_future(all_in.wait())
+        await asyncio.wait([task, waiter], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
         stop.set()
         await asyncio.wait_for(task, 30)
         assert sorted(e.event_id for e in written) == sorted(d["event_id"] for d in docs)
