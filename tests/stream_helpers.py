@@ -57,6 +57,7 @@ class WorkerProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    command: str = "worker"  # or "sink": same HTTP endpoints and signals
 
     def start(self) -> WorkerProcess:
         """Spawn the worker (logs go to a file in its data dir)."""
@@ -66,7 +67,7 @@ class WorkerProcess:
         self.log_path = self.data_dir / f"worker-{self.port}-{secrets.token_hex(2)}.log"
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "worker"], env=env, stdout=log,
+            [sys.executable, "-m", "streamer", self.command], env=env, stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
         return self
