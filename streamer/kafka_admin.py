@@ -10,6 +10,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from streamer.config import Settings
+
 
 async def ensure_topics(
     bootstrap: str, topics: dict[str, int], timeout_s: float = 30.0, *,
@@ -30,3 +32,14 @@ async def ensure_topics(
                 await admin.create_topics(new)
     finally:
         await admin.close()
+
+
+async def ensure_settings_topics(settings: Settings, dlq_partitions: int) -> None:
+    """The events and dead-letter topics of `settings`, with its replication factor and security."""
+    from streamer.kafka_client import client_kwargs
+
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        {settings.kafka_events_topic: settings.streamer_topic_partitions,
+         settings.kafka_dlq_topic: dlq_partitions},
+        security=client_kwargs(settings), replication_factor=settings.kafka_replication_factor)
