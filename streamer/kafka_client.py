@@ -102,7 +102,13 @@ def _security_failure(exc: BaseException, sasl: bool) -> str | None:
         return None
     # Non-retriable Kafka errors (UnsupportedSaslMechanism, SaslAuthenticationFailed) and the
     # parse errors aiokafka's SCRAM client raises on a server "e=" reply (KeyError 'v').
-    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if isinstance(exc, KeyError | ValueError):
+        detail = "the broker rejected the SCRAM login: no valid server signature in its reply"
+    else:
+        detail = type(exc).__name__
+        described = getattr(exc, "description", None) if isinstance(exc, KafkaError) else str(exc)
+        if described:
+            detail = f"{detail}: {described}"
     return (f"SASL authentication failed ({detail}); check KAFKA_SECURITY_PROTOCOL, "
             "KAFKA_SASL_MECHANISM and KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD")
 

@@ -1,9 +1,10 @@
 """Kafka over TLS (mutual) end to end, and refused TLS / SASL ending a start with one line.
 
 The broker is tansu behind a TLS terminator (tests/kafka_tls_helpers.py): it only speaks TLS
-to clients and requires a client certificate. SASL cannot be tested end to end here: tansu's
-SCRAM users can only be created by an authenticated client, so its memory store cannot be
-bootstrapped ("early eof"); the SASL tests check a refused login against a plain broker.
+to clients and requires a client certificate. A successful SASL login cannot be tested here:
+tansu's SCRAM users can only be created by an authenticated client, so its memory store
+cannot be bootstrapped ("early eof"). The SASL tests check refused logins instead: SCRAM
+against an authenticating tansu that has no users, and any SASL against a plain broker.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from redis.asyncio import Redis
 
 from streamer.config import load_settings
 from streamer.core.events import Event
-from streamer.demo.services import LocalService, free_port
+from streamer.demo.services import LocalService, free_port, tansu_binary, wait_for_port
 from streamer.kafka_admin import ensure_topics
 from streamer.kafka_client import client_kwargs
 from streamer.stream.partitioning import partition_for_post, post_key
@@ -187,8 +188,39 @@ class TestRefusedTls:
         assert_one_line(stderr, "KAFKA_SSL_CERTFILE", "CERTIFICATE_REQUIRED")
 
 
+@pytest.fixture(scope="module")
+def auth_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A tansu broker with `--authentication` (SCRAM) and no users: every login fails."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("auth-kafka") / "tansu.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [tansu_binary(), "broker", "--authentication", "--listener-url",
+         f"tcp://127.0.0.1:{port}", "--advertised-listener-url", f"tcp://127.0.0.1:{port}",
+         "--storage-engine", "memory://tansu/"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"})
+    wait_for_port(port, 20, proc)
+    yield port
+    proc.kill()
+    proc.wait(10)
+    log.close()
+
+
 class TestRefusedSasl:
-    """SASL against a broker that does not offer it: one line, non-zero, in time."""
+    """A refused SASL login or handshake: one line, non-zero, in time."""
+
+    @pytest.mark.parametrize(("command", "mechanism"), [
+        ("worker", "SCRAM-SHA-512"), ("sink", "SCRAM-SHA-256"),
+    ])
+    def test_scram_login_rejected(self, auth_kafka: int, redis_url: str, tmp_path: Path,
+                                  command: str, mechanism: str) -> None:
+        """An authenticating broker that does not know the user ends the start."""
+        env = {**base_env(redis_url, tmp_path), "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{auth_kafka}",
+               "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": mechanism,
+               "KAFKA_SASL_USERNAME": "nobody", "KAFKA_SASL_PASSWORD": "pw-never-shown"}
+        code, took_s, stderr = run_failing(command, env)
+        assert code not in (0, 2) and took_s < FAIL_WITHIN_S, stderr
+        assert_one_line(stderr, "SASL authentication failed", "rejected the SCRAM login")
+        assert "pw-never-shown" not in stderr
 
     @pytest.mark.parametrize(("command", "mechanism"), [
         ("worker", "PLAIN"), ("sink", "SCRAM-SHA-256"),
