@@ -93,9 +93,11 @@ def _hosts(settings: Settings) -> list[tuple[str, int]]:
 def _security_failure(exc: BaseException, sasl: bool) -> str | None:
     """Why a connection attempt failed for good (TLS or auth), or None when a retry may help."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed ({exc.verify_message}); check KAFKA_SSL_CAFILE"
+        why = getattr(exc, "verify_message", None) or exc
+        return f"TLS certificate verification failed ({why}); check KAFKA_SSL_CAFILE"
     if isinstance(exc, ssl.SSLError):
-        return (f"TLS handshake failed ({exc.reason or exc}); check KAFKA_SECURITY_PROTOCOL "
+        why = getattr(exc, "reason", None) or exc
+        return (f"TLS handshake failed ({why}); check KAFKA_SECURITY_PROTOCOL "
                 "and KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE")
     if not sasl or isinstance(exc, OSError | TimeoutError) or (
             isinstance(exc, KafkaError) and exc.retriable):

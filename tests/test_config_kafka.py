@@ -7,11 +7,14 @@ import ssl
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import KafkaConnectionError, UnsupportedSaslMechanismError
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamer.config import load_settings
 from streamer.errors import ConfigError
-from streamer.kafka_client import client_kwargs, faust_credentials, ssl_context
+from streamer.kafka_client import _security_failure, client_kwargs, faust_credentials, ssl_context
 from tests.test_config import run_streamer
 
 SASL = {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "svc-streamer",
@@ -184,3 +187,75 @@ class TestClientKeywords:
                                              "KAFKA_SSL_CAFILE": pem["ca"]}))
         assert context is not None
         assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+# ---- every combination against an independent statement of the rules --------------------
+
+PROTOCOLS = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+FILE_VARS = ["KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE"]
+
+
+def expected_problem(env: dict[str, str]) -> set[str]:
+    """The variables a rejection may name (empty: the settings are valid), from the docs' rules."""
+    proto = env["KAFKA_SECURITY_PROTOCOL"]
+    sasl, tls = proto.startswith("SASL_"), proto.endswith("SSL")
+    bad = set()
+    for name in ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"):
+        if bool(env.get(name)) != sasl:
+            bad.add(name)
+    for name in FILE_VARS:
+        if env.get(name) and not tls:
+            bad.add(name)
+    if bool(env.get("KAFKA_SSL_CERTFILE")) != bool(env.get("KAFKA_SSL_KEYFILE")):
+        bad.add("KAFKA_SSL_KEYFILE" if env.get("KAFKA_SSL_CERTFILE") else "KAFKA_SSL_CERTFILE")
+    return bad
+
+
+@given(proto=st.sampled_from(PROTOCOLS), user=st.booleans(), password=st.booleans(),
+       files=st.sets(st.sampled_from(FILE_VARS)))
+@settings(max_examples=200, deadline=None)
+def test_every_combination_matches_the_rules(
+    pem: dict[str, str], proto: str, user: bool, password: bool, files: set[str]
+) -> None:
+    """Valid exactly when the rules allow it; otherwise the error names a broken rule's variable."""
+    paths = {"KAFKA_SSL_CAFILE": pem["ca"], "KAFKA_SSL_CERTFILE": pem["cert"],
+             "KAFKA_SSL_KEYFILE": pem["key"]}
+    env = {"KAFKA_SECURITY_PROTOCOL": proto, **{f: paths[f] for f in files}}
+    if user:
+        env["KAFKA_SASL_USERNAME"] = "svc"
+    if password:
+        env["KAFKA_SASL_PASSWORD"] = "hunter2-secret"
+    bad = expected_problem(env)
+    try:
+        s = load_settings(env)
+    except ConfigError as exc:
+        assert exc.variable in bad, (env, exc)
+        assert "hunter2" not in str(exc)
+        return
+    assert not bad, env
+    kwargs = client_kwargs(s)
+    assert kwargs["security_protocol"] == proto
+    assert ("ssl_context" in kwargs) == proto.endswith("SSL")
+    assert ("sasl_plain_password" in kwargs) == proto.startswith("SASL_")
+
+
+class TestFailureClassification:
+    """Which connection errors end a start (TLS, auth) and which are retried."""
+
+    @pytest.mark.parametrize(("exc", "sasl", "fatal"), [
+        (ConnectionRefusedError(111, "refused"), True, False),
+        (TimeoutError(), True, False),
+        (KafkaConnectionError("closed"), True, False),
+        (ssl.SSLCertVerificationError(1, "certificate verify failed"), False, True),
+        (ssl.SSLError(1, "TLSV13_ALERT_CERTIFICATE_REQUIRED"), False, True),
+        (UnsupportedSaslMechanismError(), True, True),
+        (UnsupportedSaslMechanismError(), False, False),  # no SASL configured: not ours to judge
+        (KeyError("v"), True, True),
+        (RuntimeError("odd"), False, False),
+    ])
+    def test_table(self, exc: BaseException, sasl: bool, fatal: bool) -> None:
+        """Refusals are final and say what to check; anything transient is retried."""
+        reason = _security_failure(exc, sasl)
+        assert (reason is not None) == fatal
+        if reason is not None:
+            assert "check KAFKA_" in reason
