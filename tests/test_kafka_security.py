@@ -133,10 +133,10 @@ class TestMutualTls:
                           security=client_kwargs(load_settings(tls_kafka.env())))
             posts, want, _ = await settle_exact(redis_client, events, PARTITIONS)
             assert want and posts == want
-            changelog = f"{app_id}-state-changelog"
-            topics = await describe(tls_kafka, [topic, topic + ".dlq", changelog])
+            changelog, leader = f"{app_id}-state-changelog", f"{app_id}-__assignor-__leader"
+            topics = await describe(tls_kafka, [topic, topic + ".dlq", changelog, leader])
             assert {t: rf for t, (rf, _) in topics.items()} == {
-                topic: 2, topic + ".dlq": 2, changelog: 2}
+                topic: 2, topic + ".dlq": 2, changelog: 2, leader: 2}
             assert topics[changelog][1].get("cleanup.policy") == "compact"
         finally:
             code = await asyncio.to_thread(worker.terminate)
