@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--posts", type=int, default=5_000)
     demo.add_argument("--users", type=int, default=2_000)
     sub.add_parser("top", help="print the trending list and its meta from Redis")
+    sub.add_parser("sink", help="only the ClickHouse sink consumer group (needs a ClickHouse server)")
     return p
 
 
@@ -106,6 +107,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from streamer.stream.worker import run_worker
 
         return run_worker(settings)
+    if cmd == "sink":
+        from streamer.modes.sink_mode import run_sink
+
+        return run_async(lambda stop: run_sink(settings, stop), STOP_GRACE_S)
     if cmd == "demo":
         from streamer.demo.runner import run_demo
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.errors import ConfigError
@@ -16,6 +16,8 @@ from streamer.errors import ConfigError
 _POSITIVE = Field(gt=0, strict=False)
 _USERINFO_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
 _QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&]*")
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 def mask_url(url: str) -> str:
@@ -53,6 +55,14 @@ class Settings(BaseSettings):
     clickhouse_url: str = ""  # empty = embedded chDB in STREAMER_DATA_DIR/clickhouse
     clickhouse_database: str = "nova"
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: str = ""  # PEM; empty = the system trust store (with SSL / SASL_SSL)
+    kafka_ssl_certfile: str = ""  # PEM client certificate (mutual TLS), with KAFKA_SSL_KEYFILE
+    kafka_ssl_keyfile: str = ""
+    kafka_replication_factor: int = Field(default=1, gt=0)
     kafka_events_topic: str = "nova.engagement.events"
     kafka_dlq_topic: str = "nova.engagement.events.dlq"
     streamer_app_id: str = "nova-streamer"
@@ -117,6 +127,44 @@ class Settings(BaseSettings):
         if not all(h and ":" in h and h.rsplit(":", 1)[1].isdigit() for h in hosts):
             raise ValueError("must be a comma-separated list of host:port")
         return value
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism")
+    @classmethod
+    def _kafka_choice(cls, value: str, info: Any) -> str:
+        choices = KAFKA_PROTOCOLS if info.field_name == "kafka_security_protocol" else (
+            KAFKA_SASL_MECHANISMS)
+        if value.strip().upper() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value.strip().upper()
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _pem_file(cls, value: str) -> str:
+        if value and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+            raise ValueError("must be a readable PEM file")
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        """Combinations of the Kafka security variables; raises ConfigError naming one."""
+        proto = self.kafka_security_protocol
+        sasl = proto.startswith("SASL_")
+        for name, value in (("kafka_sasl_username", self.kafka_sasl_username),
+                            ("kafka_sasl_password", self.kafka_sasl_password.get_secret_value())):
+            if sasl and not value:
+                raise ConfigError(name.upper(), f"must be set with KAFKA_SECURITY_PROTOCOL={proto}")
+            if value and not sasl:
+                raise ConfigError(name.upper(), "needs KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT or "
+                                  f"SASL_SSL (got {proto})")
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            if getattr(self, name) and not proto.endswith("SSL"):
+                raise ConfigError(name.upper(), f"needs KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL "
+                                  f"(got {proto})")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            missing = "kafka_ssl_keyfile" if self.kafka_ssl_certfile else "kafka_ssl_certfile"
+            raise ConfigError(missing.upper(), "must be set: KAFKA_SSL_CERTFILE and "
+                              "KAFKA_SSL_KEYFILE go together (mutual TLS)")
+        return self
 
     @field_validator("clickhouse_database")
     @classmethod

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ class WorkerProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    command: str = "worker"  # or "sink": same HTTP endpoints and signals
 
     def start(self) -> WorkerProcess:
         """Spawn the worker (logs go to a file in its data dir)."""
@@ -66,7 +67,7 @@ class WorkerProcess:
         self.log_path = self.data_dir / f"worker-{self.port}-{secrets.token_hex(2)}.log"
         log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "worker"], env=env, stdout=log,
+            [sys.executable, "-m", "streamer", self.command], env=env, stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
         return self
@@ -163,9 +164,10 @@ def keyed(events: Iterable[dict[str, Any]]) -> list[Message]:
     return [(str(e["post_id"]).encode(), orjson.dumps(e), None) for e in events]
 
 
-async def produce(bootstrap: str, topic: str, messages: Sequence[Message]) -> None:
-    """Send messages and wait for all acks."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+async def produce(bootstrap: str, topic: str, messages: Sequence[Message],
+                  security: Mapping[str, Any] | None = None) -> None:
+    """Send messages and wait for all acks (security: streamer.kafka_client.client_kwargs)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **(security or {}))
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key, partition=partition)

@@ -99,7 +99,7 @@ class TestSchemas:
         for kind in ("ConfigMap", "Secret", "Deployment", "HorizontalPodAutoscaler",
                      "PodDisruptionBudget", "Service"):
             assert kind in kinds
-        assert kinds.count("Deployment") + kinds.count("StatefulSet") == 2
+        assert kinds.count("Deployment") + kinds.count("StatefulSet") == 3  # worker, jobs, sink
 
     @pytest.mark.parametrize("version", K8S_VERSIONS)
     @pytest.mark.parametrize(("filename", "doc"), OBJECTS, ids=[f"{f}:{d['kind']}" for f, d in OBJECTS])

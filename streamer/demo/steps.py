@@ -166,7 +166,9 @@ class Demo:
 
     def build_env(self) -> None:
         """The worker's environment: contract variables pointing at our services."""
-        env = dict(os.environ)
+        # The demo's own broker is plain TCP on loopback: drop any Kafka security settings.
+        env = {k: v for k, v in os.environ.items()
+               if not k.upper().startswith(("KAFKA_SSL_", "KAFKA_SASL_", "KAFKA_SECURITY_"))}
         env.update({
             RUN_MARKER: self.opts.run_id,
             "REDIS_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",

@@ -12,6 +12,7 @@ import faust
 from faust.types import TP
 
 from streamer.config import Settings
+from streamer.kafka_client import faust_credentials
 from streamer.stream.state import parse_record_key
 from streamer.stream.transport import broker_url, register_transport
 
@@ -51,12 +52,15 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.Top
     app = faust.App(
         settings.streamer_app_id,
         broker=broker_url(settings.kafka_bootstrap_servers),
+        broker_credentials=faust_credentials(settings),  # TLS / SASL, as every other client
         store="memory://" if settings.streamer_table_store == "memory" else "rocksdb://",
         datadir=str(data_dir / "faust"),
         web_enabled=False,
         table_standby_replicas=0,
         topic_partitions=partitions,
-        topic_replication_factor=1,
+        # Every topic Faust declares (changelog, assignor leader) gets the replication factor;
+        # table changelogs are created with cleanup.policy=compact (Faust's default, tested).
+        topic_replication_factor=settings.kafka_replication_factor,
         broker_rebalance_timeout=settings.streamer_rebalance_timeout_sec,
         broker_session_timeout=settings.streamer_session_timeout_sec,
         broker_heartbeat_interval=settings.streamer_heartbeat_interval_sec,

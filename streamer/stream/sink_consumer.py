@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamer.clock import wall_ms
 from streamer.config import Settings
 from streamer.core.events import Event, decode_message_fast
+from streamer.kafka_client import client_kwargs
 from streamer.ops.metrics import SINK_BATCH, SINK_FAILURES, SINK_PENDING
 from streamer.stream.partitioning import partition_for_post
 
@@ -73,6 +74,7 @@ class ClickHouseSinkConsumer:
             session_timeout_ms=s.streamer_session_timeout_sec * 1000,
             heartbeat_interval_ms=s.streamer_heartbeat_interval_sec * 1000,
             max_poll_interval_ms=max(300_000, s.streamer_rebalance_timeout_sec * 1000),
+            **client_kwargs(s),
         )
 
     def drain_to(self, targets: dict[int, int]) -> None:

@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from streamer.core.payloads import sink_positions_key
 from streamer.jobs.runner import JobRunner
 from streamer.jobs.suggestions import SuggestionsJob
 from streamer.kafka_admin import ensure_topics
+from streamer.kafka_client import KafkaSecurityError, client_kwargs, preflight
 from streamer.ops.http import start_http
 from streamer.ops.metrics import CONSUMER_LAG
 from streamer.stream.app import StateTable, TableWriter, build_app
@@ -41,9 +42,12 @@ STOP_DEADLINE_S = 55.0  # the contract allows 60 s; the watchdog hard-exits befo
 FAUST_STOP_S = 30.0
 
 
-async def topic_partitions(bootstrap: str, topic: str, timeout_s: float = 30.0) -> int:
-    """Number of partitions of a topic, from Kafka metadata."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+async def topic_partitions(
+    bootstrap: str, topic: str, timeout_s: float = 30.0, *, security: Mapping[str, Any] | None = None
+) -> int:
+    """Number of partitions of a topic, from Kafka metadata (security: kafka_client.client_kwargs)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                                **(security or {}))
     await asyncio.wait_for(consumer.start(), timeout_s)
     try:
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -119,12 +123,18 @@ class Worker:
     async def _kafka_partitions(self) -> int:
         """Create the topics if missing and read the partition count; retry until Kafka answers."""
         s = self.settings
+        security = client_kwargs(s)
         delay_s = 0.5
         while True:
             try:
+                await preflight(s)  # a refused TLS handshake or login ends the start here
                 await ensure_topics(s.kafka_bootstrap_servers, {
-                    s.kafka_events_topic: s.streamer_topic_partitions, s.kafka_dlq_topic: 1})
-                return await topic_partitions(s.kafka_bootstrap_servers, s.kafka_events_topic)
+                    s.kafka_events_topic: s.streamer_topic_partitions, s.kafka_dlq_topic: 1},
+                    security=security, replication_factor=s.kafka_replication_factor)
+                return await topic_partitions(s.kafka_bootstrap_servers, s.kafka_events_topic,
+                                              security=security)
+            except KafkaSecurityError:
+                raise
             except Exception as exc:
                 log.warning("Kafka at %s not usable yet (%s: %s); retrying in %.1fs",
                             s.kafka_bootstrap_servers, type(exc).__name__, exc, delay_s)

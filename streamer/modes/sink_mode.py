@@ -1,0 +1,134 @@
+"""`streamer sink`: only the ClickHouse sink consumer group, for deployments with a ClickHouse server.
+
+It joins the same consumer group as the sink inside workers (`{STREAMER_APP_ID}-clickhouse-sink`),
+so in-worker sinks and standalone sinks share the partitions and never both write one
+partition's events; run workers with `STREAMER_CLICKHOUSE_SINK=false` beside it so the rows
+keep flowing while every worker is down. Exactly the worker's sink: at-least-once into
+`post_events`, offsets committed after ClickHouse took the rows, positions mirrored to Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+
+from streamer.cache.redis_client import make_redis
+from streamer.clickhouse import queries
+from streamer.clickhouse.client import ClickHouse
+from streamer.clickhouse.schema import create_schema
+from streamer.config import Settings
+from streamer.core.events import Event
+from streamer.core.payloads import sink_positions_key
+from streamer.kafka_admin import ensure_topics
+from streamer.kafka_client import KafkaSecurityError, client_kwargs, preflight
+from streamer.ops.http import start_http
+from streamer.stream.sink_consumer import ClickHouseSinkConsumer, sink_group
+
+log = logging.getLogger("streamer.sink")
+MAX_RETRY_S = 10.0
+
+
+async def kafka_partitions(settings: Settings, stop: asyncio.Event) -> int | None:
+    """Create the topics if missing and read the partition count; retry until Kafka answers.
+
+    None when stopped first; KafkaSecurityError when TLS or SASL is refused.
+    """
+    from streamer.stream.worker import topic_partitions  # the worker's, to count alike
+
+    s = settings
+    security = client_kwargs(s)
+    delay_s = 0.5
+    while not stop.is_set():
+        try:
+            await preflight(s)
+            await ensure_topics(s.kafka_bootstrap_servers, {
+                s.kafka_events_topic: s.streamer_topic_partitions, s.kafka_dlq_topic: 1},
+                security=security, replication_factor=s.kafka_replication_factor)
+            return await topic_partitions(s.kafka_bootstrap_servers, s.kafka_events_topic,
+                                          security=security)
+        except KafkaSecurityError:
+            raise
+        except Exception as exc:
+            log.warning("Kafka at %s not usable yet (%s: %s); retrying in %.1fs",
+                        s.kafka_bootstrap_servers, type(exc).__name__, exc, delay_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay_s)
+            delay_s = min(delay_s * 2, MAX_RETRY_S)
+    return None
+
+
+class SinkProcess:
+    """The sink consumer plus what it writes to; `ready` once the last write went through."""
+
+    def __init__(self, settings: Settings, partitions: int, ch: ClickHouse, redis: Redis) -> None:
+        self.ch = ch
+        self.redis = redis
+        self.last_write_ok = True
+        self.consumer = ClickHouseSinkConsumer(settings, partitions, self.insert,
+                                               self.publish_positions)
+
+    async def insert(self, events: Sequence[Event], positions: Sequence[tuple[int, int]]) -> None:
+        """Write one batch into post_events; remembers whether it went through (readiness)."""
+        try:
+            await queries.insert_events(self.ch, events, positions)
+        except Exception:
+            self.last_write_ok = False
+            raise
+        self.last_write_ok = True
+
+    async def publish_positions(self, offsets: dict[int, int]) -> None:
+        """Mirror committed positions to Redis, where reconciliation waits for them."""
+        if offsets:
+            await self.redis.hset(sink_positions_key(),
+                                  mapping={str(p): o for p, o in offsets.items()})
+
+    async def readiness(self) -> tuple[bool, str]:
+        """Ready while the consumer runs and ClickHouse took the last batch."""
+        if not self.last_write_ok:
+            return False, "the last ClickHouse insert failed (retrying)"
+        assigned = sorted(tp.partition for tp in self.consumer.consumer.assignment())
+        return True, f"sink consuming partitions {assigned}"
+
+
+async def not_ready() -> tuple[bool, str]:
+    """Readiness before the sink exists."""
+    return False, "connecting to Kafka and ClickHouse"
+
+
+async def run_sink(settings: Settings, stop: asyncio.Event) -> int:
+    """Entry point of `streamer sink`: consume until stop, then exit 0."""
+    state: dict[str, SinkProcess] = {}
+
+    async def readiness() -> tuple[bool, str]:
+        sink = state.get("sink")
+        return await (sink.readiness() if sink is not None else not_ready())
+
+    http = await start_http(settings.streamer_web_port, readiness)
+    ch: ClickHouse | None = None
+    redis: Redis | None = None
+    try:
+        partitions = await kafka_partitions(settings, stop)
+        if partitions is None:
+            return 0
+        ch = ClickHouse.from_settings(settings)
+        try:
+            await create_schema(ch)
+        except Exception as exc:  # the inserts retry with back-off until ClickHouse is back
+            log.warning("ClickHouse schema check failed (the sink retries): %s", exc)
+        redis = make_redis(settings)
+        sink = state["sink"] = SinkProcess(settings, partitions, ch, redis)
+        log.info("sink running: topic %s, %d partitions, group %s", settings.kafka_events_topic,
+                 partitions, sink_group(settings))
+        await sink.consumer.run(stop)
+        return 0
+    finally:
+        if redis is not None:
+            with contextlib.suppress(Exception):
+                await redis.aclose()
+        if ch is not None:
+            ch.close()
+        await http.cleanup()
