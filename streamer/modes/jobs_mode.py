@@ -21,6 +21,7 @@ from streamer.jobs.standby import StandbyTrending
 from streamer.jobs.suggestions import SuggestionsJob
 from streamer.jobs.trending import ClickHouseTrendingJob
 from streamer.ops.http import start_http
+from streamer.ops.reload import LiveSettings, start_reloading
 
 log = logging.getLogger("streamer.jobs")
 
@@ -33,16 +34,17 @@ async def run_jobs(
     if ch.embedded:
         await create_schema(ch)  # a fresh embedded directory has no tables yet
     redis = make_redis(settings)
+    live = LiveSettings(settings)  # reloaded from STREAMER_CONFIG_FILE and on SIGHUP
     jobs: list[Job] = []
     standby: StandbyTrending | None = None
     if only in (None, "trending"):
         if once or force:
-            jobs.append(ClickHouseTrendingJob(settings, ch, redis, standby=not force))
+            jobs.append(ClickHouseTrendingJob(live, ch, redis, standby=not force))
         else:
-            standby = StandbyTrending(settings, ch, redis)
+            standby = StandbyTrending(live, ch, redis)
     if only in (None, "suggestions"):
-        jobs.append(SuggestionsJob(settings, ch, redis))
-    runner = JobRunner(jobs, redis, settings.job_max_concurrent)
+        jobs.append(SuggestionsJob(live, ch, redis))
+    runner = JobRunner(jobs, redis, settings.job_max_concurrent, live=live)
     try:
         if once:
             return 0 if await runner.run_all_once() else 1
@@ -53,6 +55,7 @@ async def run_jobs(
             return True, "redis reachable" + role
 
         http = await start_http(settings.streamer_web_port, ready)
+        start_reloading(live, stop)
         names = [j.name for j in jobs] + (["trending (standby)"] if standby else [])
         log.info("jobs mode running: %s", ", ".join(names))
         tasks = [asyncio.create_task(runner.run_forever())] if jobs else []
