@@ -16,7 +16,6 @@ from streamer.jobs.base import Job
 from streamer.jobs.runner import JobRunner
 from streamer.ops.metrics import (
     CONFIG_GENERATION,
-    CONFIG_RELOADS,
     CONFIG_RESTART_PENDING,
     REGISTRY,
 )
