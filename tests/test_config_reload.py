@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
+from streamer.cache.lock import RedisLock
 from streamer.config import load_settings
 from streamer.jobs.base import Job
 from streamer.jobs.runner import JobRunner
@@ -54,7 +56,7 @@ class TestReload:
         path.write_text("JOB_TRENDING_TOPK=3\n")
         assert live.reload("test") == "applied"
         assert live.current.job_trending_topk == 3 and live.generation == 2
-        assert CONFIG_GENERATION._value.get() == 2  # type: ignore[attr-defined]
+        assert CONFIG_GENERATION._value.get() == 2
         assert reloads("applied") == before + 1
 
     def test_rejected_keeps_the_running_config_and_logs_one_line(
@@ -97,12 +99,12 @@ class TestReload:
         with caplog.at_level(logging.INFO, "streamer.config"):
             assert live.reload("test") == "applied"
         assert live.current.job_trending_topk == 5 and live.current.kafka_events_topic == "a"
-        assert CONFIG_RESTART_PENDING._value.get() == 1  # type: ignore[attr-defined]
+        assert CONFIG_RESTART_PENDING._value.get() == 1
         assert any("KAFKA_EVENTS_TOPIC 'a' -> 'b'" in r.getMessage()
                    and "needs a restart" in r.getMessage() for r in caplog.records)
         path.write_text("JOB_TRENDING_TOPK=5\nKAFKA_EVENTS_TOPIC=a\n")
         assert live.reload("test") == "unchanged"
-        assert CONFIG_RESTART_PENDING._value.get() == 0  # type: ignore[attr-defined]
+        assert CONFIG_RESTART_PENDING._value.get() == 0
 
     def test_the_environment_is_the_one_at_start(self, tmp_path: Path) -> None:
         """Names only in the environment keep their start value; removing a file line falls back."""
@@ -172,16 +174,16 @@ class CountingJob(Job):
     def refresh(self) -> None:
         self.interval_s = self.live.current.job_suggestion_interval_sec
 
-    async def run(self, lock: object) -> str:  # type: ignore[override]
+    async def run(self, lock: RedisLock | None) -> str:
         self.runs += 1
         return "ok"
 
 
-async def test_runner_replans_its_wait_after_a_reload(tmp_path: Path, redis_client: object) -> None:
+async def test_runner_replans_its_wait_after_a_reload(tmp_path: Path, redis_client: Redis) -> None:
     """An hour-long wait is cut short: after a reload to 1 s the next runs come at once."""
     live, path = holder(tmp_path, "JOB_SUGGESTION_INTERVAL_SEC=3600\n")
     job = CountingJob(live)
-    runner = JobRunner([job], redis_client, 1, live=live)  # type: ignore[arg-type]
+    runner = JobRunner([job], redis_client, 1, live=live)
     task = asyncio.create_task(runner.run_forever())
     await until(lambda: job.runs == 1)
     path.write_text("JOB_SUGGESTION_INTERVAL_SEC=1\n")
