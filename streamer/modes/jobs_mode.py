@@ -55,7 +55,7 @@ async def run_jobs(
             return True, "redis reachable" + role
 
         http = await start_http(settings.streamer_web_port, ready)
-        start_reloading(live, stop)
+        reloader = start_reloading(live, stop)
         names = [j.name for j in jobs] + (["trending (standby)"] if standby else [])
         log.info("jobs mode running: %s", ", ".join(names))
         tasks = [asyncio.create_task(runner.run_forever())] if jobs else []
@@ -64,7 +64,7 @@ async def run_jobs(
         await stop.wait()
         log.info("stopping jobs mode")
         runner.stop()
-        await asyncio.gather(*tasks)
+        await asyncio.gather(*tasks, reloader)
         await http.cleanup()
         return 0
     finally:

@@ -216,7 +216,7 @@ class Publisher:
                 return
         posts = merge_partials(partials, self.exact_depth)
         extra: dict[str, Any] = {"tick": tick}
-        if self.exact_depth < s.job_trending_topk:  # a worker not yet reloaded wrote fewer rows
+        if self.exact_depth < s.job_trending_topk:  # a worker on another top-K cut its partial
             extra["depth_limited_to"] = self.exact_depth
         meta = TrendingMeta(now_ms, window, "stream", present, missing, extra)
         await self._publish(posts, meta)

@@ -294,9 +294,9 @@ def run_worker(settings: Settings) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks
 
     async def main() -> int:
-        worker = Worker(settings, live=LiveSettings(settings))
-        assert worker.live is not None
-        start_reloading(worker.live, worker.stop)
+        live = LiveSettings(settings)
+        worker = Worker(settings, live=live)
+        worker.tasks.append(start_reloading(live, worker.stop))  # SIGHUP handled from here on
         loop = asyncio.get_running_loop()
         watchdogs: list[threading.Timer] = []
 
