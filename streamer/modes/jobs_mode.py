@@ -30,11 +30,12 @@ async def run_jobs(
     settings: Settings, once: bool, only: str | None, force: bool, stop: asyncio.Event
 ) -> int:
     """Run the selected jobs once (exit 0 only if all succeeded) or on their intervals."""
+    live = LiveSettings(settings)  # reloaded from STREAMER_CONFIG_FILE and on SIGHUP
+    reloaders = [] if once else [start_reloading(live, stop)]  # SIGHUP handled from here on
     ch = ClickHouse.from_settings(settings)
     if ch.embedded:
         await create_schema(ch)  # a fresh embedded directory has no tables yet
     redis = make_redis(settings)
-    live = LiveSettings(settings)  # reloaded from STREAMER_CONFIG_FILE and on SIGHUP
     jobs: list[Job] = []
     standby: StandbyTrending | None = None
     if only in (None, "trending"):
@@ -55,7 +56,6 @@ async def run_jobs(
             return True, "redis reachable" + role
 
         http = await start_http(settings.streamer_web_port, ready)
-        reloader = start_reloading(live, stop)
         names = [j.name for j in jobs] + (["trending (standby)"] if standby else [])
         log.info("jobs mode running: %s", ", ".join(names))
         tasks = [asyncio.create_task(runner.run_forever())] if jobs else []
@@ -64,7 +64,7 @@ async def run_jobs(
         await stop.wait()
         log.info("stopping jobs mode")
         runner.stop()
-        await asyncio.gather(*tasks, reloader)
+        await asyncio.gather(*tasks, *reloaders)
         await http.cleanup()
         return 0
     finally:
