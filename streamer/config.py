@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamer.config_file import overlay, read_config_file
 from streamer.errors import ConfigError
 
 _POSITIVE = Field(gt=0, strict=False)
@@ -98,6 +99,7 @@ class Settings(BaseSettings):
     reconcile_min_overlap: float = Field(default=1.0, ge=0, le=1)
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
+    streamer_config_file: str = ""  # KEY=VALUE file over the environment (streamer/config_file.py)
 
     @field_validator("redis_url")
     @classmethod
@@ -245,8 +247,12 @@ def _shown(value: object) -> str:
 
 
 def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build Settings from the environment; raise ConfigError naming the first bad variable."""
+    """Build Settings from the environment and STREAMER_CONFIG_FILE (the file wins for the names
+    it sets); raise ConfigError naming the first bad variable."""
     source = dict(os.environ if env is None else env)
+    file = read_config_file(source, Settings.model_fields)
+    if file is not None:
+        env = source = overlay(source, file)
     by_upper = {k.upper(): v for k, v in source.items()}  # env names are case-insensitive
     for name, field in Settings.model_fields.items():
         raw = by_upper.get(name.upper())

@@ -419,8 +419,8 @@ def _jobs_with_lock_ttl(ttl_ms: int, argv: list[str]) -> int:
     original = runner.JobRunner.__init__
 
     def init(self: runner.JobRunner, jobs: Any, redis: Any, max_concurrent: int,
-             lock_ttl_ms: int = ttl_ms) -> None:
-        original(self, jobs, redis, max_concurrent, ttl_ms)
+             lock_ttl_ms: int = ttl_ms, live: Any = None) -> None:
+        original(self, jobs, redis, max_concurrent, ttl_ms, live)
 
     runner.JobRunner.__init__ = init  # type: ignore[method-assign]
     return cli.main(argv)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from streamer.config import Settings, load_settings
+from streamer.config_file import FILE_VARIABLE, parse_config_text
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
@@ -83,9 +84,18 @@ def probe_port(c: Doc, probe: Doc) -> int:
     return int(named[port])
 
 
+CONFIG_KEY = "streamer.conf"  # the ConfigMap key: the file name inside the mounted directory
+
+
+def config_file_values() -> dict[str, str]:
+    """The settings of the ConfigMap's KEY=VALUE file, parsed by the project's own parser."""
+    text = find("ConfigMap", "streamer-config")["data"][CONFIG_KEY]
+    return parse_config_text(text, Settings.model_fields, CONFIG_KEY).values
+
+
 def settings_env() -> dict[str, str]:
-    """ConfigMap data plus Secret stringData: the environment the pods get."""
-    env = dict(find("ConfigMap", "streamer-config")["data"])
+    """ConfigMap file values plus Secret stringData: the settings the pods get."""
+    env = config_file_values()
     env.update(find("Secret", "streamer-credentials")["stringData"])
     return {str(k): str(v) for k, v in env.items()}
 
@@ -157,13 +167,24 @@ class TestPods:
             assert settings_env()["STREAMER_DATA_DIR"] in mounts
 
     @pytest.mark.parametrize("workload", workloads(), ids=lambda w: w["metadata"]["name"])
-    def test_env_comes_from_configmap_and_secret(self, workload: Doc) -> None:
-        """Configuration arrives via envFrom; any inline variable is a Settings field."""
+    def test_config_is_a_mounted_file_and_credentials_the_secret(self, workload: Doc) -> None:
+        """The ConfigMap is a directory volume (updated in place; a subPath mount would not
+        be) that STREAMER_CONFIG_FILE points into; the Secret arrives via envFrom; no envFrom
+        of the ConfigMap (the environment of a running pod never changes)."""
         c = container(workload)
         refs = {(next(iter(r)), next(iter(r.values()))["name"]) for r in c["envFrom"]}
-        assert refs == {("configMapRef", "streamer-config"), ("secretRef", "streamer-credentials")}
-        inline = {e["name"] for e in c.get("env", [])}
-        assert inline <= KNOWN_ENV
+        assert refs == {("secretRef", "streamer-credentials")}
+        inline = {e["name"]: e.get("value") for e in c.get("env", [])}
+        assert set(inline) <= KNOWN_ENV
+        path = Path(str(inline[FILE_VARIABLE]))
+        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+        mounts = [m for m in c["volumeMounts"] if "configMap" in volumes[m["name"]]]
+        assert len(mounts) == 1
+        mount = mounts[0]
+        assert volumes[mount["name"]]["configMap"]["name"] == "streamer-config"
+        assert "subPath" not in mount and mount.get("readOnly") is True
+        assert Path(mount["mountPath"]) / CONFIG_KEY == path
+        assert "items" not in volumes[mount["name"]]["configMap"]  # the key is the file name
 
 
 class TestWorker:
@@ -285,9 +306,20 @@ class TestConfiguration:
         assert not settings.clickhouse_embedded
         assert settings.log_format == "json"
 
+    def test_the_file_loads_through_streamer_config_file(self, tmp_path: Path) -> None:
+        """Written out as the kubelet does and named by STREAMER_CONFIG_FILE, with the Secret as
+        environment: the same settings as the parsed values."""
+        path = tmp_path / CONFIG_KEY
+        path.write_text(find("ConfigMap", "streamer-config")["data"][CONFIG_KEY])
+        env = {**find("Secret", "streamer-credentials")["stringData"], FILE_VARIABLE: str(path)}
+        via_file = load_settings(env)
+        assert via_file.model_copy(update={"streamer_config_file": ""}) == load_settings(
+            settings_env())
+        assert via_file.streamer_topic_partitions == 12
+
     def test_credentials_only_in_secret(self) -> None:
         """URLs with credentials are in the Secret, never in the ConfigMap."""
-        config = find("ConfigMap", "streamer-config")["data"]
+        config = config_file_values()
         secret = find("Secret", "streamer-credentials")["stringData"]
         assert {"CLICKHOUSE_URL", "REDIS_URL"} <= set(secret)
         assert not {"CLICKHOUSE_URL", "REDIS_URL"} & set(config)

@@ -14,6 +14,9 @@ class Job(ABC):
     interval_s: float = 60.0
     exclusive: bool = True
 
+    def refresh(self) -> None:  # noqa: B027 - an optional hook, deliberately not abstract
+        """Pick up reloaded settings between runs (interval included); default: nothing."""
+
     async def should_run(self) -> tuple[bool, str]:
         """Whether this tick has work to do (e.g. a standby that sees a fresh stream)."""
         return True, ""

@@ -33,6 +33,7 @@ from streamer.ops.metrics import (
     RECONCILE_MAX_DELTA,
     RECONCILE_OVERLAP,
 )
+from streamer.ops.reload import LiveSettings, live_of
 
 log = logging.getLogger("streamer.reconcile")
 FLUSH_MARGIN_S = 2.0
@@ -59,6 +60,7 @@ def as_snapshot(view: StreamSnapshot | CompleteWindowView, depth: int) -> Stream
     if isinstance(view, StreamSnapshot):
         return view
     offsets = getattr(view, "offsets", None)
+    depth = int(getattr(view, "depth", 0) or depth)  # what the snapshot was merged to
     return StreamSnapshot(view.window, list(view.top), int(view.total_events),
                           list(view.partitions), [], depth, list(offsets) if offsets else None)
 
@@ -77,7 +79,7 @@ class Reconciler:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | LiveSettings,
         ch: ClickHouse,
         redis: Redis,
         *,
@@ -85,7 +87,8 @@ class Reconciler:
         clock: Clock = wall_ms,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.settings = settings
+        self.live = live_of(settings)
+        self.settings = settings = self.live.current
         self.ch = ch
         self.redis = redis
         self.flush_wait_s = (
@@ -109,6 +112,8 @@ class Reconciler:
 
     async def run(self, snapshot: StreamSnapshot | CompleteWindowView) -> ReconcileReport:
         """Wait for the sink to flush, query ClickHouse over the window, compare, apply policy."""
+        self.settings = self.live.current  # a reload applies from the next run on
+        self.policy.runs = self.settings.reconcile_drift_runs
         snap = as_snapshot(snapshot, 2 * self.settings.job_trending_topk)
         if snap.offsets:
             await self.wait_for_sink(snap.offsets)
@@ -211,6 +216,8 @@ class BackgroundReconciler:
             return None
 
 
-def make_stream_reconciler(settings: Settings, ch: ClickHouse, redis: Redis) -> BackgroundReconciler:
+def make_stream_reconciler(
+    settings: Settings | LiveSettings, ch: ClickHouse, redis: Redis
+) -> BackgroundReconciler:
     """Factory the stream worker looks up by name (keeps jobs free of stream imports)."""
     return BackgroundReconciler(Reconciler(settings, ch, redis))

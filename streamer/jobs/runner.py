@@ -17,6 +17,7 @@ from streamer.cache.lock import RedisLock
 from streamer.jobs.base import Job
 from streamer.ops.logging import new_correlation_id
 from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES
+from streamer.ops.reload import LiveSettings
 
 log = logging.getLogger("streamer.jobs")
 STOP_GRACE_S = 45.0
@@ -44,7 +45,9 @@ class JobRunner:
         redis: Redis,
         max_concurrent: int,
         lock_ttl_ms: int = 30_000,
+        live: LiveSettings | None = None,
     ) -> None:
+        self.live = live  # when given, a reload re-plans the wait for each job's next run
         self.jobs = list(jobs)
         self.redis = redis
         self.lock_ttl_ms = lock_ttl_ms
@@ -112,10 +115,16 @@ class JobRunner:
         await asyncio.gather(*pending, return_exceptions=True)
 
     async def _loop(self, job: Job) -> None:
-        next_at = time.monotonic()
         while not self._stop.is_set():
+            started = time.monotonic()
             await self.run_once(job)
-            next_at += job.interval_s
-            next_at = max(next_at, time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), next_at - time.monotonic())
+            while not self._stop.is_set():
+                job.refresh()  # between runs: the next run and its interval use reloaded values
+                remaining_s = started + job.interval_s - time.monotonic()
+                if remaining_s <= 0:
+                    break
+                if self.live is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), remaining_s)
+                else:
+                    await self.live.wait(self._stop, remaining_s)

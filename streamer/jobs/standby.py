@@ -14,7 +14,6 @@ clocks differ."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -35,6 +34,7 @@ from streamer.core.reconcile import (
 from streamer.jobs.runner import replica_name
 from streamer.jobs.trending import clickhouse_trending, meta_and_age, record_publish
 from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES, MODE, STANDBY_PUBLISHING
+from streamer.ops.reload import LiveSettings, live_of
 
 log = logging.getLogger("streamer.standby")
 LEASE_JOB = "trending-standby"
@@ -47,7 +47,7 @@ class StandbyTrending:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | LiveSettings,
         ch: ClickHouse,
         redis: Redis,
         *,
@@ -55,17 +55,24 @@ class StandbyTrending:
         check_ms: int | None = None,
         takeover_factor: float = TAKEOVER_FACTOR,
     ) -> None:
-        self.settings = settings
+        self.live = live_of(settings)
         self.ch = ch
         self.redis = redis
         self.clock = clock
-        self.interval_ms = settings.job_trending_interval_sec * 1000
-        self.check_ms = check_ms or max(100, self.interval_ms // CHECKS_PER_INTERVAL)
+        self.fixed_check_ms = check_ms
         self.takeover_factor = takeover_factor
         # Held across runs while this standby is the publisher; expires 3 checks after a crash.
-        self.lease = RedisLock(redis, LEASE_JOB, 3 * self.check_ms, replica_name())
+        self.lease = RedisLock(redis, LEASE_JOB, 1, replica_name())
         self.publishing = False
         self.publishes = 0
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Settings of the next check: interval, check period and lease follow a reload."""
+        self.settings = self.live.current
+        self.interval_ms = self.settings.job_trending_interval_sec * 1000
+        self.check_ms = self.fixed_check_ms or max(100, self.interval_ms // CHECKS_PER_INTERVAL)
+        self.lease.ttl_ms = 3 * self.check_ms
 
     @property
     def state(self) -> str:
@@ -103,9 +110,9 @@ class StandbyTrending:
         await self.warm_up()
         try:
             while not stop.is_set():
+                self.refresh()
                 await self.tick()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.check_ms / 1000)
+                await self.live.wait(stop, self.check_ms / 1000)
         finally:
             await self._hand_back("stopping")
 

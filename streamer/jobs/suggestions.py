@@ -11,6 +11,7 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
 from streamer.jobs.base import Job
+from streamer.ops.reload import LiveSettings, live_of
 
 
 class SuggestionsJob(Job):
@@ -20,13 +21,19 @@ class SuggestionsJob(Job):
     exclusive = True
 
     def __init__(
-        self, settings: Settings, ch: ClickHouse, redis: Redis, clock: Clock = wall_ms
+        self, settings: Settings | LiveSettings, ch: ClickHouse, redis: Redis,
+        clock: Clock = wall_ms,
     ) -> None:
-        self.settings = settings
+        self.live = live_of(settings)
         self.ch = ch
         self.redis = redis
         self.clock = clock
-        self.interval_s = settings.job_suggestion_interval_sec
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Settings of the next run (the runner calls this between runs)."""
+        self.settings = self.live.current
+        self.interval_s = self.settings.job_suggestion_interval_sec
 
     async def run(self, lock: RedisLock | None) -> str:
         """Refresh every active user's key; stop at the first failed batch."""

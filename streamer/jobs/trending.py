@@ -21,6 +21,7 @@ from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
 from streamer.jobs.base import Job
 from streamer.ops.metrics import MODE, PUBLISH_AGE, PUBLISH_DURATION, PUBLISH_TOTAL
+from streamer.ops.reload import LiveSettings, live_of
 
 
 async def read_meta(redis: Redis, settings: Settings) -> dict[str, Any] | None:
@@ -96,20 +97,25 @@ class ClickHouseTrendingJob(Job):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | LiveSettings,
         ch: ClickHouse,
         redis: Redis,
         standby: bool = True,
         clock: Clock = wall_ms,
         on_published: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.settings = settings
+        self.live = live_of(settings)
         self.ch = ch
         self.redis = redis
         self.standby = standby
         self.clock = clock
-        self.interval_s = settings.job_trending_interval_sec
         self.on_published = on_published
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Settings of the next run (the runner calls this between runs)."""
+        self.settings = self.live.current
+        self.interval_s = self.settings.job_trending_interval_sec
 
     async def should_run(self) -> tuple[bool, str]:
         """A standby stays quiet while a stream worker publishes (its own ClickHouse runs don't count)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import orjson
 from rich.console import Console
@@ -14,6 +15,7 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
 from streamer.clock import wall_ms
 from streamer.config import Settings
+from streamer.config_file import origins, read_config_file
 from streamer.core.events import Event
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
@@ -23,12 +25,15 @@ console = Console()
 
 
 def check_config(settings: Settings) -> int:
-    """Print the validated configuration with secrets masked."""
+    """Print the validated configuration with secrets masked, and where each value came from."""
+    env = dict(os.environ)
+    where = origins(env, read_config_file(env, Settings.model_fields), Settings.model_fields)
     table = Table(title="streamer configuration (valid)")
     table.add_column("variable")
     table.add_column("value")
+    table.add_column("source")
     for name, value in settings.masked().items():
-        table.add_row(name, str(value))
+        table.add_row(name, str(value), where.get(name, "derived"))
     console.print(table)
     return 0
 

@@ -21,6 +21,7 @@ from streamer.jobs.standby import StandbyTrending
 from streamer.jobs.suggestions import SuggestionsJob
 from streamer.jobs.trending import ClickHouseTrendingJob
 from streamer.ops.http import start_http
+from streamer.ops.reload import LiveSettings, start_reloading
 
 log = logging.getLogger("streamer.jobs")
 
@@ -29,6 +30,8 @@ async def run_jobs(
     settings: Settings, once: bool, only: str | None, force: bool, stop: asyncio.Event
 ) -> int:
     """Run the selected jobs once (exit 0 only if all succeeded) or on their intervals."""
+    live = LiveSettings(settings)  # reloaded from STREAMER_CONFIG_FILE and on SIGHUP
+    reloaders = [] if once else [start_reloading(live, stop)]  # SIGHUP handled from here on
     ch = ClickHouse.from_settings(settings)
     if ch.embedded:
         await create_schema(ch)  # a fresh embedded directory has no tables yet
@@ -37,12 +40,12 @@ async def run_jobs(
     standby: StandbyTrending | None = None
     if only in (None, "trending"):
         if once or force:
-            jobs.append(ClickHouseTrendingJob(settings, ch, redis, standby=not force))
+            jobs.append(ClickHouseTrendingJob(live, ch, redis, standby=not force))
         else:
-            standby = StandbyTrending(settings, ch, redis)
+            standby = StandbyTrending(live, ch, redis)
     if only in (None, "suggestions"):
-        jobs.append(SuggestionsJob(settings, ch, redis))
-    runner = JobRunner(jobs, redis, settings.job_max_concurrent)
+        jobs.append(SuggestionsJob(live, ch, redis))
+    runner = JobRunner(jobs, redis, settings.job_max_concurrent, live=live)
     try:
         if once:
             return 0 if await runner.run_all_once() else 1
@@ -61,7 +64,7 @@ async def run_jobs(
         await stop.wait()
         log.info("stopping jobs mode")
         runner.stop()
-        await asyncio.gather(*tasks)
+        await asyncio.gather(*tasks, *reloaders)
         await http.cleanup()
         return 0
     finally:

@@ -94,6 +94,20 @@ CHANGELOG_RECORDS = Counter(
     "streamer_changelog_records", "State records written to the table changelog", registry=REGISTRY
 )
 
+CONFIG_RELOADS = Counter(
+    "streamer_config_reloads", "Configuration reloads by result (applied, rejected, unchanged)",
+    ["result"], registry=REGISTRY,
+)
+CONFIG_GENERATION = Gauge(
+    "streamer_config_generation", "Applied configuration generation (1 at start, +1 per reload)",
+    registry=REGISTRY,
+)
+CONFIG_RESTART_PENDING = Gauge(
+    "streamer_config_restart_pending",
+    "Restart-only settings whose configured value differs from the running one",
+    registry=REGISTRY,
+)
+
 
 def render() -> bytes:
     """Prometheus text exposition of every metric."""

@@ -38,6 +38,7 @@ from streamer.ops.metrics import (
     PUBLISH_INCOMPLETE,
     PUBLISH_TOTAL,
 )
+from streamer.ops.reload import LiveSettings, live_of
 from streamer.stream.ingest import Ingestor
 from streamer.stream.reconcile_hook import ReconcileHook, ReconcileRequests
 
@@ -61,6 +62,16 @@ def decode_posts(rows: Sequence[Sequence[int]]) -> list[PostCounts]:
     return [PostCounts(*(int(x) for x in row)) for row in rows]
 
 
+def partial_depth(doc: dict[str, Any]) -> int:
+    """How deep a merge may go exactly with this partial: a full partial (fewer rows than its
+    writer's top-K: the partition has no more posts) bounds nothing; a truncated one bounds the
+    merge at its depth. Writers of older versions wrote no depth: unbounded, as they assumed."""
+    depth = doc.get("depth")
+    if depth is None or len(doc["top"]) < int(depth):
+        return 1 << 62
+    return int(depth)
+
+
 def merge_delay_s(interval_s: int) -> float:
     """How long the merger waits for other workers' partials of the same tick."""
     return max(0.3, min(3.0, interval_s * 0.25))
@@ -71,14 +82,15 @@ class Publisher:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | LiveSettings,
         redis: Redis,
         ingestor: Ingestor,
         partition_count: Callable[[], int],
         ch: ClickHouse | None,
         reconcile: ReconcileHook | None = None,
     ) -> None:
-        self.settings = settings
+        self.live = live_of(settings)  # read once per tick: a reload applies at the next tick
+        self.settings = settings = self.live.current
         self.redis = redis
         self.ingestor = ingestor
         self.partition_count = partition_count
@@ -87,8 +99,9 @@ class Publisher:
         self.interval_ms = settings.job_trending_interval_sec * 1000
         # Short lease renewed in the background: a dead merger is replaced within ~LOCK_TTL_MS.
         self.lock = RedisLock(redis, MERGE_LOCK, LOCK_TTL_MS, replica_name())
-        self.requests = ReconcileRequests(redis, settings)
+        self.requests = ReconcileRequests(redis, self.live)
         self.last_publish_ms = 0
+        self.exact_depth = settings.job_trending_topk  # deepest exact merge of the last read
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick on wall-clock multiples of the interval until stop is set."""
@@ -111,12 +124,15 @@ class Publisher:
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self.settings = self.live.current
+            self.interval_ms = self.settings.job_trending_interval_sec * 1000
             now = wall_ms()
             tick = now // self.interval_ms + 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), (tick * self.interval_ms - now) / 1000)
+            await self.live.wait(stop, (tick * self.interval_ms - now) / 1000)
             if stop.is_set():
                 break
+            if wall_ms() < tick * self.interval_ms:
+                continue  # woken by a reload: plan the next tick with the new settings
             try:
                 await self.tick(tick)
             except Exception as exc:
@@ -149,6 +165,7 @@ class Publisher:
                     "partition": partition, "tick": tick, "generated_at_ms": now_ms,
                     "window_start_ms": window.start_ms, "window_end_ms": window.end_ms,
                     "owner": self.lock.token, "top": encode_posts(state.top(s.job_trending_topk)),
+                    "depth": s.job_trending_topk,
                 }
                 pipe.set(partial_key(s.job_trending_window_hours, partition), orjson.dumps(doc),
                          px=s.trending_ttl_ms)
@@ -170,11 +187,13 @@ class Publisher:
         found: list[list[PostCounts]] = []
         present: list[int] = []
         missing: list[int] = []
+        self.exact_depth = self.settings.job_trending_topk
         for partition, raw in enumerate(raws):
             doc: dict[str, Any] | None = orjson.loads(raw) if raw else None
             if doc and doc["tick"] == tick and doc["window_end_ms"] == window.end_ms:
                 found.append(decode_posts(doc["top"]))
                 present.append(partition)
+                self.exact_depth = min(self.exact_depth, partial_depth(doc))
             else:
                 missing.append(partition)
         return found, present, missing
@@ -195,8 +214,11 @@ class Publisher:
                 log.warning("merge of tick %d misses partitions %s: keeping previous value",
                             tick, missing)
                 return
-        posts = merge_partials(partials, s.job_trending_topk)
-        meta = TrendingMeta(now_ms, window, "stream", present, missing, {"tick": tick})
+        posts = merge_partials(partials, self.exact_depth)
+        extra: dict[str, Any] = {"tick": tick}
+        if self.exact_depth < s.job_trending_topk:  # a worker on another top-K cut its partial
+            extra["depth_limited_to"] = self.exact_depth
+        meta = TrendingMeta(now_ms, window, "stream", present, missing, extra)
         await self._publish(posts, meta)
         PUBLISH_DURATION.observe(time.perf_counter() - started)
         MODE.labels(mode="stream").set(1)

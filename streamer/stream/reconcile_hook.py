@@ -22,6 +22,7 @@ from streamer.core.payloads import trending_key
 from streamer.core.scoring import PostCounts
 from streamer.core.topk import merge_partials
 from streamer.core.window import Window, complete_window_at
+from streamer.ops.reload import LiveSettings, live_of
 from streamer.stream.state import PartitionState
 
 log = logging.getLogger("streamer.stream.reconcile")
@@ -45,6 +46,7 @@ class CompleteSnapshot:
     total_events: int
     partitions: list[int]
     offsets: list[int] | None = None  # next source offset read per partition (-1: unknown)
+    depth: int = 0  # the depth `top` was merged to (0: unknown)
 
 
 def _rows(posts: list[PostCounts]) -> list[list[int]]:
@@ -54,9 +56,10 @@ def _rows(posts: list[PostCounts]) -> list[list[int]]:
 class ReconcileRequests:
     """Request/answer protocol over Redis keys beside the trending key."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings | LiveSettings) -> None:
         self.redis = redis
-        self.settings = settings
+        self.live = live_of(settings)
+        self.settings = settings = self.live.current
         base = trending_key(settings.job_trending_window_hours)
         self.request_key = f"{base}:reconcile-request"
         self.answer_prefix = f"{base}:complete:"
@@ -64,28 +67,38 @@ class ReconcileRequests:
         self.last_request_ms = 0
         self.k = 2 * settings.job_trending_topk
 
+    def _refresh(self) -> None:
+        """Pick up reloaded settings (once per call from the tick)."""
+        self.settings = self.live.current
+        self.interval_ms = self.settings.job_reconcile_interval_sec * 1000
+        self.k = 2 * self.settings.job_trending_topk
+
     async def answer(self, states: Mapping[int, PartitionState], now_ms: int) -> None:
         """Write the complete partial of every owned partition for an open request."""
+        self._refresh()
         raw = await self.redis.get(self.request_key)
         if not raw or not states:
             return
         req = orjson.loads(raw)
+        k = int(req.get("k", self.k))  # the requester's depth decides, whatever ours is now
         window = Window(int(req["window_start_ms"]), int(req["window_end_ms"]))
         ttl = max(self.interval_ms, 120_000)
         for partition, state in states.items():
             key = f"{self.answer_prefix}{partition}"
             if not state.can_compute(window):
                 continue
-            partial = state.complete_partial(window, self.k)
+            partial = state.complete_partial(window, k)
             doc = {"window_start_ms": window.start_ms, "total_events": partial.total_events,
                    "top": _rows(partial.top), "offset": state.next_offset}
             await self.redis.set(key, orjson.dumps(doc), px=ttl)
 
     async def drive(self, hook: ReconcileHook, partitions: int, now_ms: int) -> None:
         """Merger side: request on schedule, run the hook once every partition answered."""
+        self._refresh()
         if now_ms - self.last_request_ms >= self.interval_ms:
             window = complete_window_at(now_ms, self.settings.window_minutes)
-            req = {"window_start_ms": window.start_ms, "window_end_ms": window.end_ms}
+            req = {"window_start_ms": window.start_ms, "window_end_ms": window.end_ms,
+                   "k": self.k}
             await self.redis.set(self.request_key, orjson.dumps(req), px=self.interval_ms)
             self.last_request_ms = now_ms
             return
@@ -110,6 +123,7 @@ class ReconcileRequests:
             return None
         partials = [[PostCounts(*row) for row in d["top"]] for d in docs if d]
         total = sum(int(d["total_events"]) for d in docs if d)
-        top = merge_partials(partials, self.k)
+        top = merge_partials(partials, int(req.get("k", self.k)))
         offsets = [int(d.get("offset", -1)) for d in docs if d]
-        return CompleteSnapshot(window, top, total, list(range(partitions)), offsets)
+        return CompleteSnapshot(window, top, total, list(range(partitions)), offsets,
+                                int(req.get("k", self.k)))

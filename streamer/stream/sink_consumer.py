@@ -22,6 +22,7 @@ from streamer.config import Settings
 from streamer.core.events import Event, decode_message_fast
 from streamer.kafka_client import client_kwargs
 from streamer.ops.metrics import SINK_BATCH, SINK_FAILURES, SINK_PENDING
+from streamer.ops.reload import LiveSettings, live_of
 from streamer.stream.partitioning import partition_for_post
 
 log = logging.getLogger("streamer.stream.sink")
@@ -54,9 +55,11 @@ class ClickHouseSinkConsumer:
     """Fetch, insert (retrying with back-off), then commit; bounded by one batch in memory."""
 
     def __init__(
-        self, settings: Settings, partitions: int, insert: InsertFn, publish_positions: PositionsFn
+        self, settings: Settings | LiveSettings, partitions: int, insert: InsertFn,
+        publish_positions: PositionsFn,
     ) -> None:
-        self.settings = settings
+        self.live = live_of(settings)  # batch bounds are read once per batch
+        self.settings = settings = self.live.current
         self.partitions = partitions
         self.insert = insert
         self.publish_positions = publish_positions
@@ -98,6 +101,7 @@ class ClickHouseSinkConsumer:
                 await asyncio.wait_for(self.consumer.stop(), 10)
 
     async def _step(self, stop: asyncio.Event) -> bool:
+        self.settings = self.live.current
         batch = await self.consumer.getmany(
             timeout_ms=self.settings.streamer_sink_flush_ms,
             max_records=self.settings.streamer_sink_batch_size,

@@ -30,6 +30,7 @@ from streamer.kafka_admin import ensure_topics
 from streamer.kafka_client import KafkaSecurityError, client_kwargs, preflight
 from streamer.ops.http import start_http
 from streamer.ops.metrics import CONSUMER_LAG
+from streamer.ops.reload import LiveSettings, start_reloading
 from streamer.stream.app import StateTable, TableWriter, build_app
 from streamer.stream.ingest import Ingestor, Outgoing
 from streamer.stream.publisher import Publisher
@@ -77,7 +78,9 @@ def start_watchdog(deadline_s: float) -> threading.Timer:
     return timer
 
 
-def load_reconciler(settings: Settings, ch: ClickHouse | None, redis: Redis) -> ReconcileHook | None:
+def load_reconciler(
+    settings: Settings | LiveSettings, ch: ClickHouse | None, redis: Redis
+) -> ReconcileHook | None:
     """The reconciler of `streamer.jobs.reconcile` if that module exists (hook point)."""
     if ch is None:
         return None
@@ -101,6 +104,7 @@ class Worker:
     ch: ClickHouse | None = None
     sink: ClickHouseSinkConsumer | None = None
     runner: JobRunner | None = None
+    live: LiveSettings | None = None  # reloads (STREAMER_CONFIG_FILE, SIGHUP) reach the loops
 
     async def run(self) -> int:
         """Serve HTTP at once (503 until ready), start the rest, run until stop, stop in time."""
@@ -148,8 +152,9 @@ class Worker:
         self.ch = await self._clickhouse(partitions)
         self.app, _, table = build_app(s, partitions)
         self.ingestor = self._ingestor(table, partitions)
-        reconcile = load_reconciler(s, self.ch, self.redis)
-        self.publisher = Publisher(s, self.redis, self.ingestor, lambda: self._partitions(partitions),
+        live = self.live or s
+        reconcile = load_reconciler(live, self.ch, self.redis)
+        self.publisher = Publisher(live, self.redis, self.ingestor, lambda: self._partitions(partitions),
                                    self.ch, reconcile)
         await self.app.start()
         self._spawn(self.publisher.run(self.stop), self._monitor())
@@ -176,7 +181,7 @@ class Worker:
             if redis is not None and offsets:
                 await redis.hset(sink_positions_key(), mapping={str(p): o for p, o in offsets.items()})
 
-        self.sink = (ClickHouseSinkConsumer(s, partitions, insert, publish_positions)
+        self.sink = (ClickHouseSinkConsumer(self.live or s, partitions, insert, publish_positions)
                      if sink_on else None)
         return ch
 
@@ -227,8 +232,8 @@ class Worker:
     def _start_jobs(self, redis: Redis) -> None:
         if self.ch is None:
             return
-        self.runner = JobRunner([SuggestionsJob(self.settings, self.ch, redis)], redis,
-                                self.settings.job_max_concurrent)
+        self.runner = JobRunner([SuggestionsJob(self.live or self.settings, self.ch, redis)], redis,
+                                self.settings.job_max_concurrent, live=self.live)
         self._spawn(self.runner.run_forever())
 
     async def readiness(self) -> tuple[bool, str]:
@@ -299,7 +304,9 @@ def run_worker(settings: Settings) -> int:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks
 
     async def main() -> int:
-        worker = Worker(settings)
+        live = LiveSettings(settings)
+        worker = Worker(settings, live=live)
+        worker.tasks.append(start_reloading(live, worker.stop))  # SIGHUP handled from here on
         loop = asyncio.get_running_loop()
         watchdogs: list[threading.Timer] = []
 
