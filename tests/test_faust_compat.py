@@ -7,6 +7,7 @@ before the lean transport misbehaves at run time. See streamer/stream/faust_comp
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -173,3 +174,21 @@ def test_an_untested_faust_stops_the_worker_in_one_line(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"streamer: faust-streaming {compat.installed_faust_version()} is not supported: "
         "outside the tested range (tested: >=99; see streamer/stream/faust_compat.py)"]
+
+
+# Reads left outside the adapter, each with the line that should replace it.
+KNOWN_OUTSIDE = {
+    # `_update_lag`: should read `faust_compat.read_offsets(consumer).get(tp)`.
+    ("streamer/stream/worker.py", "_read_offset"),
+}
+
+
+def test_private_members_are_reached_only_through_the_adapter() -> None:
+    """No module but faust_compat names a private Faust member the adapter covers (so
+    MEMBERS stays the complete list of what an upgrade must keep)."""
+    names = {m.name for m in compat.MEMBERS if m.name.startswith("_")} - {"_drain_messages"}
+    pattern = re.compile(r"\b(" + "|".join(sorted(names)) + r")\b")
+    found = {(str(path.relative_to(ROOT)), match) for path in (ROOT / "streamer").rglob("*.py")
+             if path.name != "faust_compat.py"
+             for match in pattern.findall(path.read_text())}
+    assert found == KNOWN_OUTSIDE

@@ -3,20 +3,17 @@
 The lean transport (`stream/transport.py`) replaces Faust's consumer fetch loop and so needs
 members of Faust's Consumer that are not public API; the table writer (`stream/app.py`) sets
 Faust's current-event context variable so stores place directly written records in the right
-partition. Nothing else in streamer touches a Faust or mode name starting with `_`: every such
-access goes through a function here, and `MEMBERS` lists each one with the shape relied on.
+partition. Every access to a Faust or mode name starting with `_` belongs in a function here,
+and `MEMBERS` lists each one with the shape relied on.
 
-`check_faust()` (called by `build_app`) and `check_consumer()` (called when the consumer is
-built) raise `FaustIncompatible`, one line naming the installed Faust version and the member,
-when the installed faust-streaming is outside `SUPPORTED_FAUST` or a member moved; start fails
-there instead of with an AttributeError in the middle of a rebalance.
+`check_faust()` (run when `stream/transport.py` is imported, before the worker contacts
+anything) and `check_consumer()` (run when Faust builds the consumer) raise `FaustIncompatible`,
+one line naming the installed Faust version and the member, when the installed faust-streaming
+is outside `SUPPORTED_FAUST` or a member moved: the start fails there instead of with an
+AttributeError in the middle of a rebalance.
 
-Upgrading Faust: widen the pin in pyproject.toml and `SUPPORTED_FAUST` together (a test keeps
-them equal), install, run `pytest tests/test_faust_compat.py` (one test per member, plus the
-behaviour the table writer relies on), then tests/test_stream_transport.py,
-tests/test_stream_worker.py and tests/test_reliability_failover.py. When a member changed,
-read the new Faust source of `Consumer._drain_messages` / `getmany` before adapting the
-function here: the lean loop must keep its no-drop rule (see `stream/transport.py`).
+Upgrading Faust: docs/OPERATIONS.md "Upgrading Faust" (widen the pin here and in
+pyproject.toml together, then tests/test_faust_compat.py names each member that moved).
 """
 
 from __future__ import annotations
