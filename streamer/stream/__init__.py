@@ -2,6 +2,7 @@
 
 Modules:
   transport       Faust transport override (`streamer-kafka://`): batches per partition.
+  faust_compat    every private Faust member used, typed and checked at import.
   app             the Faust app, the `state` table co-partitioned with the events topic.
   state           one partition's window counters + dedup ids, made durable as records.
   ingest          the batch handler: decode, DLQ, forward, dedup, count, record, ack.

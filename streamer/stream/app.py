@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
@@ -13,6 +11,7 @@ from faust.types import TP
 
 from streamer.config import Settings
 from streamer.kafka_client import faust_credentials
+from streamer.stream import faust_compat
 from streamer.stream.state import parse_record_key
 from streamer.stream.transport import broker_url, register_transport
 
@@ -30,19 +29,6 @@ class StateTable(faust.Table[bytes, bytes]):
         await super().on_recovery_completed(active_tps, standby_tps)
         if self.on_recovered is not None:
             await self.on_recovered({tp.partition for tp in active_tps})
-
-
-@dataclass
-class _FakeMessage:
-    topic: str
-    partition: int
-
-
-@dataclass
-class _FakeEvent:
-    """What Faust stores look at (`current_event().message.partition`) when written directly."""
-
-    message: _FakeMessage
 
 
 def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.TopicT, StateTable]:
@@ -116,26 +102,13 @@ class TableWriter:
         self._queues: dict[int, asyncio.Queue[tuple[bytes, bytes | None, asyncio.Future[Any]]]] = {}
         self._senders: dict[int, asyncio.Task[None]] = {}
 
-    def _with_partition(self, partition: int) -> Any:
-        from faust.streams import _current_event
-
-        event = _FakeEvent(_FakeMessage(self.source_topic, partition))
-        token = _current_event.set(weakref.ref(cast(Any, event)))
-        return event, token
-
     def put(self, partition: int, key: bytes, value: bytes | None) -> Awaitable[Any]:
         """Store locally and send to the changelog; the future resolves when the broker has it."""
-        from faust.streams import _current_event
-
-        event, token = self._with_partition(partition)
-        try:
+        with faust_compat.source_partition(self.source_topic, partition):  # the store's partition
             if value is None:
                 self.table.data.pop(key, None)
             else:
                 self.table.data[key] = value
-        finally:
-            _current_event.reset(token)
-            del event
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         queue = self._queues.get(partition)
         if queue is None:

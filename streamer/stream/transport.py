@@ -1,11 +1,12 @@
 """Faust transport override: a leaner fetch loop that hands whole batches to a handler.
 
-Tested with faust-streaming 0.15.3 (pyproject pins `>=0.15.3,<0.16`). Faust's stock
+Tested with faust-streaming 0.15.3 (`faust_compat.SUPPORTED_FAUST`). Faust's stock
 `Consumer._drain_messages` awaits `wait_first(callback(message), suspend_flow.wait())` for
 every message, which creates tasks per message and caps a worker at ~4k messages/s. This
 module subclasses the aiokafka driver's Consumer and Transport and registers them under the
 URL scheme `streamer-kafka://`, the extension point Faust's driver registry offers
-(`faust.transport.drivers.TRANSPORTS`). Nothing installed is patched.
+(`faust.transport.drivers.TRANSPORTS`). Nothing installed is patched, and every private
+Faust member the loop needs is reached through `stream/faust_compat.py`, checked at start.
 
 Topics with a registered batch handler (`register_batch_handler`) get each fetched batch per
 partition in one call; the handler owns acking and returns False when it did not consume the
@@ -31,8 +32,10 @@ from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
+from streamer.stream import faust_compat as compat
+
+compat.check_faust()  # before anything uses the members below: an untested Faust stops here, in one line
 SCHEME = "streamer-kafka"
-TESTED_FAUST_VERSIONS = (">=0.15.3", "<0.16")
 
 BatchHandler = Callable[[TP, list[Message]], Awaitable[bool]]  # False: not consumed, re-read
 _HANDLERS_ATTR = "_streamer_batch_handlers"
@@ -53,10 +56,15 @@ def broker_url(bootstrap_servers: str) -> list[str]:
 class LeanConsumer(faust_aiokafka.Consumer):
     """aiokafka Consumer whose fetch loop delivers batches instead of one task per message."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._rebalances = 0  # rebalances and seeks so far: a fetched batch is used only if unchanged
+        super().__init__(*args, **kwargs)
+        compat.check_consumer(self)  # a changed Faust fails here, not mid-rebalance
+
     async def _drain_messages(self, fetcher: Any) -> None:
         """Fetch, group by partition, hand batches over; same stop/commit rules as Faust's."""
-        consumer_should_stop = self._stopped.is_set
-        fetcher_should_stop = fetcher._stopped.is_set
+        consumer_should_stop = compat.stop_requested(self)
+        fetcher_should_stop = compat.stop_requested(fetcher)
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag("FET")
@@ -75,8 +83,6 @@ class LeanConsumer(faust_aiokafka.Consumer):
         except Exception as exc:
             self.log.exception("Drain messages raised: %r", exc)
             raise
-
-    _rebalances: int = 0
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Count rebalances: batches fetched before one are discarded, never half-used."""
@@ -103,14 +109,15 @@ class LeanConsumer(faust_aiokafka.Consumer):
         aiokafka's `seek_to_committed` leaves such a partition where it is, and Faust relies on
         that seek to re-read records it fetched but did not deliver (during recovery or a
         rebalance): without a commit those records were skipped for good."""
-        committed: Mapping[TP, int] = await self._thread.seek_to_committed()  # as Faust does
+        thread = compat.consumer_thread(self)
+        committed: Mapping[TP, int] = await thread.seek_to_committed()  # as Faust does
         handled = getattr(self.app, _HANDLERS_ATTR, None) or {}
         fresh = [TopicPartition(tp.topic, tp.partition) for tp, offset in committed.items()
                  if tp.topic in handled and not (offset and offset > 0)]
         if fresh:
             self.log.info("no committed offset for %s: reading from the beginning",
                           ", ".join(f"{tp.topic}[{tp.partition}]" for tp in fresh))
-            await self._thread.seek_to_beginning(*fresh)
+            await thread.seek_to_beginning(*fresh)
         return committed
 
     async def _drain_once(self) -> None:
@@ -119,7 +126,7 @@ class LeanConsumer(faust_aiokafka.Consumer):
         Faust's own `getmany` silently drops records of partitions that are paused or whose
         flow stopped mid-iteration; their position has already moved past them."""
         epoch = self._rebalances
-        records, active = await self._wait_next_records(1.0)
+        records, active = await compat.wait_next_records(self, 1.0)
         generation = self.app.consumer_generation_id
         if records is None or self.should_stop:
             return
@@ -136,7 +143,7 @@ class LeanConsumer(faust_aiokafka.Consumer):
 
     def _deliverable(self, tp: TP, active: set[TP] | None, generation: int) -> bool:
         return (self.flow_active and self.app.consumer_generation_id == generation
-                and (active is None or tp in active or tp in self._buffered_partitions))
+                and (active is None or tp in active or tp in compat.buffered_partitions(self)))
 
     async def _route(self, tp: TP, raw: list[Any], active: set[TP] | None, generation: int,
                      batches: dict[TP, list[Message]], unread: dict[TP, int],
@@ -148,7 +155,7 @@ class LeanConsumer(faust_aiokafka.Consumer):
                 unread[tp] = raw[0].offset
                 return
             batch: list[Message] = [
-                message for message in map(partial(self._to_message, tp), raw)
+                message for message in map(partial(compat.to_message, self, tp), raw)
                 if await self._accept_offset(tp, message, last)]
             if batch:
                 batches[tp] = batch
@@ -157,10 +164,10 @@ class LeanConsumer(faust_aiokafka.Consumer):
             if not self._deliverable(tp, active, generation):
                 unread[tp] = record.offset
                 return
-            message = self._to_message(tp, record)
+            message = compat.to_message(self, tp, record)
             if await self._accept_offset(tp, message, last):
                 await self.callback(message)
-                self._read_offset[tp] = message.offset
+                compat.read_offsets(self)[tp] = message.offset
 
     async def _run_handlers(self, batches: dict[TP, list[Message]], epoch: int,
                             unread: dict[TP, int]) -> None:
@@ -172,7 +179,7 @@ class LeanConsumer(faust_aiokafka.Consumer):
                 continue
             consumed = await handlers[tp.topic](tp, messages)
             if consumed and self._rebalances == epoch:
-                self._read_offset[tp] = messages[-1].offset
+                compat.read_offsets(self)[tp] = messages[-1].offset
             else:
                 unread[tp] = messages[0].offset
 
@@ -193,7 +200,7 @@ class LeanConsumer(faust_aiokafka.Consumer):
 
     async def _accept_offset(self, tp: TP, message: Message, last: dict[TP, int]) -> bool:
         """Drop messages already read (re-fetch after seek); record gaps like Faust does."""
-        r_offset = last.get(tp, self._read_offset[tp])
+        r_offset = last.get(tp, compat.read_offsets(self)[tp])
         offset = message.offset
         if r_offset is not None and offset < r_offset:
             return False
@@ -202,14 +209,12 @@ class LeanConsumer(faust_aiokafka.Consumer):
                 and self.app.topics.acks_enabled_for(message.topic)):
             # A gap counts as acked in Faust; on our topic a gap can only be an unread
             # hole, so it is never recorded there (commits must wait for real acks).
-            await self._add_gap(tp, r_offset + 1, offset)
+            await compat.add_gap(self, tp, r_offset + 1, offset)
         last[tp] = offset
         return True
 
     async def _maybe_commit_every(self) -> None:
-        commit_every = self._commit_every
-        if commit_every is not None and self._n_acked >= commit_every:
-            self._n_acked = 0
+        if compat.take_commit_due(self):
             await self.commit()
 
 
