@@ -16,7 +16,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from streamer.core.events import decode_message
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, window_at
-from streamer.demo.live import DemoState, Snapshot, parse_metrics, plain_line, render
+from streamer.demo.dashboard import DemoState, plain_line, render
+from streamer.demo.poll import Snapshot, parse_metrics
 from streamer.demo.services import group_alive
 from streamer.demo.summary import Verdict
 from streamer.demo.traffic import (
