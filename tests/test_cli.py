@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import orjson
@@ -17,6 +16,7 @@ from streamer.core.scoring import PostCounts
 from streamer.demo.generate import events, follow_graph
 from streamer.demo.services import free_port
 from tests.test_core_suggest import oracle as suggest_oracle
+from tests.waiting import catches, wait_until
 
 SAMPLE = {"events": 3000, "posts": 100, "users": 150, "avg_follows": 4}
 
@@ -154,7 +154,6 @@ def test_jobs_mode_stops_cleanly_on_sigterm(subprocess_env: dict[str, str]) -> N
         for line in proc.stderr:
             if "jobs mode running" in line:
                 break
-        time.sleep(2)  # a few ticks of both jobs
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
@@ -173,7 +172,7 @@ def test_sigterm_abandons_a_command_that_does_not_watch_for_it(subprocess_env: d
         env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        time.sleep(3)
+        wait_until(lambda: catches(proc.pid, signal.SIGTERM), 60, "the stop sequence installed")
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)  # the full load would take minutes

@@ -49,3 +49,14 @@ async def value_when(produce: Callable[[], Awaitable[Any]], accept: Callable[[An
             return value
         assert time.monotonic() - started < timeout_s, f"timed out after {timeout_s}s waiting for {what}"
         await asyncio.sleep(step_s)
+
+
+def catches(pid: int, signum: int) -> bool:
+    """True once process `pid` has a handler for `signum` (Linux /proc): it is ready for it."""
+    try:
+        status = open(f"/proc/{pid}/status").read()  # noqa: SIM115 - read at once
+    except OSError:
+        return False
+    mask = next((int(line.split()[1], 16) for line in status.splitlines()
+                 if line.startswith("SigCgt:")), 0)
+    return bool(mask >> (signum - 1) & 1)

@@ -18,9 +18,9 @@ T = TypeVar("T")
 def prepare_data_dir(path: Path) -> Path:
     """Create STREAMER_DATA_DIR (parents included) and prove it is a writable directory."""
     where = path.resolve()
-    if where.exists() and not where.is_dir():
-        raise StartError(f"STREAMER_DATA_DIR {where}: exists and is not a directory")
     try:
+        if where.exists() and not where.is_dir():
+            raise StartError(f"STREAMER_DATA_DIR {where}: exists and is not a directory")
         where.mkdir(parents=True, exist_ok=True)
         probe = where / f".write-check-{os.getpid()}"
         probe.write_bytes(b"")
