@@ -29,7 +29,8 @@ import orjson
 
 from streamer.demo.services import LocalService, free_port, wait_for_port
 from tests.stream_helpers import Cluster, WorkerProcess
-from tests.waiting import await_until, wait_until  # noqa: F401 - re-exported for the suites
+from tests.waiting import await_until as await_until  # re-exported: the suites import it here
+from tests.waiting import wait_until as wait_until
 
 # ---- figures ----------------------------------------------------------------------------
 FIGURES_PATH = Path(os.environ.get("RELIABILITY_FIGURES", "/tmp/streamer-reliability/figures.json"))

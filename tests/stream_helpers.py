@@ -25,6 +25,7 @@ from streamer.core.payloads import decode_trending, trending_key, trending_meta_
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import Window
 from streamer.demo.services import LocalService, free_port
+from tests.waiting import await_until
 
 FAST_GROUP_ENV = {
     "STREAMER_REBALANCE_TIMEOUT_SEC": "3",
@@ -130,10 +131,7 @@ class WorkerProcess:
 
 async def wait_metric(worker: WorkerProcess, name: str, at_least: float, timeout_s: float = 60) -> None:
     """Poll a worker metric until it reaches a value."""
-    deadline = time.monotonic() + timeout_s
-    while worker.metric(name) < at_least:
-        assert time.monotonic() < deadline, f"{name} stayed below {at_least}"
-        await asyncio.sleep(0.05)
+    await await_until(lambda: worker.metric(name) >= at_least, timeout_s, f"{name} >= {at_least}", 0.05)
 
 
 def event(event_id: str, post_id: int, ts: int, event_type: str = "view", user_id: int = 1) -> dict[str, Any]:
