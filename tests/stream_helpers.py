@@ -25,7 +25,7 @@ from streamer.core.payloads import decode_trending, trending_key, trending_meta_
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import Window
 from streamer.demo.services import LocalService, free_port
-from tests.waiting import await_until
+from tests.waiting import await_until, value_when
 
 FAST_GROUP_ENV = {
     "STREAMER_REBALANCE_TIMEOUT_SEC": "3",
@@ -207,16 +207,14 @@ def oracle(events: Iterable[dict[str, Any]], window: Window, k: int) -> list[Pos
 async def wait_for_publish(redis: Any, after_ms: int, timeout_s: float = 30.0,
                            partitions: int | None = None) -> tuple[list[PostCounts], dict[str, Any]]:
     """Wait for a trending publish generated after `after_ms` (complete, when partitions given)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        raw, raw_meta = await redis.mget([trending_key(1), trending_meta_key(1)])
-        if raw_meta and raw is not None:
-            meta = orjson.loads(raw_meta)
-            ok = partitions is None or meta["partitions"] == list(range(partitions))
-            if meta["generated_at_ms"] > after_ms and ok:
-                return decode_trending(raw), meta
-        await asyncio.sleep(0.2)
-    raise AssertionError("no publish in time")
+
+    def fits(got: tuple[list[PostCounts] | None, dict[str, Any] | None]) -> bool:
+        posts, meta = got
+        return posts is not None and meta is not None and meta["generated_at_ms"] > after_ms and (
+            partitions is None or meta["partitions"] == list(range(partitions)))
+
+    posts, meta = await value_when(lambda: read_trending(redis), fits, timeout_s, "a publish", 0.2)
+    return posts, meta
 
 
 class Cluster:

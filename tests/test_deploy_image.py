@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from dockerfile_parse import DockerfileParser
 
 from streamer.demo.services import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -324,13 +324,9 @@ class TestHealthcheckCommand:
         proc = subprocess.Popen([sys.executable, "-m", "streamer", "jobs"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 60
-            healthy = False
-            while not healthy and time.monotonic() < deadline and proc.poll() is None:
-                healthy = self._healthcheck(instructions, port) == 0
-                time.sleep(0.2)
-            exited = proc.poll() is not None
-            assert healthy, proc.communicate()[1].decode() if exited else "no /healthz in 60 s"
+            wait_until(lambda: proc.poll() is not None or self._healthcheck(instructions, port) == 0,
+                       60, "/healthz or an exit", 0.2)
+            assert proc.poll() is None, proc.communicate()[1].decode()
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=60)
