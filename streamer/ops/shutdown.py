@@ -57,7 +57,7 @@ class Shutdown:
         self._deadline: float | None = None
         self._timer: threading.Timer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._on_signal: list[Callable[[str], None]] = []
         self._on_force: list[Callable[[], None]] = []
 
@@ -90,22 +90,26 @@ class Shutdown:
 
         quiet: a failure whose one line was (or will be) printed already; log nothing more.
         """
-        with self._lock:
+        with self._lock:  # re-entrant: a signal may arrive while the main thread is in here
             if exit_code is not None and not self.exit_code:
                 self.exit_code = exit_code
-            if self._deadline is None:
+            first = self._deadline is None
+            if first:
                 self.reason = reason
                 self._deadline = time.monotonic() + self.budget_s
                 self._timer = threading.Timer(self.budget_s, self._force,
                                               (f"stop did not finish within {self.budget_s:.0f} s",))
                 self._timer.daemon = True
                 self._timer.start()
-                if not quiet:
-                    log.info("stopping (%s): %.0f s budget", reason, self.budget_s)
         if self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self.stop.set)
+            with contextlib.suppress(RuntimeError):  # the loop logs: no I/O in a signal handler
+                self._loop.call_soon_threadsafe(self._announce, reason if first and not quiet else "")
                 return
+        self._announce(reason if first and not quiet else "")
+
+    def _announce(self, reason: str) -> None:
+        if reason:
+            log.info("stopping (%s): %.0f s budget", reason, self.budget_s)
         self.stop.set()
 
     @property
