@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 import orjson
-import pytest
 import redis as sync_redis
 
 from streamer.core.payloads import suggestions_key, trending_key, trending_meta_key
@@ -42,12 +41,6 @@ def js(raw: Any) -> Any:
     """Parse a JSON value that must exist."""
     assert raw is not None
     return orjson.loads(raw)
-
-
-@pytest.fixture
-def redis_sync(redis_url: str) -> sync_redis.Redis:
-    """Synchronous client on the private Redis."""
-    return sync_redis.Redis.from_url(redis_url)
 
 
 def suggestion_users(client: sync_redis.Redis) -> set[int]:
