@@ -14,7 +14,7 @@ from streamer import __version__
 from streamer.config import Settings, load_settings, mask_url
 from streamer.errors import ConfigError, StreamerError
 from streamer.ops.logging import setup_logging
-from streamer.ops.shutdown import QUICK_STOP_S, STOP_BUDGET_S, run_command
+from streamer.ops.shutdown import QUICK_STOP_S, STOP_BUDGET_S, Shutdown, run_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +63,12 @@ def run_async(
     main: Callable[[asyncio.Event], Coroutine[Any, Any, int]], grace_s: float = QUICK_STOP_S
 ) -> int:
     """Run a coroutine under the stop sequence: SIGTERM/SIGINT set its stop event, exit 0 in time."""
-    return run_command(lambda sd: main(sd.stop), describe_failure, watches_stop=grace_s > QUICK_STOP_S)
+    return run_command(lambda sd: main(sd.stop), describe_failure, watches_stop=grace_s > QUICK_STOP_S,
+                       shutdown=_EARLY.pop() if _EARLY else None)
+
+
+# The stop sequence of this process, installed before the mode's (slow) imports; used once.
+_EARLY: list[Shutdown] = []
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,7 +99,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "worker":
         from streamer.stream.worker import run_worker
 
-        return run_command(lambda sd: run_worker(settings, sd), describe_failure)
+        return run_command(lambda sd: run_worker(settings, sd), describe_failure,
+                           shutdown=_EARLY.pop() if _EARLY else None)
     if cmd == "demo":
         from streamer.demo.runner import run_demo
 
@@ -105,6 +111,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `streamer` console script."""
     args = _parser().parse_args(argv)
+    if args.command not in ("check-config", "demo"):  # the demo has its own (it also stops on SIGHUP)
+        _EARLY[:] = [Shutdown()]
+        _EARLY[0].install(None)
     try:
         settings = load_settings()
     except ConfigError as exc:

@@ -15,6 +15,7 @@ import pytest
 
 from streamer.demo.services import LocalService, free_port
 from tests.stream_helpers import FAST_GROUP_ENV, WorkerProcess, unique
+from tests.waiting import catches, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 CONTRACT_STOP_S = 60  # the contract: a failed start ends the process within this
@@ -190,3 +191,19 @@ class TestSigtermAroundAFailedStart:
                 os.killpg(proc.pid, signal.SIGKILL)
         assert proc.returncode in (0, 1), err
         assert "Traceback" not in "".join(seen) + err
+
+    def test_sigterm_while_the_worker_is_still_loading(
+        self, worker_env: dict[str, str], tmp_path: Path
+    ) -> None:
+        """SIGTERM as soon as the process has its handler (before Faust is even imported): exit 0."""
+        proc = start({**worker_env, "STREAMER_DATA_DIR": str(tmp_path / "d")})
+        try:
+            wait_until(lambda: catches(proc.pid, signal.SIGTERM) or proc.poll() is not None, 60,
+                       "the stop sequence installed")
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=CONTRACT_STOP_S)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err and "worker running" not in err

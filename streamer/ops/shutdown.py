@@ -69,8 +69,12 @@ class Shutdown:
         """Call hook() just before a forced exit (second signal or budget spent)."""
         self._on_force.append(hook)
 
-    def install(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Plain signal handlers: they run between bytecodes even while the loop is busy."""
+    def install(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Plain signal handlers: they run between bytecodes even while the loop is busy.
+
+        Installed once before the slow imports (loop None) and again when the loop runs, so a
+        signal that arrives while the command is still loading begins the stop, too.
+        """
         self._loop = loop
         for sig in self.signals:
             signal.signal(sig, self._handle)
