@@ -185,7 +185,7 @@ def run_command(
             code = work.result()
             if code:
                 sd.begin(f"exit code {code}", code, quiet=True)  # a failure's teardown is bounded too
-            return sd.exit_code if sd.signalled and not code else code
+            return code
         return fail(sd, exc, describe)
 
     return asyncio.run(wrapper())
