@@ -108,3 +108,33 @@ class TestReadmeAgainstContract:
     def test_the_contract_is_linked_from_the_readme(self) -> None:
         """Readers find the contract from the README."""
         assert "docs/CONTRACT.md" in README.read_text()
+
+
+# Absolute paths of a development machine (work tree, home, interpreter). The image's own
+# /home/streamer (Dockerfile) is a path inside the container, not of a machine.
+MACHINE_PATH = re.compile(r"/[w]ork/|/[r]oot/|/[h]ome/(?!streamer\b)|\.[p]yenv\b")  # [x]: not itself
+SKIP_DIRS = {".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", "__pycache__",
+             "benchmarks", ".streamer", "build", "dist"}
+
+
+def repository_text_files() -> list[Path]:
+    """Text files of the repository outside benchmarks/ and local state."""
+    out = []
+    for path in ROOT.rglob("*"):
+        rel = path.relative_to(ROOT)
+        if path.is_file() and not SKIP_DIRS & set(rel.parts) and not rel.parts[0].endswith(".egg-info"):
+            out.append(path)
+    return out
+
+
+def test_no_machine_paths_in_the_repository() -> None:
+    """The repository speaks of itself: no absolute path of the machine it was written on."""
+    found = []
+    for path in repository_text_files():
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        found += [f"{path.relative_to(ROOT)}:{n}" for n, line in enumerate(text.splitlines(), 1)
+                  if MACHINE_PATH.search(line)]
+    assert not found, found
