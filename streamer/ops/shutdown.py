@@ -136,9 +136,9 @@ class Shutdown:
             task.cancel()
             await asyncio.wait({task}, timeout=min(CANCEL_WAIT_S, self.left_s(CANCEL_WAIT_S)))
             return False
-        exc = task.exception()
-        if exc is not None:
-            log.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
+        exc = None if task.cancelled() else task.exception()
+        if task.cancelled() or exc is not None:
+            log.warning("%s failed: %s", what, "cancelled" if exc is None else f"{type(exc).__name__}: {exc}")
             return False
         return True
 
@@ -179,6 +179,8 @@ def run_command(
         if not work.done():
             work.cancel()
             await asyncio.wait({work}, timeout=sd.left_s(CANCEL_WAIT_S))
+            return sd.exit_code
+        if work.cancelled():  # a library cancelled it while stopping: the stop's own code
             return sd.exit_code
         exc = work.exception()
         if exc is None:
