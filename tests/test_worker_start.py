@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -116,8 +117,7 @@ class TestDependencies:
         self, worker_env: dict[str, str], tmp_path: Path
     ) -> None:
         """Nobody on the bootstrap port: exit 1 after the start timeout, naming both variables."""
-        env = {**worker_env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-               "STREAMER_START_TIMEOUT_SEC": "3", "STREAMER_DATA_DIR": str(tmp_path / "d")}
+        env = no_kafka(worker_env, tmp_path, start_timeout_s=3)
         code, err = failed_start(env)
         assert code == 1
         assert_one_line(err, "KAFKA_BOOTSTRAP_SERVERS", env["KAFKA_BOOTSTRAP_SERVERS"],
@@ -152,58 +152,60 @@ class TestSigtermAroundAFailedStart:
         self, worker_env: dict[str, str], tmp_path: Path
     ) -> None:
         """SIGTERM during the Kafka retries: a clean stop, exit 0."""
-        env = {**worker_env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-               "STREAMER_START_TIMEOUT_SEC": "600", "STREAMER_DATA_DIR": str(tmp_path / "d")}
-        proc = start(env)
-        try:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                if "not usable yet" in line:
-                    break
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=CONTRACT_STOP_S)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        assert proc.returncode == 0, err
-        assert "Traceback" not in err
+        proc = start(no_kafka(worker_env, tmp_path, start_timeout_s=600))
+        seen = read_stderr_until(proc, lambda lines: "not usable yet" in lines[-1])
+        code, err = signal_and_wait(proc, 1)
+        assert code == 0, err
+        assert "Traceback" not in seen + err
 
     @pytest.mark.parametrize("signals", [1, 2])
     def test_sigterm_as_the_start_fails(
         self, worker_env: dict[str, str], tmp_path: Path, signals: int
     ) -> None:
         """SIGTERM(s) arriving as the start times out: the process ends, no traceback."""
-        env = {**worker_env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-               "STREAMER_START_TIMEOUT_SEC": "2", "STREAMER_DATA_DIR": str(tmp_path / "d")}
-        proc = start(env)
-        try:
-            assert proc.stderr is not None
-            seen = []
-            for line in proc.stderr:
-                seen.append(line)
-                if "retrying in" in line and len(seen) >= 2:  # the timeout is about due
-                    break
-            for _ in range(signals):
-                proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=CONTRACT_STOP_S)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        assert proc.returncode in (0, 1), err
-        assert "Traceback" not in "".join(seen) + err
+        proc = start(no_kafka(worker_env, tmp_path, start_timeout_s=2))
+        # The second retry line: the 2 s start timeout is about due.
+        seen = read_stderr_until(proc, lambda lines: sum("retrying in" in x for x in lines) >= 2)
+        code, err = signal_and_wait(proc, signals)
+        assert code in (0, 1), err
+        assert "Traceback" not in seen + err
 
     def test_sigterm_while_the_worker_is_still_loading(
         self, worker_env: dict[str, str], tmp_path: Path
     ) -> None:
         """SIGTERM as soon as the process has its handler (before Faust is even imported): exit 0."""
         proc = start({**worker_env, "STREAMER_DATA_DIR": str(tmp_path / "d")})
-        try:
-            wait_until(lambda: catches(proc.pid, signal.SIGTERM) or proc.poll() is not None, 60,
-                       "the stop sequence installed")
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=CONTRACT_STOP_S)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-        assert proc.returncode == 0, err
+        wait_until(lambda: catches(proc.pid, signal.SIGTERM) or proc.poll() is not None, 60,
+                   "the stop sequence installed")
+        code, err = signal_and_wait(proc, 1)
+        assert code == 0, err
         assert "Traceback" not in err and "worker running" not in err
+
+
+def no_kafka(env: dict[str, str], tmp_path: Path, start_timeout_s: int) -> dict[str, str]:
+    """The worker environment with nobody on the bootstrap port."""
+    return {**env, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "STREAMER_START_TIMEOUT_SEC": str(start_timeout_s), "STREAMER_DATA_DIR": str(tmp_path / "d")}
+
+
+def read_stderr_until(proc: subprocess.Popen[str], done: Callable[[list[str]], bool]) -> str:
+    """stderr lines up to the one after which done(lines so far) holds (or the end)."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    for line in proc.stderr:
+        seen.append(line)
+        if done(seen):
+            break
+    return "".join(seen)
+
+
+def signal_and_wait(proc: subprocess.Popen[str], sigterms: int) -> tuple[int, str]:
+    """Send SIGTERM `sigterms` times; (exit code, rest of stderr); killed if over the contract."""
+    try:
+        for _ in range(sigterms):
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=CONTRACT_STOP_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, err
