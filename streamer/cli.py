@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -16,6 +14,7 @@ from streamer import __version__
 from streamer.config import Settings, load_settings, mask_url
 from streamer.errors import ConfigError, StreamerError
 from streamer.ops.logging import setup_logging
+from streamer.ops.shutdown import QUICK_STOP_S, STOP_BUDGET_S, Shutdown, run_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,36 +45,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# A command that watches its stop event gets this long to wind down after SIGTERM/SIGINT;
-# one that does not (schema, sample, top, `jobs --once`) is abandoned after QUICK_STOP_S.
-STOP_GRACE_S = 50.0
-QUICK_STOP_S = 5.0
+# One stop sequence and one budget for every command (streamer.ops.shutdown): a command that
+# watches its stop event gets the whole budget; one that does not (schema, sample, top,
+# `jobs --once`) is abandoned after QUICK_STOP_S.
+STOP_GRACE_S = STOP_BUDGET_S
+
+
+def describe_failure(exc: BaseException) -> tuple[int, str] | None:
+    """The exit code and the one stderr line of a failure we raise on purpose (None: a bug)."""
+    if isinstance(exc, ConfigError):
+        return 2, f"streamer: invalid configuration: {exc}"
+    if isinstance(exc, StreamerError):
+        return 1, f"streamer: {exc}"
+    return None
 
 
 def run_async(
     main: Callable[[asyncio.Event], Coroutine[Any, Any, int]], grace_s: float = QUICK_STOP_S
 ) -> int:
-    """Run a coroutine with SIGTERM/SIGINT setting a stop event; exit 0 within grace_s of it."""
+    """Run a coroutine under the stop sequence: SIGTERM/SIGINT set its stop event, exit 0 in time."""
+    return run_command(lambda sd: main(sd.stop), describe_failure, watches_stop=grace_s > QUICK_STOP_S,
+                       shutdown=_EARLY.pop() if _EARLY else None)
 
-    async def wrapper() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        work = asyncio.ensure_future(main(stop))
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if not work.done():
-            await asyncio.wait({work}, timeout=grace_s)
-        if not work.done():
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await work
-            return 0
-        return work.result()
 
-    return asyncio.run(wrapper())
+# The stop sequence of this process, installed before the mode's (slow) imports; used once.
+_EARLY: list[Shutdown] = []
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -106,7 +100,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "worker":
         from streamer.stream.worker import run_worker
 
-        return run_worker(settings)
+        return run_command(lambda sd: run_worker(settings, sd), describe_failure,
+                           shutdown=_EARLY.pop() if _EARLY else None)
     if cmd == "sink":
         from streamer.modes.sink_mode import run_sink
 
@@ -121,6 +116,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `streamer` console script."""
     args = _parser().parse_args(argv)
+    if args.command not in ("check-config", "demo"):  # the demo has its own (it also stops on SIGHUP)
+        _EARLY[:] = [Shutdown()]
+        _EARLY[0].install(None)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -129,12 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     try:
         return _dispatch(args, settings)
-    except ConfigError as exc:
-        print(f"streamer: invalid configuration: {exc}", file=sys.stderr)
-        return 2
     except StreamerError as exc:
-        print(f"streamer: {exc}", file=sys.stderr)
-        return 1
+        code, line = describe_failure(exc) or (1, f"streamer: {exc}")
+        print(line, file=sys.stderr)
+        return code
     except RedisError as exc:
         print(f"streamer: Redis {mask_url(settings.redis_url)}: {exc}", file=sys.stderr)
         return 1

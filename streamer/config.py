@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     streamer_sink_flush_ms: int = Field(default=1000, gt=0)
     streamer_topic_partitions: int = Field(default=4, gt=0)
     streamer_fallback_after_sec: int = Field(default=180, gt=0)
+    streamer_start_timeout_sec: int = Field(default=45, gt=0)  # a start still unfinished then fails
     # Consumer-group timings (Faust broker_*). A restart after kill -9 waits for the dead
     # member's session (Kafka) or the rebalance timeout (tansu): measured 61 s with 60/30,
     # 25 s with 20/10. Heartbeats run in the consumer's own thread; tests shorten these further.

@@ -25,3 +25,7 @@ class InvalidEvent(StreamerError):
 
 class LockLost(StreamerError):
     """Raised when a fenced write finds the job lock held by someone else (or expired)."""
+
+
+class StartError(StreamerError):
+    """Raised when a command cannot start; the message names the variable or path at fault."""

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis as sync_redis
 from redis.asyncio import Redis
 
 from streamer.clickhouse.client import ClickHouse
@@ -36,8 +37,6 @@ def kafka_service() -> Iterator[LocalService]:
 @pytest.fixture
 def redis_url(redis_service: LocalService) -> str:
     """URL of the private Redis; the database is flushed before each test."""
-    import redis as sync_redis
-
     client = sync_redis.Redis(port=redis_service.port)
     client.flushall()
     client.close()
@@ -50,6 +49,14 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def redis_sync(redis_url: str) -> Iterator[sync_redis.Redis]:
+    """Synchronous client on the private Redis (for tests that drive child processes)."""
+    client = sync_redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
 
 
 @pytest.fixture

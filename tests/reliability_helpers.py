@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ import orjson
 
 from streamer.demo.services import LocalService, free_port, wait_for_port
 from tests.stream_helpers import Cluster, WorkerProcess
+from tests.waiting import await_until as await_until  # re-exported: the suites import it here
+from tests.waiting import wait_until as wait_until
 
 # ---- figures ----------------------------------------------------------------------------
 FIGURES_PATH = Path(os.environ.get("RELIABILITY_FIGURES", "/tmp/streamer-reliability/figures.json"))
@@ -379,25 +381,6 @@ class RedisProxy:
     def stop(self) -> None:
         """Stop the loop (connections drop)."""
         self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-# ---- waiting ---------------------------------------------------------------------------
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.1) -> float:
-    """Poll a condition; seconds it took; AssertionError naming `what` on timeout."""
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout_s, f"timed out after {timeout_s}s waiting for {what}"
-        time.sleep(step_s)
-    return time.monotonic() - started
-
-
-async def await_until(check: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Async twin of wait_until (lets the test loop run while it waits)."""
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout_s, f"timed out after {timeout_s}s waiting for {what}"
-        await asyncio.sleep(0.1)
-    return time.monotonic() - started
 
 
 @contextlib.contextmanager

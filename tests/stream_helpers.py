@@ -25,6 +25,7 @@ from streamer.core.payloads import decode_trending, trending_key, trending_meta_
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import Window
 from streamer.demo.services import LocalService, free_port
+from tests.waiting import await_until, value_when
 
 FAST_GROUP_ENV = {
     "STREAMER_REBALANCE_TIMEOUT_SEC": "3",
@@ -131,10 +132,7 @@ class WorkerProcess:
 
 async def wait_metric(worker: WorkerProcess, name: str, at_least: float, timeout_s: float = 60) -> None:
     """Poll a worker metric until it reaches a value."""
-    deadline = time.monotonic() + timeout_s
-    while worker.metric(name) < at_least:
-        assert time.monotonic() < deadline, f"{name} stayed below {at_least}"
-        await asyncio.sleep(0.05)
+    await await_until(lambda: worker.metric(name) >= at_least, timeout_s, f"{name} >= {at_least}", 0.05)
 
 
 def event(event_id: str, post_id: int, ts: int, event_type: str = "view", user_id: int = 1) -> dict[str, Any]:
@@ -211,16 +209,14 @@ def oracle(events: Iterable[dict[str, Any]], window: Window, k: int) -> list[Pos
 async def wait_for_publish(redis: Any, after_ms: int, timeout_s: float = 30.0,
                            partitions: int | None = None) -> tuple[list[PostCounts], dict[str, Any]]:
     """Wait for a trending publish generated after `after_ms` (complete, when partitions given)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        raw, raw_meta = await redis.mget([trending_key(1), trending_meta_key(1)])
-        if raw_meta and raw is not None:
-            meta = orjson.loads(raw_meta)
-            ok = partitions is None or meta["partitions"] == list(range(partitions))
-            if meta["generated_at_ms"] > after_ms and ok:
-                return decode_trending(raw), meta
-        await asyncio.sleep(0.2)
-    raise AssertionError("no publish in time")
+
+    def fits(got: tuple[list[PostCounts] | None, dict[str, Any] | None]) -> bool:
+        posts, meta = got
+        return posts is not None and meta is not None and meta["generated_at_ms"] > after_ms and (
+            partitions is None or meta["partitions"] == list(range(partitions)))
+
+    posts, meta = await value_when(lambda: read_trending(redis), fits, timeout_s, "a publish", 0.2)
+    return posts, meta
 
 
 class Cluster:

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from streamer.cache.lock import RedisLock
 from streamer.errors import LockLost
+from tests.waiting import await_until, value_when
 
 
 async def test_only_one_holder(redis_client: Redis) -> None:
@@ -47,7 +48,7 @@ async def test_expired_lock_taken_over(redis_client: Redis) -> None:
     a = RedisLock(redis_client, "job", 100)
     b = RedisLock(redis_client, "job", 60_000)
     assert await a.acquire()
-    await asyncio.sleep(0.3)
+    await value_when(lambda: redis_client.exists(a.key), lambda n: n == 0, 10, "a's lease to expire")
     assert await b.acquire()
     assert not await a.extend()
     with pytest.raises(LockLost):
@@ -76,11 +77,7 @@ async def test_keep_alive_notices_a_lost_lock(redis_client: Redis) -> None:
     assert await a.acquire()
     async with a.keep_alive():
         await redis_client.set(a.key, "someone-else", px=60_000)
-        for _ in range(50):
-            if not a.held:
-                break
-            await asyncio.sleep(0.05)
-        assert not a.held
+        await await_until(lambda: not a.held, 10, "the renew loop to notice", 0.05)
     assert await a.holder() == "someone-else"
 
 

@@ -20,6 +20,7 @@ from streamer.core.suggest import Suggestion
 from streamer.core.window import window_at
 from streamer.demo.services import LocalService
 from streamer.errors import LockLost
+from tests.waiting import value_when
 
 NOW = 1_795_913_777_000
 
@@ -100,7 +101,7 @@ async def test_write_with_taken_over_lock_raises_and_keeps_old_values(redis_clie
     assert await old.acquire()
     await publish_trending(redis_client, 1, [PostCounts(1, 1)], meta(), 90_000)
     before = await redis_client.mget(trending_key(1), trending_meta_key(1))
-    await asyncio.sleep(0.3)
+    await value_when(lambda: redis_client.exists(old.key), lambda n: n == 0, 10, "the old lease to expire")
     new = RedisLock(redis_client, "trending", 60_000)
     assert await new.acquire()
     with pytest.raises(LockLost):
@@ -116,7 +117,7 @@ async def test_write_with_expired_lock_raises(redis_client: Redis) -> None:
     """A lock that simply expired (nobody else holds it) also fences the write."""
     lock = RedisLock(redis_client, "trending", 100)
     assert await lock.acquire()
-    await asyncio.sleep(0.3)
+    await value_when(lambda: redis_client.exists(lock.key), lambda n: n == 0, 10, "the lease to expire")
     with pytest.raises(LockLost):
         await write_atomically(redis_client, {"k": b"v"}, 10_000, lock)
     assert await redis_client.exists("k") == 0

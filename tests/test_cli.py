@@ -5,11 +5,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import orjson
-import pytest
 import redis as sync_redis
 
 from streamer.core.payloads import suggestions_key, trending_key, trending_meta_key
@@ -17,6 +15,7 @@ from streamer.core.scoring import PostCounts
 from streamer.demo.generate import events, follow_graph
 from streamer.demo.services import free_port
 from tests.test_core_suggest import oracle as suggest_oracle
+from tests.waiting import catches, wait_until
 
 SAMPLE = {"events": 3000, "posts": 100, "users": 150, "avg_follows": 4}
 
@@ -42,12 +41,6 @@ def js(raw: Any) -> Any:
     """Parse a JSON value that must exist."""
     assert raw is not None
     return orjson.loads(raw)
-
-
-@pytest.fixture
-def redis_sync(redis_url: str) -> sync_redis.Redis:
-    """Synchronous client on the private Redis."""
-    return sync_redis.Redis.from_url(redis_url)
 
 
 def suggestion_users(client: sync_redis.Redis) -> set[int]:
@@ -141,6 +134,19 @@ def test_jobs_once_fails_when_clickhouse_is_down(
     assert redis_sync.pttl(trending_key(1)) == -1  # not rewritten
 
 
+def sigterm_then_exit_code(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    """SIGTERM a running child: (exit code, stderr); killed if it outlives the contract's 60 s."""
+    try:
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
 def test_jobs_mode_stops_cleanly_on_sigterm(subprocess_env: dict[str, str]) -> None:
     """`streamer jobs` keeps running until SIGTERM, then exits 0 (within 60 s)."""
     env = {**subprocess_env, "STREAMER_WEB_PORT": str(free_port()), "JOB_TRENDING_INTERVAL_SEC": "1"}
@@ -149,21 +155,13 @@ def test_jobs_mode_stops_cleanly_on_sigterm(subprocess_env: dict[str, str]) -> N
         [sys.executable, "-m", "streamer", "jobs"], env=env, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True,
     )
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if "jobs mode running" in line:
-                break
-        time.sleep(2)  # a few ticks of both jobs
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-        assert "Traceback" not in err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "jobs mode running" in line:
+            break
+    code, err = sigterm_then_exit_code(proc)
+    assert code == 0, err
+    assert "Traceback" not in err
 
 
 def test_sigterm_abandons_a_command_that_does_not_watch_for_it(subprocess_env: dict[str, str]) -> None:
@@ -172,14 +170,7 @@ def test_sigterm_abandons_a_command_that_does_not_watch_for_it(subprocess_env: d
         [sys.executable, "-m", "streamer", "sample", "--events", "5000000", "--users", "1000"],
         env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    try:
-        time.sleep(3)
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)  # the full load would take minutes
-        assert proc.returncode == 0, err
-        assert "Traceback" not in err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    wait_until(lambda: catches(proc.pid, signal.SIGTERM), 60, "the stop sequence installed")
+    code, err = sigterm_then_exit_code(proc)  # the full load would take minutes
+    assert code == 0, err
+    assert "Traceback" not in err

@@ -266,12 +266,10 @@ async def test_event_time_is_stored_to_the_millisecond(clickhouse: ClickHouse) -
 async def test_timeout_is_enforced(clickhouse: ClickHouse) -> None:
     """JOB_CH_TIMEOUT_MS bounds a query: a scan of minutes fails as ClickHouseError."""
     slow = ClickHouse(clickhouse.dsn, clickhouse.database, timeout_ms=1000)
-    started = time.monotonic()
+    # The query would run for many minutes; the test's own timeout catches a bound not applied.
     with pytest.raises(ClickHouseError) as info:
         await slow.rows("SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 0")
     assert "TIMEOUT" in str(info.value).upper() or "timed out" in str(info.value)
-    # The query itself would run for many minutes; the bound is loose on purpose (shared CPU).
-    assert time.monotonic() - started < 60
     assert await slow.rows("SELECT 1") == [(1,)]
 
 

@@ -6,6 +6,7 @@ the demo produced; signal runs check that nothing the demo started survives it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -21,6 +22,7 @@ import pytest
 
 from streamer.core.events import EVENT_TYPES
 from streamer.core.scoring import PostCounts, rank_posts
+from tests.waiting import wait_until
 
 MARKER = "STREAMER_DEMO_RUN"
 
@@ -64,12 +66,9 @@ def processes_of_run(run_id: str, data_dir: Path) -> list[str]:
 
 def wait_until_gone(run_id: str, data_dir: Path, timeout_s: float = 15.0) -> list[str]:
     """Processes of the run still alive after timeout_s (empty when all are gone)."""
-    deadline = time.monotonic() + timeout_s
-    left = processes_of_run(run_id, data_dir)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.2)
-        left = processes_of_run(run_id, data_dir)
-    return left
+    with contextlib.suppress(AssertionError):
+        wait_until(lambda: not processes_of_run(run_id, data_dir), timeout_s, "the run to end", 0.2)
+    return processes_of_run(run_id, data_dir)
 
 
 def recompute(events: list[list[Any]], start_ms: int, end_ms: int, k: int) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -16,7 +15,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from streamer.core.events import decode_message
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, window_at
-from streamer.demo.live import DemoState, Snapshot, parse_metrics, plain_line, render
+from streamer.demo.dashboard import DemoState, plain_line, render
+from streamer.demo.poll import Snapshot, parse_metrics
 from streamer.demo.services import group_alive
 from streamer.demo.summary import Verdict
 from streamer.demo.traffic import (
@@ -26,6 +26,7 @@ from streamer.demo.traffic import (
     TrafficShape,
     partition_for,
 )
+from tests.waiting import wait_until
 
 NOW_MS = 1_795_913_777_000
 
@@ -186,10 +187,5 @@ class TestWatchdog:
         assert group_alive(child_pid)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(10)
-        deadline = time.monotonic() + 10
-        while group_alive(child_pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not group_alive(child_pid)
-        while Path(f"/proc/{watchdog_pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not Path(f"/proc/{watchdog_pid}").exists(), "the watchdog exits after its work"
+        wait_until(lambda: not group_alive(child_pid), 10, "the registered group gone")
+        wait_until(lambda: not Path(f"/proc/{watchdog_pid}").exists(), 10, "the watchdog to exit")

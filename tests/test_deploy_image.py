@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -9,14 +10,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from dockerfile_parse import DockerfileParser
 
 from streamer.demo.services import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -42,25 +44,17 @@ class Instruction:
         return [str(x) for x in parsed]
 
 
+def parser_of(text: str) -> DockerfileParser:
+    """dockerfile-parse over `text` (in memory: nothing is written next to the Dockerfile)."""
+    parser = DockerfileParser(fileobj=io.BytesIO())
+    parser.content = text
+    return parser
+
+
 def parse_dockerfile(text: str) -> list[Instruction]:
-    """Split a Dockerfile into instructions (comments dropped, `\\` continuations joined)."""
-    out: list[Instruction] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if pending and line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1].strip() + " "
-            continue
-        full = (pending + line).strip()
-        pending = ""
-        keyword, _, args = full.partition(" ")
-        out.append(Instruction(keyword.upper(), args.strip()))
-    assert not pending, "Dockerfile ends inside a line continuation"
-    return out
+    """The instructions, by dockerfile-parse: comments dropped, continuations joined."""
+    return [Instruction(i["instruction"], " ".join(i["value"].split()))
+            for i in parser_of(text).structure if i["instruction"] != "COMMENT"]
 
 
 def stages(instructions: list[Instruction]) -> list[list[Instruction]]:
@@ -74,24 +68,17 @@ def stages(instructions: list[Instruction]) -> list[list[Instruction]]:
     return groups
 
 
-def global_args(instructions: list[Instruction]) -> dict[str, str]:
-    """ARG defaults declared before the first FROM (usable in FROM lines)."""
-    out: dict[str, str] = {}
-    for ins in instructions:
-        if ins.keyword == "FROM":
-            break
-        if ins.keyword == "ARG" and "=" in ins.args:
-            name, value = ins.args.split("=", 1)
-            out[name.strip()] = value.strip()
-    return out
+def stage_name(words: list[str]) -> str | None:
+    """The `AS name` of a FROM instruction's words."""
+    upper = [w.upper() for w in words]
+    return words[upper.index("AS") + 1] if "AS" in upper else None
 
 
-def base_image(from_ins: Instruction, args: dict[str, str]) -> tuple[str, str | None]:
-    """(image with ARGs substituted, stage name) of a FROM instruction."""
-    words = [w for w in from_ins.args.split() if not w.startswith("--")]
-    image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m.group(1) or m.group(2)], words[0])
-    name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-    return image, name
+def base_images() -> list[tuple[str, str | None]]:
+    """(image with ARGs substituted, stage name) of every FROM, in order."""
+    parser = parser_of(DOCKERFILE.read_text())
+    names = [stage_name(i["value"].split()) for i in parser.structure if i["instruction"] == "FROM"]
+    return list(zip(parser.parent_images, names, strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +91,7 @@ class TestDockerfile:
     """Multi-stage build, slim non-root runtime, health check, worker by default."""
 
     def test_parser_joins_continuations_and_drops_comments(self) -> None:
-        """The little parser itself reads continuation lines as one instruction."""
+        """Continuation lines are one instruction, comments (also inside one) are dropped."""
         parsed = parse_dockerfile("# c\nFROM a AS b\nRUN x \\\n  # inner\n  && y\nUSER 1000\n")
         assert parsed == [
             Instruction("FROM", "a AS b"),
@@ -116,7 +103,8 @@ class TestDockerfile:
         """Wheels are built in a named stage the runtime copies from."""
         groups = stages(instructions)
         assert len(groups) >= 2
-        names = [base_image(g[0], global_args(instructions))[1] for g in groups]
+        names = [name for _, name in base_images()]
+        assert len(names) == len(groups)
         assert all(names), f"every FROM needs `AS name`: {names}"
         build_name = names[0]
         build_runs = " ".join(i.args for i in groups[0] if i.keyword == "RUN")
@@ -127,7 +115,7 @@ class TestDockerfile:
     def test_runtime_is_slim_python_311(self, instructions: list[Instruction]) -> None:
         """The final stage runs on python:3.11 slim and installs wheels without an index."""
         runtime = stages(instructions)[-1]
-        image, _ = base_image(runtime[0], global_args(instructions))
+        image, _ = base_images()[-1]
         assert image.startswith("python:3.11") and "slim" in image
         runs = " ".join(i.args for i in runtime if i.keyword == "RUN")
         assert "--no-index" in runs
@@ -336,13 +324,9 @@ class TestHealthcheckCommand:
         proc = subprocess.Popen([sys.executable, "-m", "streamer", "jobs"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            deadline = time.monotonic() + 60
-            healthy = False
-            while not healthy and time.monotonic() < deadline and proc.poll() is None:
-                healthy = self._healthcheck(instructions, port) == 0
-                time.sleep(0.2)
-            exited = proc.poll() is not None
-            assert healthy, proc.communicate()[1].decode() if exited else "no /healthz in 60 s"
+            wait_until(lambda: proc.poll() is not None or self._healthcheck(instructions, port) == 0,
+                       60, "/healthz or an exit", 0.2)
+            assert proc.poll() is None, proc.communicate()[1].decode()
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=60)

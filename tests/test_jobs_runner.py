@@ -16,6 +16,7 @@ from streamer.demo.services import free_port
 from streamer.jobs.base import Job
 from streamer.jobs.runner import JobRunner, RunStatus
 from streamer.ops.metrics import JOB_RUNS
+from tests.waiting import await_until
 
 
 def unreachable_redis() -> Redis:
@@ -199,10 +200,7 @@ async def test_run_forever_retries_after_failures_and_stops(redis_client: Redis)
     good = Probe("steady", hold_s=0)
     runner = JobRunner([bad, good], redis_client, 2)
     task = asyncio.create_task(runner.run_forever())
-    for _ in range(100):
-        if bad.runs >= 3 and good.runs >= 3:
-            break
-        await asyncio.sleep(0.05)
+    await await_until(lambda: bad.runs >= 3 and good.runs >= 3, 30, "three runs of each job", 0.05)
     runner.stop()
     await asyncio.wait_for(task, 10)
     assert bad.runs >= 3 and good.runs >= 3

@@ -33,6 +33,7 @@ from tests.stream_helpers import (
     now_ms,
     read_trending,
     settle_exact,
+    wait_for_publish,
     wait_metric,
 )
 
@@ -134,7 +135,7 @@ async def test_sustained_load_is_exact_with_latency_and_rss(
     try:
         achieved = await produce_at_rate(run, cluster.bootstrap, cluster.topic, rate, seconds)
         await wait_metric(w, "streamer_events_processed_total", len(run.sent), timeout_s=120)
-        await asyncio.sleep(3)  # one more publish for the last events' latency
+        await wait_for_publish(redis_client, now_ms())  # one more for the last events' latency
     finally:
         run.done = True
         await asyncio.gather(*observers)

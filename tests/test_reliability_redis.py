@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from tests.stream_helpers import (
     read_trending,
     settle_exact,
 )
+from tests.waiting import value_when
 
 pytestmark = pytest.mark.timeout(240)
 INTERVAL_S = 2
@@ -53,13 +53,10 @@ def cluster(kafka_service: LocalService, own_redis: LocalService, tmp_path: Path
 
 async def first_publish(redis: Redis, timeout_s: float) -> tuple[list[PostCounts], dict[str, Any]]:
     """The first trending value written to a fresh Redis."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        posts, meta = await read_trending(redis)
-        if posts is not None and meta is not None:
-            return posts, meta
-        await asyncio.sleep(0.05)
-    raise AssertionError("nothing published after the restart")
+    posts, meta = await value_when(lambda: read_trending(redis),
+                                   lambda got: got[0] is not None and got[1] is not None,
+                                   timeout_s, "a publish after the restart", 0.05)
+    return posts, meta
 
 
 class TestRedisOutage:

@@ -29,6 +29,7 @@ from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
 from streamer.jobs.standby import LEASE_JOB, StandbyTrending
 from streamer.jobs.trending import clickhouse_trending, meta_and_age
+from tests.waiting import await_until
 
 STREAM_POSTS = [PostCounts(1, views=1)]
 
@@ -238,15 +239,6 @@ async def running(
         await task
 
 
-async def wait_until(pred: Callable[[], bool], limit_s: float) -> None:
-    """Poll a condition (the limit only guards against hanging)."""
-    for _ in range(int(limit_s / 0.05)):
-        if pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not reached")
-
-
 class TestStandbyLive:
     """Two standbys beside a stream that stops and restarts, with the key watched throughout."""
 
@@ -267,10 +259,10 @@ class TestStandbyLive:
                 await asyncio.sleep(7)
             assert a.publishes == b.publishes == 0
             stream_stopped_at = len(seen.samples)
-            await wait_until(lambda: a.publishes + b.publishes >= 3, 20)
+            await await_until(lambda: a.publishes + b.publishes >= 3, 20, "three publishes")
             restarted_at = len(seen.samples)
             async with running(lambda st: fake_stream(redis_client, s, st)):
-                await wait_until(lambda: a.state == b.state == "idle", 10)
+                await await_until(lambda: a.state == b.state == "idle", 10, "both standbys idle")
                 await asyncio.sleep(7)
         self.check_samples(seen, ch_posts, stream_stopped_at, restarted_at, s)
         assert {a.publishes == 0, b.publishes == 0} == {True, False}  # exactly one writer

@@ -19,6 +19,7 @@ from streamer.core.payloads import lock_key, trending_key, trending_meta_key
 from streamer.demo.services import free_port, wait_for_port
 from streamer.jobs.standby import LEASE_JOB
 from tests.test_standby import stream_publish
+from tests.waiting import await_until
 
 
 def start_jobs(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -37,15 +38,6 @@ def readyz(port: int) -> dict[str, Any]:
     return body
 
 
-async def wait_for(pred: Any, limit_s: float) -> None:
-    """Await an async condition (the limit only guards against hanging)."""
-    for _ in range(int(limit_s / 0.1)):
-        if await pred():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached")
-
-
 async def test_jobs_mode_runs_the_standby(
     subprocess_env: dict[str, str], redis_client: Redis, settings: Settings, tmp_path: Path
 ) -> None:
@@ -61,7 +53,7 @@ async def test_jobs_mode_runs_the_standby(
             raw = await redis_client.get(trending_meta_key(1))
             return raw is not None and json.loads(raw).get("source") == "standby"
 
-        await wait_for(standby_published, 30)
+        await await_until(standby_published, 30, "a standby publish")
         assert await redis_client.get(trending_key(1)) == b"[]"
         assert "standby publishing" in (await asyncio.to_thread(readyz, port))["detail"]
         fresh = settings.model_copy(update={"job_trending_interval_sec": 2})
@@ -70,7 +62,7 @@ async def test_jobs_mode_runs_the_standby(
         async def idle() -> bool:
             return "standby idle" in (await asyncio.to_thread(readyz, port))["detail"]
 
-        await wait_for(idle, 10)
+        await await_until(idle, 10, "the standby idle")
         assert json.loads(await redis_client.get(trending_meta_key(1)) or b"{}")["mode"] == "stream"
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0

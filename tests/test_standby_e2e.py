@@ -27,6 +27,7 @@ from tests.stream_helpers import (
     unique,
     wait_for_publish,
 )
+from tests.waiting import await_until
 
 pytestmark = pytest.mark.timeout(240)
 INTERVAL_S = 4
@@ -67,12 +68,14 @@ async def poll(redis: Redis, samples: list[Sample], stop: asyncio.Event) -> None
 async def wait_sample(samples: list[Sample], pred: Any, limit_s: float) -> int:
     """Index of the first new sample matching pred (the limit only guards against hanging)."""
     start = len(samples)
-    for _ in range(int(limit_s / 0.05)):
-        for i in range(start, len(samples)):
-            if pred(samples[i][1] or {}):
-                return i
-        await asyncio.sleep(0.05)
-    raise AssertionError("no such sample")
+
+    def match() -> int | None:
+        return next((i for i in range(start, len(samples)) if pred(samples[i][1] or {})), None)
+
+    await await_until(lambda: match() is not None, limit_s, "a matching sample", 0.05)
+    index = match()
+    assert index is not None
+    return index
 
 
 def env_for(kafka: LocalService, redis_url: str) -> dict[str, str]:

@@ -29,6 +29,7 @@ from tests.stream_helpers import (
     settle_exact,
     wait_metric,
 )
+from tests.waiting import await_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -280,11 +281,6 @@ class TestStopping:
 
         c = cluster_factory(4)
         w = c.worker("w1", KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}")
-        status = 0
-        for _ in range(300):
-            status = w.get("/readyz")[0]
-            if status:
-                break
-            await asyncio.sleep(0.1)
-        assert status == 503
+        await await_until(lambda: w.get("/readyz")[0] != 0, 30, "HTTP before Kafka")
+        assert w.get("/readyz")[0] == 503
         assert w.terminate(60) == 0

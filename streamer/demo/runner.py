@@ -21,23 +21,21 @@ import os
 import shutil
 import signal
 import sys
-import threading
 from typing import Any
 
 from streamer.config import Settings
 from streamer.demo import services
 from streamer.demo.live import make_view
-from streamer.demo.steps import (
-    CANCEL_WAIT_S,
-    CLEANUP_DEADLINE_S,
+from streamer.demo.options import (
     RUN_MARKER,
-    STOP_GRACE_S,
+    SERVICE_STOP_S,
     SUGGESTION_INTERVAL_S,
-    Demo,
+    WORKER_STOP_S,
     DemoFailed,
     DemoOptions,
     Stopped,
 )
+from streamer.demo.steps import Demo
 from streamer.demo.summary import (
     Summary,
     final_table,
@@ -45,6 +43,7 @@ from streamer.demo.summary import (
     summary_lines,
     write_report,
 )
+from streamer.ops.shutdown import CANCEL_WAIT_S, Shutdown, run_command
 
 
 async def finish(demo: Demo, code: int) -> int:
@@ -81,7 +80,7 @@ async def stop_worker_then_suggestions(demo: Demo) -> tuple[int, dict[int, Any]]
     worker = demo.procs.find("worker")
     if worker is not None:
         demo.view.step("Stopping the worker (SIGTERM; it flushes its ClickHouse sink and exits)…")
-        demo.log(await demo.procs.stop(worker, STOP_GRACE_S))
+        demo.log(await demo.procs.stop(worker, demo.shutdown.left_s(WORKER_STOP_S)))
         demo.view.ok("worker stopped")
     users = demo.record.top_users(200)
     with contextlib.suppress(OSError, ConnectionError):
@@ -110,7 +109,8 @@ async def stop_everything(demo: Demo) -> None:
     children = demo.procs.newest_first()
     for child in children:
         demo.view.step(f"Stopping {child.name}…")
-        demo.log(await demo.procs.stop(child, STOP_GRACE_S if child.name == "worker" else 10.0))
+        cap_s = WORKER_STOP_S if child.name == "worker" else SERVICE_STOP_S
+        demo.log(await demo.procs.stop(child, demo.shutdown.left_s(cap_s)))
     if children:
         demo.view.ok(f"stopped {', '.join(c.name for c in children)}: nothing left running")
     if demo.redis is not None:
@@ -122,27 +122,24 @@ async def stop_everything(demo: Demo) -> None:
         shutil.rmtree(demo.data_dir, ignore_errors=True)
 
 
-async def _main(opts: DemoOptions) -> int:
+async def _main(opts: DemoOptions, shutdown: Shutdown) -> int:
     os.environ[RUN_MARKER] = opts.run_id  # inherited by every child, the watchdog included
     watchdog = services.Watchdog()
-    demo = Demo(opts, make_view(), procs=services.ChildProcesses(watchdog))
-    loop = asyncio.get_running_loop()
-
-    guards: list[threading.Timer] = []
+    demo = Demo(opts, make_view(), shutdown, procs=services.ChildProcesses(watchdog))
 
     def on_signal(name: str) -> None:
         demo.log(f"{name} received")
-        if demo.interrupted:
-            demo.procs.kill_all_now()
         if name == "SIGHUP":
             silence_output()
-        if not guards:
-            guards.append(start_cleanup_guard(demo))
         demo.interrupted = demo.interrupted or name
-        demo.stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, on_signal, sig.name)
+    def on_force() -> None:  # a second signal, or the stop budget spent
+        demo.log("stopping did not finish in time: killing every group")
+        demo.procs.kill_all_now()
+        watchdog.close()
+
+    shutdown.on_signal(on_signal)
+    shutdown.on_force(on_force)
     code = 1
     task = asyncio.create_task(demo.run())
     stopper = asyncio.create_task(demo.stop.wait())
@@ -154,8 +151,6 @@ async def _main(opts: DemoOptions) -> int:
         try:
             code = await finish(demo, code)
         finally:
-            for guard in guards:
-                guard.cancel()
             watchdog.close()
     return code
 
@@ -166,7 +161,7 @@ async def outcome(demo: Demo, task: asyncio.Task[int]) -> int:
         task.cancel()
         # The steps also watch demo.stop, because a cancellation can be swallowed by a library
         # (seen under load inside a Redis/HTTP read); never let a stuck step delay the cleanup.
-        await asyncio.wait([task], timeout=CANCEL_WAIT_S)
+        await asyncio.wait([task], timeout=demo.shutdown.left_s(CANCEL_WAIT_S))
         if task.done() and not task.cancelled():
             task.exception()  # mark it retrieved: whatever a step raised after the signal
         demo.log("steps cancelled")
@@ -193,22 +188,6 @@ def silence_output() -> None:
     os.close(devnull)
 
 
-def start_cleanup_guard(demo: Demo) -> threading.Timer:
-    """Started by the first signal: if stopping hangs, kill every group and exit (within 60 s)."""
-
-    def expire() -> None:
-        demo.log(f"stopping took over {CLEANUP_DEADLINE_S:.0f} s: killing every group")
-        demo.procs.kill_all_now()
-        if demo.procs.watchdog is not None:
-            demo.procs.watchdog.close()
-        os._exit(0)
-
-    guard = threading.Timer(CLEANUP_DEADLINE_S, expire)
-    guard.daemon = True
-    guard.start()
-    return guard
-
-
 def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Entry point of `streamer demo`.
 
@@ -220,5 +199,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"streamer demo: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_main(opts))
+    shutdown = Shutdown(signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+    # The demo reports its own failures (outcome()); anything else is a bug worth a traceback.
+    return run_command(lambda sd: _main(opts, sd), lambda exc: None, shutdown=shutdown)
 

@@ -6,17 +6,14 @@ Each step says in plain words what it does and what came of it; the lifecycle ar
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
-import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,63 +25,26 @@ from redis.asyncio import Redis
 from streamer.config import Settings, load_settings
 from streamer.core.window import Window
 from streamer.demo import services
-from streamer.demo.live import DemoState, Poller, Snapshot, View
+from streamer.demo.dashboard import DemoState
+from streamer.demo.live import View
+from streamer.demo.options import (
+    PARTITIONS,
+    READY_TIMEOUT_S,
+    RECONCILE_INTERVAL_S,
+    RUN_MARKER,
+    SETTLE_S,
+    SUGGESTION_INTERVAL_S,
+    TRENDING_INTERVAL_S,
+    VERIFY_MAX_S,
+    DemoFailed,
+    DemoOptions,
+    Stopped,
+)
+from streamer.demo.poll import Poller, Snapshot
 from streamer.demo.summary import Verdict
 from streamer.demo.traffic import TrafficModel, TrafficProgress, TrafficRecord, produce
 from streamer.kafka_admin import ensure_topics
-
-RUN_MARKER = "STREAMER_DEMO_RUN"  # set in every child's environment (tests find leftovers by it)
-REPORT_ENV = "STREAMER_DEMO_REPORT"  # write a JSON report there (final values + produced events)
-SEED_ENV = "STREAMER_DEMO_SEED"
-PARTITIONS = 4
-TRENDING_INTERVAL_S = 5
-SUGGESTION_INTERVAL_S = 30
-RECONCILE_INTERVAL_S = 20
-READY_TIMEOUT_S = 120.0
-STOP_GRACE_S = 30.0
-CLEANUP_DEADLINE_S = 50.0
-SETTLE_S = max(40.0, 6.0 * TRENDING_INTERVAL_S)  # after the worker's counters stop moving
-VERIFY_MAX_S = 600.0
-CANCEL_WAIT_S = 5.0
-
-
-class Stopped(Exception):
-    """The user asked to stop (signal); raised by a step that noticed it."""
-
-
-class DemoFailed(Exception):
-    """A step failed; the message says what happened and where to look."""
-
-
-@dataclass
-class DemoOptions:
-    """What the command line and environment asked for."""
-
-    duration_s: float
-    rate: float
-    posts: int
-    users: int
-    data_dir: Path | None
-    report_path: Path | None
-    seed: int
-    run_id: str
-
-    @classmethod
-    def parse(cls, args: argparse.Namespace) -> DemoOptions:
-        """Validate arguments; raises ValueError with a sentence for a person."""
-        if args.duration <= 0 or args.rate <= 0:
-            raise ValueError("--duration and --rate must be greater than 0")
-        if args.posts < 10 or args.users < 10:
-            raise ValueError("--posts and --users must be at least 10")
-        data = os.environ.get("STREAMER_DATA_DIR")
-        report = os.environ.get(REPORT_ENV)
-        seed = os.environ.get(SEED_ENV)
-        return cls(
-            float(args.duration), float(args.rate), int(args.posts), int(args.users),
-            Path(data).resolve() / "demo" if data else None, Path(report) if report else None,
-            int(seed) if seed else random.randrange(1 << 30),
-            os.environ.get(RUN_MARKER) or uuid.uuid4().hex[:12],
-        )
+from streamer.ops.shutdown import Shutdown
 
 
 @dataclass
@@ -93,7 +53,7 @@ class Demo:
 
     opts: DemoOptions
     view: View
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    shutdown: Shutdown = field(default_factory=Shutdown)
     procs: services.ChildProcesses = field(default_factory=services.ChildProcesses)
     state: DemoState = field(default_factory=DemoState)
     record: TrafficRecord = field(default_factory=TrafficRecord)
@@ -107,6 +67,11 @@ class Demo:
     data_dir: Path = Path()
     temp_dir: bool = False
     ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def stop(self) -> asyncio.Event:
+        """Set when the stop sequence began (a signal); every step watches it."""
+        return self.shutdown.stop
 
     def log(self, text: str) -> None:
         """A line in DATA_DIR/demo.log (what happened when, also after a hangup)."""

@@ -13,15 +13,14 @@ from rich.table import Table
 
 from streamer.core.payloads import suggestions_key
 from streamer.core.scoring import PostCounts
-from streamer.demo.live import (
+from streamer.demo.dashboard import (
     DemoState,
-    Metrics,
-    Snapshot,
     fmt_time_ms,
     pipeline_rows,
     publish_line,
     reconcile_line,
 )
+from streamer.demo.poll import Metrics, Snapshot
 from streamer.demo.traffic import TrafficRecord
 
 

@@ -20,7 +20,6 @@ from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES
 from streamer.ops.reload import LiveSettings
 
 log = logging.getLogger("streamer.jobs")
-STOP_GRACE_S = 45.0
 
 
 class RunStatus(Enum):
@@ -106,13 +105,19 @@ class JobRunner:
         return all(s is not RunStatus.FAILED for s in statuses)
 
     async def run_forever(self) -> None:
-        """Run each job every interval until stop(); in-flight runs get STOP_GRACE_S."""
+        """Run each job every interval until stop(), then let in-flight runs finish.
+
+        How long they may take is the caller's stop budget (streamer.ops.shutdown): it cancels
+        this coroutine when the budget runs out, and the cancellation reaches every loop.
+        """
         loops = [asyncio.create_task(self._loop(job)) for job in self.jobs]
-        await self._stop.wait()
-        _, pending = await asyncio.wait(loops, timeout=STOP_GRACE_S)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            await self._stop.wait()
+            await asyncio.gather(*loops)
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
 
     async def _loop(self, job: Job) -> None:
         while not self._stop.is_set():

@@ -6,11 +6,8 @@ import asyncio
 import contextlib
 import faulthandler
 import logging
-import os
 import signal
-import threading
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -24,6 +21,7 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings
 from streamer.core.payloads import sink_positions_key
+from streamer.errors import StartError
 from streamer.jobs.runner import JobRunner
 from streamer.jobs.suggestions import SuggestionsJob
 from streamer.kafka_admin import ensure_topics
@@ -31,16 +29,21 @@ from streamer.kafka_client import KafkaSecurityError, client_kwargs, preflight
 from streamer.ops.http import start_http
 from streamer.ops.metrics import CONSUMER_LAG
 from streamer.ops.reload import LiveSettings, start_reloading
+from streamer.ops.shutdown import Shutdown
+from streamer.stream import faust_compat
 from streamer.stream.app import StateTable, TableWriter, build_app
 from streamer.stream.ingest import Ingestor, Outgoing
 from streamer.stream.publisher import Publisher
 from streamer.stream.reconcile_hook import ReconcileHook
 from streamer.stream.sink_consumer import ClickHouseSinkConsumer
+from streamer.stream.startup import StartClock, prepare_data_dir
 from streamer.stream.transport import register_batch_handler
 
 log = logging.getLogger("streamer.worker")
-STOP_DEADLINE_S = 55.0  # the contract allows 60 s; the watchdog hard-exits before that
+# Caps of the stop steps; each is also bounded by what is left of the one stop budget.
+DRAIN_STOP_S = 10.0
 FAUST_STOP_S = 30.0
+TASKS_STOP_S = 20.0
 
 
 async def topic_partitions(
@@ -64,20 +67,6 @@ async def topic_partitions(
         await consumer.stop()
 
 
-def start_watchdog(deadline_s: float) -> threading.Timer:
-    """Hard exit (code 0) if a clean stop has not finished in time, e.g. Faust hangs stopping."""
-
-    def fire() -> None:
-        log.error("shutdown did not finish within %.0fs: forcing exit", deadline_s)
-        logging.shutdown()
-        os._exit(0)
-
-    timer = threading.Timer(deadline_s, fire)
-    timer.daemon = True
-    timer.start()
-    return timer
-
-
 def load_reconciler(
     settings: Settings | LiveSettings, ch: ClickHouse | None, redis: Redis
 ) -> ReconcileHook | None:
@@ -92,32 +81,45 @@ def load_reconciler(
     return factory(settings, ch, redis) if factory is not None else None
 
 
-@dataclass
 class Worker:
-    """Everything one worker process runs."""
+    """Everything one worker process runs; it stops through the process's one stop sequence."""
 
-    settings: Settings
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-    exit_code: int = 0
-    tasks: list[asyncio.Future[Any]] = field(default_factory=list)
-    redis: Redis | None = None
-    ch: ClickHouse | None = None
-    sink: ClickHouseSinkConsumer | None = None
-    runner: JobRunner | None = None
-    live: LiveSettings | None = None  # reloads (STREAMER_CONFIG_FILE, SIGHUP) reach the loops
+    def __init__(
+        self, settings: Settings, shutdown: Shutdown, live: LiveSettings | None = None
+    ) -> None:
+        self.settings = settings
+        self.shutdown = shutdown
+        self.stop = shutdown.stop
+        self.exit_code = 0
+        self.tasks: list[asyncio.Future[Any]] = []
+        self.redis: Redis | None = None
+        self.ch: ClickHouse | None = None
+        self.sink: ClickHouseSinkConsumer | None = None
+        self.runner: JobRunner | None = None
+        self.app: faust.App | None = None
+        self.ingestor: Ingestor | None = None
+        self.publisher: Publisher | None = None
+        self.start_clock = StartClock(settings.streamer_start_timeout_sec)
+        self.live = live  # reloads (STREAMER_CONFIG_FILE, SIGHUP) reach the loops
 
     async def run(self) -> int:
         """Serve HTTP at once (503 until ready), start the rest, run until stop, stop in time."""
-        http = await start_http(self.settings.streamer_web_port, self.readiness)
+        s = self.settings
+        self.start_clock.step = f"preparing STREAMER_DATA_DIR {s.streamer_data_dir}"
+        prepare_data_dir(s.streamer_data_dir)
+        self.start_clock.step = f"serving HTTP on STREAMER_WEB_PORT {s.streamer_web_port}"
+        http = await self.start_clock.run(start_http(s.streamer_web_port, self.readiness))
         try:
-            starting = asyncio.ensure_future(self._start())
+            starting = asyncio.ensure_future(self.start_clock.run(self._start()))
             stopping = asyncio.ensure_future(self.stop.wait())
             await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
             if not starting.done():
                 starting.cancel()
-                await asyncio.gather(starting, return_exceptions=True)
-            else:
+                await asyncio.wait([starting], timeout=self.shutdown.left_s(DRAIN_STOP_S))
+            elif starting.exception() is not None:
+                self.shutdown.begin("start failed", 1, quiet=True)  # the teardown runs on the budget
                 starting.result()
+            else:
                 await stopping
         finally:
             await self._shutdown()
@@ -125,9 +127,11 @@ class Worker:
         return self.exit_code
 
     async def _kafka_partitions(self) -> int:
-        """Create the topics if missing and read the partition count; retry until Kafka answers."""
+        """Create the topics if missing and read the partition count; retry until Kafka answers
+        (the start clock ends the retries at STREAMER_START_TIMEOUT_SEC)."""
         s = self.settings
         security = client_kwargs(s)
+        self.start_clock.step = f"reaching Kafka at KAFKA_BOOTSTRAP_SERVERS {s.kafka_bootstrap_servers}"
         delay_s = 0.5
         while True:
             try:
@@ -140,6 +144,7 @@ class Worker:
             except KafkaSecurityError:
                 raise
             except Exception as exc:
+                self.start_clock.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("Kafka at %s not usable yet (%s: %s); retrying in %.1fs",
                             s.kafka_bootstrap_servers, type(exc).__name__, exc, delay_s)
                 await asyncio.sleep(delay_s)
@@ -149,7 +154,9 @@ class Worker:
         s = self.settings
         partitions = await self._kafka_partitions()
         redis = self.redis = make_redis(s)
+        self.start_clock.step = "opening ClickHouse (CLICKHOUSE_URL)"
         self.ch = await self._clickhouse(partitions)
+        self.start_clock.step = "starting the Faust app"
         self.app, _, table = build_app(s, partitions)
         self.ingestor = self._ingestor(table, partitions)
         live = self.live or s
@@ -169,6 +176,9 @@ class Worker:
         try:
             await create_schema(ch)
         except Exception as exc:
+            if ch.embedded:  # nothing will fix a directory we cannot open: fail the start
+                raise StartError(f"embedded ClickHouse {s.clickhouse_dsn} cannot be opened (one "
+                                 f"process at a time may hold it): {exc}") from None
             log.warning("ClickHouse schema check failed (sink will retry): %s", exc)
         sink_on = s.streamer_clickhouse_sink
 
@@ -188,6 +198,7 @@ class Worker:
     def _ingestor(self, table: StateTable, partitions: int) -> Ingestor:
         s = self.settings
         app = self.app
+        assert app is not None
         producer = app.producer
 
         async def send_many(items: list[Outgoing]) -> None:
@@ -220,6 +231,7 @@ class Worker:
 
     def _partitions(self, fallback: int) -> int:
         with contextlib.suppress(Exception):
+            assert self.app is not None
             count = self.app.consumer.topic_partitions(self.settings.kafka_events_topic)
             if count:
                 return int(count)
@@ -238,7 +250,7 @@ class Worker:
 
     async def readiness(self) -> tuple[bool, str]:
         """Ready when every assigned partition is recovered and Redis answers."""
-        ingestor = getattr(self, "ingestor", None)
+        ingestor = self.ingestor
         if ingestor is None or not ingestor.ready:
             return False, "partitions not assigned or state not recovered yet"
         assert self.redis is not None
@@ -247,81 +259,58 @@ class Worker:
 
     async def _monitor(self) -> None:
         """Exit on fatal errors; keep the per-partition lag gauge current."""
+        assert self.ingestor is not None and self.app is not None
         while not self.stop.is_set():
             if self.ingestor.fatal is not None or self.app.crashed:
                 log.critical("fatal: %r", self.ingestor.fatal or self.app.crash_reason)
                 self.exit_code = 1
-                self.stop.set()
+                self.shutdown.begin("fatal error", 1)
                 return
             self._update_lag()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 1.0)
 
     def _update_lag(self) -> None:
+        assert self.ingestor is not None and self.app is not None
         consumer = self.app.consumer
         topic = self.settings.kafka_events_topic
         for partition in list(self.ingestor.states):
             with contextlib.suppress(Exception):
                 tp = TP(topic, partition)
                 high = consumer.highwater(tp)
-                read = getattr(consumer, "_read_offset", {}).get(tp)
+                read = faust_compat.read_offsets(consumer).get(tp)
                 if high is not None:
                     lag = high - (read + 1 if read is not None else 0)
                     CONSUMER_LAG.labels(partition=str(partition)).set(max(lag, 0))
 
     async def _shutdown(self) -> None:
+        """The worker's part of the stop sequence, every step bounded by the one budget."""
         log.info("stopping worker")
-        ingestor: Ingestor | None = getattr(self, "ingestor", None)
+        ingestor, app, bounded = self.ingestor, self.app, self.shutdown.bounded
         if self.sink is not None and ingestor is not None:  # before stop: the sink reads it then
             self.sink.drain_to({p: st.next_offset for p, st in ingestor.states.items()
                                 if st.next_offset >= 0})
         self.stop.set()
         if self.runner is not None:
             self.runner.stop()
-        app: faust.App | None = getattr(self, "app", None)
-        if app is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ingestor.drain(), 10)
-                await self.ingestor.writer.close()
-
-            try:
-                await asyncio.wait_for(app.stop(), FAUST_STOP_S)
-            except Exception as exc:
-                log.warning("Faust did not stop cleanly: %r", exc)
-        await asyncio.wait(self.tasks, timeout=20) if self.tasks else None
+        if app is not None and ingestor is not None:
+            if await bounded(ingestor.drain(), DRAIN_STOP_S, "draining the ingest batch"):
+                await bounded(ingestor.writer.close(), DRAIN_STOP_S, "closing the table writer")
+            await bounded(app.stop(), FAUST_STOP_S, "stopping Faust")
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=self.shutdown.left_s(TASKS_STOP_S))
         for task in self.tasks:
             task.cancel()
         if self.redis is not None:
-            with contextlib.suppress(Exception):
-                await self.redis.aclose()
+            await bounded(self.redis.aclose(), 2.0, "closing Redis")
         if self.ch is not None:
             self.ch.close()
 
 
-def run_worker(settings: Settings) -> int:
-    """Entry point of `streamer worker`: SIGTERM/SIGINT stop it with exit 0 within 60 s."""
-
+async def run_worker(settings: Settings, shutdown: Shutdown) -> int:
+    """Entry point of `streamer worker`, run under the stop sequence (streamer.ops.shutdown)."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks
-
-    async def main() -> int:
-        live = LiveSettings(settings)
-        worker = Worker(settings, live=live)
-        worker.tasks.append(start_reloading(live, worker.stop))  # SIGHUP handled from here on
-        loop = asyncio.get_running_loop()
-        watchdogs: list[threading.Timer] = []
-
-        def on_signal(signum: int, frame: Any) -> None:
-            # A plain signal handler runs between bytecodes even while the loop is busy, so the
-            # watchdog starts at once; the loop sees the stop request when it gets control.
-            if not watchdogs:
-                watchdogs.append(start_watchdog(STOP_DEADLINE_S))
-            loop.call_soon_threadsafe(worker.stop.set)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, on_signal)
-        code = await worker.run()
-        for timer in watchdogs:
-            timer.cancel()
-        return code
-
-    return asyncio.run(main())
+    live = LiveSettings(settings)
+    worker = Worker(settings, shutdown, live=live)
+    worker.tasks.append(start_reloading(live, worker.stop))  # SIGHUP handled from here on
+    return await worker.run()
