@@ -79,15 +79,10 @@ def stream_publish(parts: list[PartitionWindow], k: int = TOPK) -> list[PostCoun
 
 def full_sort_publish(parts: list[PartitionWindow], k: int = TOPK) -> list[PostCounts]:
     """Baseline: sort every post's totals and cut at k (what a non-indexed state would do)."""
-    keyed = sorted((-rank_value(*t), pid) for p in parts for pid, t in p.totals.items())
-    return [PostCounts(pid, *_totals(parts, pid)) for _, pid in keyed[:k]]
-
-
-def _totals(parts: list[PartitionWindow], post_id: int) -> list[int]:
-    for part in parts:
-        if post_id in part.totals:
-            return part.totals[post_id]
-    raise KeyError(post_id)
+    every = {c.post_id: c for p in parts for c in p.all_counts()}
+    keyed = sorted((-rank_value(c.views, c.likes, c.comments, c.shares), pid)
+                   for pid, c in every.items())
+    return [every[pid] for _, pid in keyed[:k]]
 
 
 def core_ingest_iter(events: Iterable[EventTuple]) -> tuple[object, int, int]:
@@ -100,7 +95,7 @@ def core_ingest_iter(events: Iterable[EventTuple]) -> tuple[object, int, int]:
         if dedup.add(event_id, ts_ms // MINUTE_MS):
             window.add(post_id, type_index, ts_ms)
             counted += 1
-    return (window, dedup), len(window.totals), counted
+    return (window, dedup), len(window), counted
 
 
 def naive_ingest_iter(events: Iterable[EventTuple]) -> tuple[object, int, int]:
