@@ -209,6 +209,19 @@ class PartitionWindow:
                               strict=True):
             yield PostCounts(post_id, *c)
 
+    def buckets(self, post_id: int) -> Buckets:
+        """A copy of one post's held minute counters (a scan: tests and tools only)."""
+        slot = self.slot_of.get(post_id)
+        out: Buckets = {}
+        if slot is None:
+            return out
+        for minute, block in sorted(self.minutes.items()):
+            slots, types = block.columns()
+            counts = np.bincount(types[slots == slot], minlength=4).tolist()
+            if any(counts):
+                out[minute] = counts
+        return out
+
     def totals_over(self, lo: int, hi: int) -> I64:
         """Per-slot totals over held minutes lo..hi (each must be in the window or retained)."""
         first, last = self._bounds()
