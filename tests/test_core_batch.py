@@ -25,7 +25,7 @@ WINDOW_MINUTES = 3
 
 def owner(post_id: int) -> int:
     """The partition aiokafka's default partitioner gives the post's key (the oracle's rule)."""
-    return (murmur2(str(post_id).encode()) & 0x7FFFFFFF) % PARTITIONS
+    return int(murmur2(str(post_id).encode()) & 0x7FFFFFFF) % PARTITIONS
 
 
 def pool(seed: int, size: int) -> list[Event]:
