@@ -133,7 +133,7 @@ def decode_message(value: bytes | None, now_ms: int) -> Decoded:
     return out
 
 
-class _WireEvent(msgspec.Struct, frozen=True):
+class _WireEvent(msgspec.Struct, frozen=True, gc=False):
     """Strict wire schema for the fast path; anything it rejects takes the precise slow path."""
 
     event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_CHARS)]
@@ -185,6 +185,7 @@ class Columns:
     user_ids: npt.NDArray[np.int64]
     types: npt.NDArray[np.uint8]
     ts_ms: npt.NDArray[np.int64]
+    message: npt.NDArray[np.int64]  # index of the message (in the decoded batch) of each event
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -193,7 +194,8 @@ class Columns:
         """The events at these positions, in this order."""
         ids = self.event_ids
         return Columns([ids[i] for i in index.tolist()], self.post_ids[index],
-                       self.user_ids[index], self.types[index], self.ts_ms[index])
+                       self.user_ids[index], self.types[index], self.ts_ms[index],
+                       self.message[index])
 
     def events(self) -> list[Event]:
         """The columns as Event objects (for callers off the hot path)."""
@@ -223,16 +225,19 @@ def _wires_of(events: list[Event]) -> list[_WireEvent]:
     return [_wire(e.event_id, e.post_id, e.user_id, e.event_type, e.ts_ms) for e in events]
 
 
-def _columns(wires: list[_WireEvent]) -> Columns:
+def _columns(wires: list[_WireEvent], ends: list[int]) -> Columns:
     n = len(wires)
+    bounds = np.array(ends, dtype=np.int64)
+    message = np.repeat(np.arange(len(ends), dtype=np.int64), np.diff(bounds, prepend=0))
     if not n:
         empty = np.empty(0, dtype=np.int64)
-        return Columns([], empty, empty.copy(), np.empty(0, dtype=np.uint8), empty.copy())
+        return Columns([], empty, empty.copy(), np.empty(0, dtype=np.uint8), empty.copy(),
+                       message)
     ids, posts, users, kinds, ts = zip(*map(_FIELDS_OF, wires), strict=True)
     return Columns(
         list(ids), np.array(posts, dtype=np.int64), np.array(users, dtype=np.int64),
         np.fromiter(map(_TYPE_OF, kinds), dtype=np.uint8, count=n),
-        np.array(ts, dtype=np.int64),
+        np.array(ts, dtype=np.int64), message,
     )
 
 
@@ -244,6 +249,7 @@ def decode_batch(values: Sequence[bytes | None], now_ms: int) -> tuple[Columns, 
     is decoded again by the precise slow path.
     """
     wires: list[_WireEvent] = []
+    ends: list[int] = []  # len(wires) after each message
     dead: list[DeadLetter] = []
     limit_ms = now_ms + FUTURE_TOLERANCE_MS
     decode = _FAST.decode
@@ -267,4 +273,5 @@ def decode_batch(values: Sequence[bytes | None], now_ms: int) -> tuple[Columns, 
             dead.extend(decode_message(value, now_ms).dead)
         else:
             wires.append(doc)  # type: ignore[arg-type]
-    return _columns(wires), dead
+        ends.append(len(wires))
+    return _columns(wires, ends), dead
