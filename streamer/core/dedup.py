@@ -87,10 +87,14 @@ class _Run:
 
     __slots__ = ("high", "low", "minutes")
 
-    def __init__(self, high: U64, low: U64, minutes: npt.NDArray[np.int64]) -> None:
-        order = np.argsort(high, kind="stable")
-        self.high, self.low = high[order], low[order]
-        self.minutes = minutes[order].astype(np.int32)
+    def __init__(self, high: U64, low: U64, minutes: npt.NDArray[np.int64],
+                 ordered: bool = False) -> None:
+        if ordered:
+            self.high, self.low, self.minutes = high, low, minutes.astype(np.int32)
+        else:
+            order = np.argsort(high, kind="stable")
+            self.high, self.low = high[order], low[order]
+            self.minutes = minutes[order].astype(np.int32)
 
     def __len__(self) -> int:
         return len(self.high)
@@ -145,9 +149,20 @@ class DedupIndex:
 
     def add_batch(self, high: U64, low: U64, minutes: npt.NDArray[np.int64]) -> Mask:
         """Remember a batch's keys; True where a key is new (its first occurrence, unseen)."""
-        fresh = first_occurrences(high, low) & ~self.seen(high, low)
-        if fresh.any():
-            self._push(_Run(high[fresh], low[fresh], minutes[fresh]))
+        n = len(high)
+        fresh = np.zeros(n, dtype=np.bool_)
+        if not n:
+            return fresh
+        order = np.lexsort((low, high))  # sorted needles: binary searches stay in cache
+        h, lo = high[order], low[order]
+        new = np.empty(n, dtype=np.bool_)
+        new[0] = True
+        new[1:] = (h[1:] != h[:-1]) | (lo[1:] != lo[:-1])  # first of equal keys (stable)
+        for run in self._runs:
+            new &= ~run.contains(h, lo)
+        if new.any():
+            self._push(_Run(h[new], lo[new], minutes[order][new], ordered=True))
+        fresh[order[new]] = True
         return fresh
 
     def add(self, event_id: str, minute: int) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,7 @@ from streamer.core.scoring import RANK_WEIGHTS, PostCounts
 from streamer.core.window import MINUTE_MS, Window, window_at
 
 I64 = npt.NDArray[np.int64]
+Counters = npt.NDArray[np.signedinteger[Any]]  # (slots, 4): int32, widened to int64 if needed
 Buckets = dict[int, list[int]]  # minute -> [views, likes, comments, shares]
 _WEIGHTS = np.array(RANK_WEIGHTS, dtype=np.int64)
 _MAX_CHUNKS = 8  # a minute's small appended blocks are packed into one past this
@@ -56,7 +58,7 @@ class _Minute:
         return sum(s.nbytes + t.nbytes for s, t in self.chunks)
 
 
-def top_of(post_ids: I64, totals: I64, k: int) -> list[PostCounts]:
+def top_of(post_ids: I64, totals: Counters, k: int) -> list[PostCounts]:
     """The k best rows by (rank desc, post_id asc), rows of rank 0 left out."""
     ranks = totals @ _WEIGHTS
     live = np.flatnonzero(ranks > 0)
@@ -80,14 +82,36 @@ class PartitionWindow:
         self.first_minute: int | None = None
         self.last_minute: int | None = None
         self.slot_of: dict[int, int] = {}
-        self.totals: I64 = np.zeros((0, 4), dtype=np.int64)
+        self.totals: Counters = np.zeros((0, 4), dtype=np.int32)
         self.held = np.zeros(0, dtype=np.int32)  # events of the slot in held minutes
         self.post_of = np.zeros(0, dtype=np.int64)
-        self._free: list[int] = []
-        self.minutes: dict[int, _Minute] = {}
+        self._free = np.zeros(0, dtype=np.int32)  # a stack of free slots (top at the end)
+        self._bound = 0  # upper bound of any total: int32 counters widen before they could wrap
+        self._minutes: dict[int, _Minute] = {}
+        self._recent: list[tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], I64]] = []
 
     def __len__(self) -> int:
         return len(self.slot_of)
+
+    @property
+    def minutes(self) -> dict[int, _Minute]:
+        """Held minute blocks (recent batches sorted into their minutes first)."""
+        if self._recent:
+            self._flush()
+        return self._minutes
+
+    def _flush(self) -> None:
+        """Sort the batches added since the last minute operation into their minute blocks."""
+        recent, self._recent = self._recent, []
+        slots = np.concatenate([r[0] for r in recent])
+        types = np.concatenate([r[1] for r in recent])
+        minutes = np.concatenate([r[2] for r in recent])
+        np.add.at(self.held, slots, 1)
+        order = np.argsort(minutes, kind="stable")
+        ms = minutes[order]
+        cuts = np.flatnonzero(ms[1:] != ms[:-1]) + 1
+        for part in np.split(order, cuts):
+            self._block(int(minutes[part[0]])).append(slots[part], types[part])
 
     def nbytes(self) -> int:
         """Bytes of the packed arrays (the slot dict excluded)."""
@@ -140,21 +164,13 @@ class PartitionWindow:
         if not len(post_ids):
             return
         slots = self.slots(post_ids)
-        np.add.at(self.held, slots, 1)
+        self._widen(len(post_ids))
         live = (minutes >= first) & (minutes <= last)
         if live.all():
             np.add.at(self.totals, (slots, types), 1)
         else:
             np.add.at(self.totals, (slots[live], types[live]), 1)
-        lo, hi = int(minutes.min()), int(minutes.max())
-        if lo == hi:
-            self._block(lo).append(slots, types)
-            return
-        order = np.argsort(minutes, kind="stable")
-        ms = minutes[order]
-        cuts = np.flatnonzero(ms[1:] != ms[:-1]) + 1
-        for part in np.split(order, cuts):
-            self._block(int(minutes[part[0]])).append(slots[part], types[part])
+        self._recent.append((slots, types, minutes))
 
     def add(self, post_id: int, type_index: int, ts_ms: int, count: int = 1) -> AddResult:
         """Count `count` events of one post at ts_ms; the caller deduplicates first."""
@@ -222,7 +238,7 @@ class PartitionWindow:
                 out[minute] = counts
         return out
 
-    def totals_over(self, lo: int, hi: int) -> I64:
+    def totals_over(self, lo: int, hi: int) -> Counters:
         """Per-slot totals over held minutes lo..hi (each must be in the window or retained)."""
         first, last = self._bounds()
         acc = self.totals.copy()
@@ -233,10 +249,18 @@ class PartitionWindow:
                 np.add.at(acc, (slots, types), 1 if wanted else -1)
         return acc
 
+    def _widen(self, adding: int) -> None:
+        """Keep int32 totals exact: past 2^30 possible, check the real maximum, widen if needed."""
+        self._bound += adding
+        if self._bound >= 1 << 30 and self.totals.dtype == np.int32:
+            self._bound = int(self.totals.max(initial=0)) + adding
+            if self._bound >= 1 << 30:
+                self.totals = self.totals.astype(np.int64)
+
     def _block(self, minute: int) -> _Minute:
-        block = self.minutes.get(minute)
+        block = self._minutes.get(minute)
         if block is None:
-            block = self.minutes[minute] = _Minute()
+            block = self._minutes[minute] = _Minute()
         return block
 
     def _fold(self, minute: int, sign: int) -> None:
@@ -260,12 +284,14 @@ class PartitionWindow:
         if need > 0:
             size = len(self.post_of)
             grow = max(1024, size, need)
-            self.totals = np.concatenate([self.totals, np.zeros((grow, 4), dtype=np.int64)])
+            self.totals = np.concatenate([self.totals, np.zeros((grow, 4), self.totals.dtype)])
             self.held = np.concatenate([self.held, np.zeros(grow, dtype=np.int32)])
             self.post_of = np.concatenate([self.post_of, np.full(grow, -1, dtype=np.int64)])
-            self._free.extend(range(size + grow - 1, size - 1, -1))
-        taken = self._free[-len(post_ids):]
-        del self._free[-len(post_ids):]
+            fresh = np.arange(size + grow - 1, size - 1, -1, dtype=np.int32)
+            self._free = np.concatenate([fresh, self._free])
+        cut = len(self._free) - len(post_ids)
+        taken = self._free[cut:].tolist()
+        self._free = self._free[:cut].copy()
         self.slot_of.update(zip(post_ids, taken, strict=True))
         self.post_of[taken] = post_ids
 
@@ -275,4 +301,4 @@ class PartitionWindow:
             del self.slot_of[post_id]
         self.totals[slots] = 0
         self.post_of[slots] = -1
-        self._free.extend(slots.tolist())
+        self._free = np.concatenate([self._free, slots.astype(np.int32)])
