@@ -68,17 +68,29 @@ def event_keys(event_ids: Sequence[str]) -> tuple[U64, U64]:
     return halves[:, 0].copy(), halves[:, 1].copy()
 
 
-def first_occurrences(high: U64, low: U64) -> Mask:
-    """True at the first position of every distinct key (stable: earlier wins)."""
-    n = len(high)
-    keep = np.zeros(n, dtype=np.bool_)
-    if n:
+def _groups(high: U64, low: U64) -> tuple[U64, U64, npt.NDArray[np.intp]]:
+    """Distinct keys in (high, low) order, and the first position of each in the input.
+
+    One sort of the high halves; only if two different keys share a high half (about
+    n^2/2^65) the exact two-key sort is used instead.
+    """
+    order = np.argsort(high)
+    h, lo = high[order], low[order]
+    same_high = h[1:] == h[:-1]
+    if (same_high & (lo[1:] != lo[:-1])).any():
         order = np.lexsort((low, high))
         h, lo = high[order], low[order]
-        new = np.empty(n, dtype=np.bool_)
-        new[0] = True
-        new[1:] = (h[1:] != h[:-1]) | (lo[1:] != lo[:-1])
-        keep[order[new]] = True
+        same_high = h[1:] == h[:-1]
+    starts = np.flatnonzero(np.concatenate(([True], ~same_high | (lo[1:] != lo[:-1]))))
+    first = np.minimum.reduceat(order, starts) if len(order) else order
+    return h[starts], lo[starts], first
+
+
+def first_occurrences(high: U64, low: U64) -> Mask:
+    """True at the first position of every distinct key (earlier wins)."""
+    keep = np.zeros(len(high), dtype=np.bool_)
+    if len(high):
+        keep[_groups(high, low)[2]] = True
     return keep
 
 
@@ -147,22 +159,22 @@ class DedupIndex:
                 found |= run.contains(high, low)
         return found
 
-    def add_batch(self, high: U64, low: U64, minutes: npt.NDArray[np.int64]) -> Mask:
-        """Remember a batch's keys; True where a key is new (its first occurrence, unseen)."""
+    def add_batch(self, high: U64, low: U64, minutes: npt.NDArray[np.int64],
+                  remember: Mask | None = None) -> Mask:
+        """True where a key is new (its first occurrence, unseen); remember those new keys
+        (only where `remember` is True, when given)."""
         n = len(high)
         fresh = np.zeros(n, dtype=np.bool_)
         if not n:
             return fresh
-        order = np.lexsort((low, high))  # sorted needles: binary searches stay in cache
-        h, lo = high[order], low[order]
-        new = np.empty(n, dtype=np.bool_)
-        new[0] = True
-        new[1:] = (h[1:] != h[:-1]) | (lo[1:] != lo[:-1])  # first of equal keys (stable)
+        h, lo, first = _groups(high, low)  # sorted needles: binary searches stay in cache
+        new = np.ones(len(h), dtype=np.bool_)
         for run in self._runs:
             new &= ~run.contains(h, lo)
-        if new.any():
-            self._push(_Run(h[new], lo[new], minutes[order][new], ordered=True))
-        fresh[order[new]] = True
+        keep = new if remember is None else new & remember[first]
+        if keep.any():
+            self._push(_Run(h[keep], lo[keep], minutes[first[keep]], ordered=True))
+        fresh[first[new]] = True
         return fresh
 
     def add(self, event_id: str, minute: int) -> bool:

@@ -20,7 +20,7 @@ from enum import Enum
 import numpy as np
 import numpy.typing as npt
 
-from streamer.core.dedup import DedupIndex, event_keys, first_occurrences
+from streamer.core.dedup import DedupIndex, event_keys
 from streamer.core.events import Event
 from streamer.core.records import (
     RecordColumns,
@@ -171,10 +171,10 @@ class PartitionState:
             parts.append(decode_record(value))
         cols = concat(parts)
         held = np.flatnonzero(cols.minutes >= keep_from)
-        high, low = cols.high[held], cols.low[held]
-        once = held[first_occurrences(high, low) & ~self.dedup.seen(high, low)]
-        live = once[cols.minutes[once] >= first]
-        self.dedup.add_batch(cols.high[live], cols.low[live], cols.minutes[live])
+        minutes = cols.minutes[held]
+        # dedup remembers in-window minutes only; retained ones are counted once all the same
+        fresh = self.dedup.add_batch(cols.high[held], cols.low[held], minutes, minutes >= first)
+        once = held[fresh]
         self.window.add_batch(cols.post_ids[once], cols.types[once], cols.minutes[once])
         return expired
 

@@ -58,6 +58,17 @@ class _Minute:
         return sum(s.nbytes + t.nbytes for s, t in self.chunks)
 
 
+def scatter_add(target: Counters, slots: npt.NDArray[np.int32], types: npt.NDArray[np.uint8],
+                sign: int = 1) -> None:
+    """target[slot, type] += sign for every event: bincount for big batches, ufunc.at else."""
+    if len(slots) * 4 < len(target):
+        np.add.at(target, (slots, types), sign)
+        return
+    flat = slots.astype(np.int64) * 4 + types
+    counts = np.bincount(flat, minlength=target.size).reshape(target.shape)
+    target += (counts if sign > 0 else -counts).astype(target.dtype)
+
+
 def top_of(post_ids: I64, totals: Counters, k: int) -> list[PostCounts]:
     """The k best rows by (rank desc, post_id asc), rows of rank 0 left out."""
     ranks = totals @ _WEIGHTS
@@ -146,13 +157,13 @@ class PartitionWindow:
 
     def slots(self, post_ids: I64) -> npt.NDArray[np.int32]:
         """Slot of every post (new posts get one)."""
-        posts = post_ids.tolist()
+        unique, inverse = np.unique(post_ids, return_inverse=True)
+        posts = unique.tolist()
         found = list(map(self.slot_of.get, posts))
         if None in found:
-            missing = np.array(found, dtype=object) == None  # noqa: E711 - elementwise test
-            self._assign(np.unique(post_ids[missing]).tolist())
+            self._assign([p for p, s in zip(posts, found, strict=True) if s is None])
             found = list(map(self.slot_of.__getitem__, posts))
-        return np.array(found, dtype=np.int32)
+        return np.array(found, dtype=np.int32)[inverse]
 
     def add_batch(self, post_ids: I64, types: npt.NDArray[np.uint8], minutes: I64) -> None:
         """Hold accepted, deduplicated events; count those inside the window.
@@ -167,9 +178,9 @@ class PartitionWindow:
         self._widen(len(post_ids))
         live = (minutes >= first) & (minutes <= last)
         if live.all():
-            np.add.at(self.totals, (slots, types), 1)
+            scatter_add(self.totals, slots, types)
         else:
-            np.add.at(self.totals, (slots[live], types[live]), 1)
+            scatter_add(self.totals, slots[live], types[live])
         self._recent.append((slots, types, minutes))
 
     def add(self, post_id: int, type_index: int, ts_ms: int, count: int = 1) -> AddResult:
@@ -246,7 +257,7 @@ class PartitionWindow:
             inside, wanted = first <= minute <= last, lo <= minute <= hi
             if inside != wanted:
                 slots, types = block.columns()
-                np.add.at(acc, (slots, types), 1 if wanted else -1)
+                scatter_add(acc, slots, types, 1 if wanted else -1)
         return acc
 
     def _widen(self, adding: int) -> None:
@@ -265,7 +276,7 @@ class PartitionWindow:
 
     def _fold(self, minute: int, sign: int) -> None:
         slots, types = self.minutes[minute].columns()
-        np.add.at(self.totals, (slots, types), sign)
+        scatter_add(self.totals, slots, types, sign)
 
     def _drop_before(self, minute: int) -> None:
         old = [m for m in self.minutes if m < minute]
