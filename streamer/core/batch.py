@@ -43,13 +43,17 @@ def process_batch(
     """Advance the window, decode, route, dedup and count one batch; build its records."""
     expired = state.advance(now_ms)
     cols, dead = decode_batch(values, now_ms)
-    targets = partitions_of(cols.post_ids, partitions)
-    mine = targets == state.partition
+    mine = state.window.holds(cols.post_ids)  # posts held here are ours: no hash needed
+    if not mine.all():
+        unknown = np.flatnonzero(~mine)
+        mine[unknown] = partitions_of(cols.post_ids[unknown], partitions) == state.partition
     forwards: list[Forward] = []
     if not mine.all():
-        for i in np.flatnonzero(~mine).tolist():
+        foreign = np.flatnonzero(~mine)
+        targets = partitions_of(cols.post_ids[foreign], partitions).tolist()
+        for i, target in zip(foreign.tolist(), targets, strict=True):
             post = int(cols.post_ids[i])
-            forwards.append(Forward(int(targets[i]), post_key(post), cols.encode_one(i)))
+            forwards.append(Forward(target, post_key(post), cols.encode_one(i)))
         cols = cols.take(np.flatnonzero(mine))
     accepted = state.accept_columns(cols.event_ids, cols.post_ids, cols.types, cols.ts_ms)
     return BatchResult(expired, state.take_records(), dead, forwards, accepted)

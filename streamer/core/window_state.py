@@ -155,6 +155,11 @@ class PartitionWindow:
         self._drop_before(first - self.retain_minutes)
         return window
 
+    def holds(self, post_ids: I64) -> npt.NDArray[np.bool_]:
+        """Which posts have a slot here (events held in this partition)."""
+        held = self.slot_of.__contains__
+        return np.fromiter(map(held, post_ids.tolist()), dtype=np.bool_, count=len(post_ids))
+
     def slots(self, post_ids: I64) -> npt.NDArray[np.int32]:
         """Slot of every post (new posts get one)."""
         unique, inverse = np.unique(post_ids, return_inverse=True)
