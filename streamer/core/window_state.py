@@ -23,7 +23,6 @@ from streamer.core.window import MINUTE_MS, Window, window_at
 I64 = npt.NDArray[np.int64]
 Counters = npt.NDArray[np.signedinteger[Any]]  # (slots, 4): int32, widened to int64 if needed
 Buckets = dict[int, list[int]]  # minute -> [views, likes, comments, shares]
-_WEIGHTS = np.array(RANK_WEIGHTS, dtype=np.int64)
 _MAX_CHUNKS = 8  # a minute's small appended blocks are packed into one past this
 
 
@@ -71,13 +70,21 @@ def scatter_add(target: Counters, slots: npt.NDArray[np.int32], types: npt.NDArr
 
 def top_of(post_ids: I64, totals: Counters, k: int) -> list[PostCounts]:
     """The k best rows by (rank desc, post_id asc), rows of rank 0 left out."""
-    ranks = totals @ _WEIGHTS
+    wide = totals.astype(np.int64, copy=False)
+    ranks = wide[:, 0] * RANK_WEIGHTS[0]  # column by column: integer matmul has no fast path
+    for i in (1, 2, 3):
+        ranks += wide[:, i] * RANK_WEIGHTS[i]
     live = np.flatnonzero(ranks > 0)
     if k <= 0 or not len(live):
         return []
     if len(live) > k:
-        cut = np.partition(ranks[live], len(live) - k)[len(live) - k]
-        live = live[ranks[live] >= cut]
+        r = ranks[live]
+        cut = np.partition(r, len(r) - k)[len(r) - k]  # the k-th best rank
+        above, ties = live[r > cut], live[r == cut]
+        need = k - len(above)
+        if len(ties) > need:  # among equal ranks the smallest post ids win
+            ties = ties[np.argpartition(post_ids[ties], need - 1)[:need]]
+        live = np.concatenate([above, ties])
     order = np.lexsort((post_ids[live], -ranks[live]))[:k]
     rows = live[order]
     return [PostCounts(p, *c) for p, c in zip(post_ids[rows].tolist(), totals[rows].tolist(),
