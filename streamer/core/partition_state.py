@@ -80,6 +80,7 @@ class PartitionState:
         self.next_seq = 0
         self.pending: list[RecordColumns] = []  # accepted, not yet in a record
         self.next_offset = -1  # next source offset to read; -1 until a batch was processed
+        self._expired_to: int | None = None  # window start of the last expiry pass
 
     def _bounds(self) -> tuple[int, int]:
         first, last = self.window.first_minute, self.window.last_minute
@@ -147,8 +148,12 @@ class PartitionState:
 
     def advance(self, now_ms: int) -> list[bytes]:
         """Move the window to wall-clock now; return keys of records that fully expired."""
+        before, _ = self._bounds()
         self.window.advance(now_ms)
         first, _ = self._bounds()
+        if first == before and self._expired_to == first:
+            return []  # same minute as the last call: nothing can have expired
+        self._expired_to = first
         self.dedup.expire_before(first)
         keep_from = first - RETAIN_MINUTES  # records also back the retained minutes
         expired = [key for key, newest in self.records.items() if newest < keep_from]
