@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterable
 
-from streamer.core.dedup import DedupIndex
+import numpy as np
+
+from streamer.core.dedup import DedupIndex, event_keys
 from streamer.core.events import EVENT_TYPE_INDEX
 from streamer.core.scoring import PostCounts, rank_value
 from streamer.core.topk import merge_partials
@@ -31,14 +34,8 @@ def event_tuples(count: int, posts: int, seed: int = 11, span_ms: int = 50 * MIN
 
 def core_ingest(events: list[EventTuple]) -> tuple[PartitionWindow, DedupIndex]:
     """What a worker does per valid event: dedup by id, then count into the window."""
-    window = PartitionWindow(WINDOW_MINUTES)
-    window.advance(NOW_MS)
-    dedup = DedupIndex()
-    add, seen = window.add, dedup.add
-    for event_id, post_id, type_index, ts_ms in events:
-        if seen(event_id, ts_ms // MINUTE_MS):
-            add(post_id, type_index, ts_ms)
-    return window, dedup
+    state, _, _ = core_ingest_iter(events)
+    return state  # type: ignore[return-value]  # core_ingest_iter's state is this pair
 
 
 def naive_ingest(events: list[EventTuple]) -> dict[int, list[int]]:
@@ -64,11 +61,17 @@ def build_partitions(
     parts = [PartitionWindow(WINDOW_MINUTES) for _ in range(partitions)]
     for part in parts:
         part.advance(NOW_MS)
-    last_minute_ms = NOW_MS
+    rows: list[list[tuple[int, int, int, int]]] = [[] for _ in parts]
     for post_id in range(1, posts + 1):
         count = max(1, int(10_000 / (1 + rng.random() * posts) ** 0.7))
         minute = rng.randrange(spread_minutes)
-        parts[post_id % partitions].add(post_id, rng.randrange(4), last_minute_ms - minute * MINUTE_MS, count)
+        rows[post_id % partitions].append((post_id, rng.randrange(4), NOW_MS // MINUTE_MS - minute, count))
+    for part, part_rows in zip(parts, rows, strict=True):
+        if part_rows:
+            cols = np.array(part_rows, dtype=np.int64)
+            n = cols[:, 3]
+            part.add_batch(np.repeat(cols[:, 0], n), np.repeat(cols[:, 1], n).astype(np.uint8),
+                           np.repeat(cols[:, 2], n))
     return parts
 
 
@@ -79,15 +82,10 @@ def stream_publish(parts: list[PartitionWindow], k: int = TOPK) -> list[PostCoun
 
 def full_sort_publish(parts: list[PartitionWindow], k: int = TOPK) -> list[PostCounts]:
     """Baseline: sort every post's totals and cut at k (what a non-indexed state would do)."""
-    keyed = sorted((-rank_value(*t), pid) for p in parts for pid, t in p.totals.items())
-    return [PostCounts(pid, *_totals(parts, pid)) for _, pid in keyed[:k]]
-
-
-def _totals(parts: list[PartitionWindow], post_id: int) -> list[int]:
-    for part in parts:
-        if post_id in part.totals:
-            return part.totals[post_id]
-    raise KeyError(post_id)
+    every = {c.post_id: c for p in parts for c in p.all_counts()}
+    keyed = sorted((-rank_value(c.views, c.likes, c.comments, c.shares), pid)
+                   for pid, c in every.items())
+    return [every[pid] for _, pid in keyed[:k]]
 
 
 def core_ingest_iter(events: Iterable[EventTuple]) -> tuple[object, int, int]:
@@ -96,11 +94,15 @@ def core_ingest_iter(events: Iterable[EventTuple]) -> tuple[object, int, int]:
     window.advance(NOW_MS)
     dedup = DedupIndex()
     counted = 0
-    for event_id, post_id, type_index, ts_ms in events:
-        if dedup.add(event_id, ts_ms // MINUTE_MS):
-            window.add(post_id, type_index, ts_ms)
-            counted += 1
-    return (window, dedup), len(window.totals), counted
+    it = iter(events)
+    while chunk := list(itertools.islice(it, 5000)):  # the worker's unit of work: a batch
+        ids, posts, types, ts = zip(*chunk, strict=True)
+        minutes = np.array(ts, dtype=np.int64) // MINUTE_MS
+        fresh = dedup.add_batch(*event_keys(list(ids)), minutes)
+        window.add_batch(np.array(posts, dtype=np.int64)[fresh],
+                         np.array(types, dtype=np.uint8)[fresh], minutes[fresh])
+        counted += int(fresh.sum())
+    return (window, dedup), len(window), counted
 
 
 def naive_ingest_iter(events: Iterable[EventTuple]) -> tuple[object, int, int]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.core.dedup import DedupIndex
+from streamer.core.dedup import DedupIndex, _Run, event_keys, first_occurrences
 
 ops = st.lists(
     st.one_of(
@@ -33,7 +35,7 @@ def test_dedup_matches_oracle(program: list[tuple[Any, ...]]) -> None:
             cutoff = op[1]
             dropped = index.expire_before(cutoff)
             expected = {e for e, m in seen.items() if m < cutoff}
-            assert sorted(dropped) == sorted(expected)
+            assert dropped == len(expected)
             seen = {e: m for e, m in seen.items() if m >= cutoff}
         assert len(index) == len(seen)
         assert all((e in index) is (e in seen) for e in "abcdefgh")
@@ -44,15 +46,79 @@ def test_duplicate_in_a_later_minute_is_still_a_duplicate() -> None:
     index = DedupIndex()
     assert index.add("e1", 5)
     assert not index.add("e1", 9)
-    assert index.expire_before(6) == ["e1"]
+    assert index.expire_before(6) == 1
     assert "e1" not in index
     assert index.add("e1", 9)
 
 
 def test_expire_on_empty_and_nothing_old() -> None:
-    """Expiry with nothing to drop returns []."""
+    """Expiry with nothing to drop drops nothing."""
     index = DedupIndex()
-    assert index.expire_before(100) == []
+    assert index.expire_before(100) == 0
     index.add("x", 100)
-    assert index.expire_before(100) == []
+    assert index.expire_before(100) == 0
     assert len(index) == 1
+
+
+class TestEventKeys:
+    """Ids become 16-byte keys: exact for canonical UUIDs, a 128-bit digest otherwise."""
+
+    def test_canonical_uuid_is_stored_as_its_own_bytes(self) -> None:
+        """The key of a lower-case hyphenated UUID is exactly its 16 bytes."""
+        u = uuid.UUID("8f0c2a1e-5b7d-4c3e-9a10-0123456789ab")
+        high, low = event_keys([str(u)])
+        assert np.array([high[0], low[0]], dtype=np.uint64).tobytes() == u.bytes
+
+    def test_spellings_of_one_uuid_are_different_ids(self) -> None:
+        """Upper case, no hyphens, braces: other strings, so other keys (the contract compares
+        event_id strings)."""
+        u = "8f0c2a1e-5b7d-4c3e-9a10-0123456789ab"
+        variants = [u, u.upper(), u.replace("-", ""), "{" + u + "}", u[:-1] + "g", u[:35] + "é"]
+        high, low = event_keys(variants)
+        assert len(set(zip(high.tolist(), low.tolist(), strict=True))) == len(variants)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.one_of(st.text(min_size=1, max_size=40),
+                              st.uuids().map(str), st.uuids().map(lambda u: str(u).upper())),
+                    max_size=30))
+    def test_distinct_ids_get_distinct_keys(self, ids: list[str]) -> None:
+        """Equal ids share a key and different ids never do (also across batches)."""
+        high, low = event_keys(ids)
+        keys = list(zip(high.tolist(), low.tolist(), strict=True))
+        assert len(set(keys)) == len(set(ids))
+        for i, event_id in enumerate(ids):
+            h1, l1 = event_keys([event_id])
+            assert (int(h1[0]), int(l1[0])) == keys[i]
+
+    def test_first_occurrences_keeps_the_earliest(self) -> None:
+        """Within a batch the first copy of a key wins."""
+        high = np.array([5, 3, 5, 5, 3], dtype=np.uint64)
+        low = np.array([1, 1, 1, 2, 1], dtype=np.uint64)
+        assert first_occurrences(high, low).tolist() == [True, True, False, True, False]
+
+    def test_equal_high_halves_are_told_apart(self) -> None:
+        """Keys that share their high 64 bits (a 2^-64 event) are still separate ids."""
+        run = _Run(np.array([7, 7, 7, 9], dtype=np.uint64), np.array([1, 2, 3, 1], dtype=np.uint64),
+                   np.zeros(4, dtype=np.int64))
+        found = run.contains(np.array([7, 7, 7, 9, 9], dtype=np.uint64),
+                             np.array([3, 2, 4, 1, 2], dtype=np.uint64))
+        assert found.tolist() == [True, True, False, True, False]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 5)), max_size=40),
+                max_size=20))
+def test_batches_merge_runs_without_losing_ids(batches: list[list[tuple[int, int]]]) -> None:
+    """Many batches (runs that merge): add_batch is True exactly for first sightings."""
+    index = DedupIndex()
+    seen: set[int] = set()
+    for batch in batches:
+        ids = [f"e{i}" for i, _ in batch]
+        high, low = event_keys(ids)
+        fresh = index.add_batch(high, low, np.array([m for _, m in batch], dtype=np.int64))
+        want = []
+        for i, _ in batch:
+            want.append(i not in seen)
+            seen.add(i)
+        assert fresh.tolist() == want
+    assert len(index) == len(seen)

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.core.events import decode_message, decode_message_fast
+from streamer.core.events import decode_batch, decode_message, decode_message_fast
 
 NOW_MS = 1_795_913_777_000
 
@@ -85,3 +85,26 @@ def _encodable(doc: object) -> bool:
     except TypeError:
         return False
     return True
+
+
+class TestColumnarBatch:
+    """decode_batch gives, as columns, what decode_message gives message by message."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(messages, max_size=6))
+    def test_same_events_dead_letters_and_order(self, docs: list[object]) -> None:
+        """Events (with the message each came from) and dead letters, in order."""
+        raws = [orjson.dumps(d) if _encodable(d) else b"x" for d in docs]
+        cols, dead = decode_batch(raws, NOW_MS)
+        want_events = []
+        want_dead = []
+        want_message = []
+        for i, raw in enumerate(raws):
+            one = decode_message(raw, NOW_MS)
+            want_events.extend(one.events)
+            want_dead.extend(one.dead)
+            want_message.extend([i] * len(one.events))
+        assert cols.events() == want_events
+        assert dead == want_dead
+        assert cols.message.tolist() == want_message
+        assert len(cols) == len(want_events)

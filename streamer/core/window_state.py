@@ -1,15 +1,29 @@
-"""Exact sliding-window counters of one partition: minute buckets, running totals, top-K."""
+"""Exact sliding-window counters of one partition, packed: one slot per post, raw minute blocks.
+
+Every post held gets a slot: a row of four window totals, a count of the events it has in held
+minutes, and its id. Each held minute keeps its accepted events as two packed columns (slot,
+type): 5 bytes per event. A minute entering the window adds its block to the totals in one
+vectorised call, a minute leaving subtracts it, a minute past the retained span is dropped
+whole and frees the slots of posts left with no events. Top-k is a vectorised selection over
+the totals (ranks, then a partial sort), so nothing is updated per event but the counters.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import Enum
+from typing import Any
 
-from streamer.core.scoring import PostCounts, rank_value
-from streamer.core.topk import TopKIndex
+import numpy as np
+import numpy.typing as npt
+
+from streamer.core.scoring import RANK_WEIGHTS, PostCounts
 from streamer.core.window import MINUTE_MS, Window, window_at
 
+I64 = npt.NDArray[np.int64]
+Counters = npt.NDArray[np.signedinteger[Any]]  # (slots, 4): int32, widened to int64 if needed
 Buckets = dict[int, list[int]]  # minute -> [views, likes, comments, shares]
+_MAX_CHUNKS = 8  # a minute's small appended blocks are packed into one past this
 
 
 class AddResult(Enum):
@@ -20,31 +34,112 @@ class AddResult(Enum):
     LATE = "late"  # older than the window start: ignored
 
 
-class PartitionWindow:
-    """Per-post minute buckets plus running totals over the window, expired minute by minute."""
+class _Minute:
+    """The accepted events of one minute as packed (slot, type) columns."""
 
-    def __init__(self, window_minutes: int) -> None:
+    __slots__ = ("chunks",)
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]] = []
+
+    def append(self, slots: npt.NDArray[np.int32], types: npt.NDArray[np.uint8]) -> None:
+        self.chunks.append((slots, types))
+        if len(self.chunks) > _MAX_CHUNKS:
+            self.chunks = [self.columns()]
+
+    def columns(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]:
+        if len(self.chunks) == 1:
+            return self.chunks[0]
+        return (np.concatenate([c[0] for c in self.chunks]),
+                np.concatenate([c[1] for c in self.chunks]))
+
+    def nbytes(self) -> int:
+        return sum(s.nbytes + t.nbytes for s, t in self.chunks)
+
+
+def scatter_add(target: Counters, slots: npt.NDArray[np.int32], types: npt.NDArray[np.uint8],
+                sign: int = 1) -> None:
+    """target[slot, type] += sign for every event: bincount for big batches, ufunc.at else."""
+    if len(slots) * 4 < len(target):
+        np.add.at(target, (slots, types), sign)
+        return
+    flat = slots.astype(np.int64) * 4 + types
+    counts = np.bincount(flat, minlength=target.size).reshape(target.shape)
+    target += (counts if sign > 0 else -counts).astype(target.dtype)
+
+
+def top_of(post_ids: I64, totals: Counters, k: int) -> list[PostCounts]:
+    """The k best rows by (rank desc, post_id asc), rows of rank 0 left out."""
+    wide = totals.astype(np.int64, copy=False)
+    ranks = wide[:, 0] * RANK_WEIGHTS[0]  # column by column: integer matmul has no fast path
+    for i in (1, 2, 3):
+        ranks += wide[:, i] * RANK_WEIGHTS[i]
+    live = np.flatnonzero(ranks > 0)
+    if k <= 0 or not len(live):
+        return []
+    if len(live) > k:
+        r = ranks[live]
+        cut = np.partition(r, len(r) - k)[len(r) - k]  # the k-th best rank
+        above, ties = live[r > cut], live[r == cut]
+        need = k - len(above)
+        if len(ties) > need:  # among equal ranks the smallest post ids win
+            ties = ties[np.argpartition(post_ids[ties], need - 1)[:need]]
+        live = np.concatenate([above, ties])
+    order = np.lexsort((post_ids[live], -ranks[live]))[:k]
+    rows = live[order]
+    return [PostCounts(p, *c) for p, c in zip(post_ids[rows].tolist(), totals[rows].tolist(),
+                                                strict=True)]
+
+
+class PartitionWindow:
+    """Per-post window totals plus held minute blocks, expired minute by minute."""
+
+    def __init__(self, window_minutes: int, retain_minutes: int = 0) -> None:
         self.window_minutes = window_minutes
+        self.retain_minutes = retain_minutes
         self.first_minute: int | None = None
         self.last_minute: int | None = None
-        self.posts: dict[int, Buckets] = {}
-        self.totals: dict[int, list[int]] = {}
-        self._by_minute: dict[int, set[int]] = {}
-        self._index = TopKIndex()
-        self._stale: set[int] = set()  # posts whose rank changed since the index was last synced
-        self.dirty: set[int] = set()
+        self.slot_of: dict[int, int] = {}
+        self.totals: Counters = np.zeros((0, 4), dtype=np.int32)
+        self.held = np.zeros(0, dtype=np.int32)  # events of the slot in held minutes
+        self.post_of = np.zeros(0, dtype=np.int64)
+        self._free = np.zeros(0, dtype=np.int32)  # a stack of free slots (top at the end)
+        self._bound = 0  # upper bound of any total: int32 counters widen before they could wrap
+        self._minutes: dict[int, _Minute] = {}
+        self._recent: list[tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], I64]] = []
+
+    def __len__(self) -> int:
+        return len(self.slot_of)
 
     @property
-    def index(self) -> TopKIndex:
-        """The top-K index, brought up to date (ranks are folded in lazily, once per post)."""
-        if self._stale:
-            totals = self.totals
-            update = self._index.update
-            for post_id in self._stale:
-                t = totals.get(post_id)
-                update(post_id, rank_value(*t) if t is not None else 0)
-            self._stale.clear()
-        return self._index
+    def minutes(self) -> dict[int, _Minute]:
+        """Held minute blocks (recent batches sorted into their minutes first)."""
+        if self._recent:
+            self._flush()
+        return self._minutes
+
+    def _flush(self) -> None:
+        """Sort the batches added since the last minute operation into their minute blocks."""
+        recent, self._recent = self._recent, []
+        slots = np.concatenate([r[0] for r in recent])
+        types = np.concatenate([r[1] for r in recent])
+        minutes = np.concatenate([r[2] for r in recent])
+        np.add.at(self.held, slots, 1)
+        order = np.argsort(minutes, kind="stable")
+        ms = minutes[order]
+        cuts = np.flatnonzero(ms[1:] != ms[:-1]) + 1
+        for part in np.split(order, cuts):
+            self._block(int(minutes[part[0]])).append(slots[part], types[part])
+
+    def nbytes(self) -> int:
+        """Bytes of the packed arrays (the slot dict excluded)."""
+        arrays = self.totals.nbytes + self.held.nbytes + self.post_of.nbytes
+        return arrays + sum(m.nbytes() for m in self.minutes.values())
+
+    def _bounds(self) -> tuple[int, int]:
+        if self.first_minute is None or self.last_minute is None:
+            raise RuntimeError("advance() must be called before counting")
+        return self.first_minute, self.last_minute
 
     def advance(self, now_ms: int) -> Window:
         """Move the window to the one of a publish at now_ms (never backwards)."""
@@ -55,103 +150,178 @@ class PartitionWindow:
             return window
         if last <= self.last_minute:
             return Window(self.first_minute * MINUTE_MS, (self.last_minute + 1) * MINUTE_MS)
-        for minute in sorted(m for m in self._by_minute if self.last_minute < m <= last):
-            self._apply_minute(minute, +1)
-        for minute in sorted(m for m in self._by_minute if m < first):
-            if minute >= self.first_minute:
-                self._apply_minute(minute, -1)
-            self._drop_minute(minute)
+        old_first, old_last = self.first_minute, self.last_minute
+        for minute in sorted(self.minutes):
+            inside_before = old_first <= minute <= old_last
+            inside_now = first <= minute <= last
+            if inside_now and not inside_before:
+                self._fold(minute, +1)
+            elif inside_before and not inside_now:
+                self._fold(minute, -1)
         self.first_minute, self.last_minute = first, last
+        self._drop_before(first - self.retain_minutes)
         return window
 
+    def holds(self, post_ids: I64) -> npt.NDArray[np.bool_]:
+        """Which posts have a slot here (events held in this partition)."""
+        held = self.slot_of.__contains__
+        return np.fromiter(map(held, post_ids.tolist()), dtype=np.bool_, count=len(post_ids))
+
+    def slots(self, post_ids: I64) -> npt.NDArray[np.int32]:
+        """Slot of every post (new posts get one)."""
+        unique, inverse = np.unique(post_ids, return_inverse=True)
+        posts = unique.tolist()
+        found = list(map(self.slot_of.get, posts))
+        if None in found:
+            self._assign([p for p, s in zip(posts, found, strict=True) if s is None])
+            found = list(map(self.slot_of.__getitem__, posts))
+        return np.array(found, dtype=np.int32)[inverse]
+
+    def add_batch(self, post_ids: I64, types: npt.NDArray[np.uint8], minutes: I64) -> None:
+        """Hold accepted, deduplicated events; count those inside the window.
+
+        Minutes before the window start are held (as retained minutes) but not counted; the
+        caller keeps them within `retain_minutes`.
+        """
+        first, last = self._bounds()
+        if not len(post_ids):
+            return
+        slots = self.slots(post_ids)
+        self._widen(len(post_ids))
+        live = (minutes >= first) & (minutes <= last)
+        if live.all():
+            scatter_add(self.totals, slots, types)
+        else:
+            scatter_add(self.totals, slots[live], types[live])
+        self._recent.append((slots, types, minutes))
+
     def add(self, post_id: int, type_index: int, ts_ms: int, count: int = 1) -> AddResult:
-        """Count an event of a post at ts_ms; the caller deduplicates first."""
-        if self.first_minute is None or self.last_minute is None:
-            raise RuntimeError("advance() must be called before add()")
+        """Count `count` events of one post at ts_ms; the caller deduplicates first."""
+        first, last = self._bounds()
         minute = ts_ms // MINUTE_MS
-        if minute < self.first_minute:
+        if minute < first:
             return AddResult.LATE
-        buckets = self.posts.setdefault(post_id, {})
-        counters = buckets.get(minute)
-        if counters is None:
-            counters = buckets[minute] = [0, 0, 0, 0]
-            self._by_minute.setdefault(minute, set()).add(post_id)
-        counters[type_index] += count
-        self.dirty.add(post_id)
-        if minute > self.last_minute:
-            return AddResult.PENDING
-        totals = self.totals.get(post_id)
-        if totals is None:
-            totals = self.totals[post_id] = [0, 0, 0, 0]
-        totals[type_index] += count
-        self._stale.add(post_id)
-        return AddResult.COUNTED
+        if count <= 0:
+            return AddResult.COUNTED if minute <= last else AddResult.PENDING
+        self.add_batch(np.full(count, post_id, dtype=np.int64),
+                       np.full(count, type_index, dtype=np.uint8),
+                       np.full(count, minute, dtype=np.int64))
+        return AddResult.PENDING if minute > last else AddResult.COUNTED
 
     def load_post(self, post_id: int, buckets: Buckets) -> None:
-        """Restore one post's buckets (from a recovered table) into the current window."""
-        if self.first_minute is None or self.last_minute is None:
-            raise RuntimeError("advance() must be called before load_post()")
+        """Restore one post's buckets (minutes before the window start are ignored)."""
+        first, _ = self._bounds()
         self.forget_post(post_id)
-        kept = {m: list(c) for m, c in buckets.items() if m >= self.first_minute and any(c)}
-        if not kept:
-            return
-        self.posts[post_id] = kept
-        totals = [0, 0, 0, 0]
-        for minute, counters in kept.items():
-            self._by_minute.setdefault(minute, set()).add(post_id)
-            if minute <= self.last_minute:
-                totals = [a + b for a, b in zip(totals, counters, strict=True)]
-        if any(totals):
-            self.totals[post_id] = totals
-            self._stale.add(post_id)
+        for minute, counters in sorted(buckets.items()):
+            if minute >= first:
+                for type_index, n in enumerate(counters):
+                    if n:
+                        self.add(post_id, type_index, minute * MINUTE_MS, n)
 
     def forget_post(self, post_id: int) -> None:
-        """Drop a post entirely (its partition moved to another worker)."""
-        for minute in self.posts.pop(post_id, {}):
-            posts = self._by_minute.get(minute)
-            if posts is not None:
-                posts.discard(post_id)
-                if not posts:
-                    del self._by_minute[minute]
-        self.totals.pop(post_id, None)
-        self._stale.discard(post_id)
-        self._index.update(post_id, 0)
-        self.dirty.discard(post_id)
+        """Drop a post entirely (a scan of the held minutes: rare, not on the hot path)."""
+        slot = self.slot_of.get(post_id)
+        if slot is None:
+            return
+        for block in self.minutes.values():
+            slots, types = block.columns()
+            keep = slots != slot
+            block.chunks = [(slots[keep], types[keep])]
+        self.held[slot] = 0
+        self._release(np.array([slot]))
 
     def top(self, k: int) -> list[PostCounts]:
         """This partition's top k posts with their counters."""
-        return [PostCounts(pid, *self.totals[pid]) for pid, _ in self.index.top(k)]
+        return top_of(self.post_of, self.totals, k)
 
     def counts(self, post_id: int) -> PostCounts:
         """Window totals of one post."""
-        return PostCounts(post_id, *self.totals.get(post_id, [0, 0, 0, 0]))
+        slot = self.slot_of.get(post_id)
+        if slot is None:
+            return PostCounts(post_id)
+        return PostCounts(post_id, *self.totals[slot].tolist())
 
     def all_counts(self) -> Iterable[PostCounts]:
         """Every post with a counted event in the window."""
-        return (PostCounts(pid, *t) for pid, t in self.totals.items() if any(t))
+        rows = np.flatnonzero(self.totals.any(axis=1))
+        for post_id, c in zip(self.post_of[rows].tolist(), self.totals[rows].tolist(),
+                              strict=True):
+            yield PostCounts(post_id, *c)
 
-    def drain_dirty(self) -> dict[int, Buckets]:
-        """Posts changed since the last drain, with a copy of their buckets (empty = deleted)."""
-        out = {
-            pid: {m: list(c) for m, c in self.posts.get(pid, {}).items()} for pid in self.dirty
-        }
-        self.dirty.clear()
+    def buckets(self, post_id: int) -> Buckets:
+        """A copy of one post's held minute counters (a scan: tests and tools only)."""
+        slot = self.slot_of.get(post_id)
+        out: Buckets = {}
+        if slot is None:
+            return out
+        for minute, block in sorted(self.minutes.items()):
+            slots, types = block.columns()
+            counts = np.bincount(types[slots == slot], minlength=4).tolist()
+            if any(counts):
+                out[minute] = counts
         return out
 
-    def _apply_minute(self, minute: int, sign: int) -> None:
-        for post_id in self._by_minute.get(minute, ()):
-            counters = self.posts[post_id][minute]
-            totals = self.totals.setdefault(post_id, [0, 0, 0, 0])
-            for i in range(4):
-                totals[i] += sign * counters[i]
-            self._stale.add(post_id)
-            if not any(totals):
-                del self.totals[post_id]
+    def totals_over(self, lo: int, hi: int) -> Counters:
+        """Per-slot totals over held minutes lo..hi (each must be in the window or retained)."""
+        first, last = self._bounds()
+        acc = self.totals.copy()
+        for minute, block in self.minutes.items():
+            inside, wanted = first <= minute <= last, lo <= minute <= hi
+            if inside != wanted:
+                slots, types = block.columns()
+                scatter_add(acc, slots, types, 1 if wanted else -1)
+        return acc
 
-    def _drop_minute(self, minute: int) -> None:
-        for post_id in self._by_minute.pop(minute, ()):
-            buckets = self.posts[post_id]
-            del buckets[minute]
-            self.dirty.add(post_id)
-            if not buckets:
-                del self.posts[post_id]
+    def _widen(self, adding: int) -> None:
+        """Keep int32 totals exact: past 2^30 possible, check the real maximum, widen if needed."""
+        self._bound += adding
+        if self._bound >= 1 << 30 and self.totals.dtype == np.int32:
+            self._bound = int(self.totals.max(initial=0)) + adding
+            if self._bound >= 1 << 30:
+                self.totals = self.totals.astype(np.int64)
+
+    def _block(self, minute: int) -> _Minute:
+        block = self._minutes.get(minute)
+        if block is None:
+            block = self._minutes[minute] = _Minute()
+        return block
+
+    def _fold(self, minute: int, sign: int) -> None:
+        slots, types = self.minutes[minute].columns()
+        scatter_add(self.totals, slots, types, sign)
+
+    def _drop_before(self, minute: int) -> None:
+        old = [m for m in self.minutes if m < minute]
+        if not old:
+            return
+        for m in old:
+            slots, _ = self.minutes.pop(m).columns()
+            np.subtract.at(self.held, slots, 1)
+        self._release(np.flatnonzero((self.held == 0) & (self.post_of >= 0)))
+
+    def _assign(self, post_ids: list[int]) -> None:
+        """Give new posts free slots, growing the arrays (doubling) when none are left."""
+        if not post_ids:
+            return
+        need = len(post_ids) - len(self._free)
+        if need > 0:
+            size = len(self.post_of)
+            grow = max(1024, size, need)
+            self.totals = np.concatenate([self.totals, np.zeros((grow, 4), self.totals.dtype)])
+            self.held = np.concatenate([self.held, np.zeros(grow, dtype=np.int32)])
+            self.post_of = np.concatenate([self.post_of, np.full(grow, -1, dtype=np.int64)])
+            fresh = np.arange(size + grow - 1, size - 1, -1, dtype=np.int32)
+            self._free = np.concatenate([fresh, self._free])
+        cut = len(self._free) - len(post_ids)
+        taken = self._free[cut:].tolist()
+        self._free = self._free[:cut].copy()
+        self.slot_of.update(zip(post_ids, taken, strict=True))
+        self.post_of[taken] = post_ids
+
+    def _release(self, slots: npt.NDArray[np.intp]) -> None:
+        """Free slots whose post has no held event left."""
+        for post_id in self.post_of[slots].tolist():
+            del self.slot_of[post_id]
+        self.totals[slots] = 0
+        self.post_of[slots] = -1
+        self._free = np.concatenate([self._free, slots.astype(np.int32)])

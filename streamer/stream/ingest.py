@@ -1,6 +1,8 @@
-"""Batch handler of the events topic: decode, dead-letter, forward, dedup, count, record, ack.
+"""Batch handler of the events topic: one pure call per batch, then send, wait and ack.
 
-Order of effects per fetched batch of one partition (at-least-once, exact):
+streamer.core.batch.process_batch decodes, routes, dedups, counts and builds the records; this
+shell only performs its effects. Order of effects per fetched batch of one partition
+(at-least-once, exact):
 1. every dead letter and forwarded event is sent, every accepted event goes into one record;
 2. the record is written to the table store and its changelog;
 3. only when all of those sends are acknowledged by the broker are the batch's messages acked,
@@ -13,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faust.types import TP, Message
 
 from streamer.clock import wall_ms
-from streamer.core.events import DeadLetter, Event, decode_message_fast, encode_events
+from streamer.core.batch import BatchResult, Forward, process_batch
+from streamer.core.events import DeadLetter
+from streamer.core.partition_state import PartitionState
 from streamer.ops.metrics import (
     ACTIVE_POSTS,
     CHANGELOG_RECORDS,
@@ -33,12 +36,9 @@ from streamer.ops.metrics import (
     RECOVERY_PROGRESS,
 )
 from streamer.stream.app import TableWriter
-from streamer.stream.partitioning import partition_for_post, post_key
-from streamer.stream.state import Outcome, PartitionState
 
 log = logging.getLogger("streamer.stream.ingest")
 MAX_IN_FLIGHT = 16
-MAX_RECORD_EVENTS = 5000
 Outgoing = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
 SendMany = Callable[[list[Outgoing]], Awaitable[None]]  # sends in order, returns when all landed
 
@@ -97,7 +97,7 @@ class Ingestor:
                 self._track(self.writer.put(partition, key, None))
             self.states[partition] = state
             log.info("partition %d recovered: %d records, %d posts, %d ids", partition,
-                     len(state.records), len(state.window.posts), len(state.dedup))
+                     len(state.records), len(state.window), len(state.dedup))
         self.assigned |= partitions
         self.recovered_once = True
         RECOVERY_PROGRESS.set(1)
@@ -116,54 +116,35 @@ class Ingestor:
         state = self.states.get(tp.partition)
         if state is None:
             return False  # not ours (anymore) or not recovered yet: not acked, read again
-        now = wall_ms()
-        futures: list[Awaitable[Any] | None] = [
-            self.writer.put(tp.partition, k, None) for k in state.advance(now)
-        ]
-        outgoing: list[Outgoing] = []
-        outcomes: Counter[Outcome] = Counter()
-        for message in messages:
-            decoded = decode_message_fast(message.value, now)
-            outgoing.extend(self._dead_letter(d) for d in decoded.dead)
-            for event in decoded.events:
-                if partition_for_post(event.post_id, self.partitions) != tp.partition:
-                    outgoing.append(self._forward(event))
-                    continue
-                outcome = state.accept(event)
-                outcomes[outcome] += 1
-                if state.pending.events >= MAX_RECORD_EVENTS:
-                    futures.append(self._write_record(state))
-        futures.append(self._write_record(state))
+        result = process_batch(state, [m.value for m in messages], wall_ms(), self.partitions)
+        partition = tp.partition
+        futures: list[Awaitable[Any]] = [self.writer.put(partition, k, None) for k in result.expired]
+        futures.extend(self.writer.put(partition, k, v) for k, v in result.records)
+        CHANGELOG_RECORDS.inc(len(result.records))
+        outgoing = [self._dead_letter(d) for d in result.dead]
+        outgoing.extend(self._forward(f) for f in result.forwards)
         if messages:
             state.next_offset = messages[-1].offset + 1
         if outgoing:
             futures.append(self.send_many(outgoing))
-        self._count(outcomes)
-        await self._ack_when_done([f for f in futures if f is not None], messages)
+        self._count(result)
+        await self._ack_when_done(futures, messages)
         return True
 
-    def _count(self, outcomes: Counter[Outcome]) -> None:
+    def _count(self, result: BatchResult) -> None:
         """Metrics once per batch, not per event."""
-        EVENTS_DUPLICATE.inc(outcomes[Outcome.DUPLICATE])
-        EVENTS_LATE.inc(outcomes[Outcome.LATE])
-        EVENTS_PROCESSED.inc(outcomes[Outcome.COUNTED] + outcomes[Outcome.PENDING])
-
-    def _write_record(self, state: PartitionState) -> Awaitable[Any] | None:
-        record = state.take_record()
-        if record is None:
-            return None
-        CHANGELOG_RECORDS.inc()
-        return self.writer.put(state.partition, record[0], record[1])
+        got = result.accepted
+        EVENTS_DUPLICATE.inc(got.duplicate)
+        EVENTS_LATE.inc(got.late)
+        EVENTS_PROCESSED.inc(got.counted + got.pending)
+        EVENTS_FORWARDED.inc(len(result.forwards))
 
     def _dead_letter(self, dead: DeadLetter) -> Outgoing:
         EVENTS_INVALID.labels(reason=dead.reason).inc()
         return (self.dlq_topic, None, dead.payload, None, [("error", dead.header.encode())])
 
-    def _forward(self, event: Event) -> Outgoing:
-        EVENTS_FORWARDED.inc()
-        target = partition_for_post(event.post_id, self.partitions)
-        value = encode_events([event])[1:-1]  # the single event object
-        return (self.events_topic, post_key(event.post_id), value, target, None)
+    def _forward(self, forward: Forward) -> Outgoing:
+        return (self.events_topic, forward.key, forward.value, forward.partition, None)
 
     # ---- acks ----------------------------------------------------------------------
     async def _ack_when_done(self, futures: list[Awaitable[Any]], messages: list[Message]) -> None:
@@ -217,4 +198,4 @@ class Ingestor:
 
     def _update_gauges(self) -> None:
         PARTITIONS_OWNED.set(len(self.states))
-        ACTIVE_POSTS.set(sum(len(s.window.posts) for s in self.states.values()))
+        ACTIVE_POSTS.set(sum(len(s.window) for s in self.states.values()))

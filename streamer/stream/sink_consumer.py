@@ -15,15 +15,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamer.clock import wall_ms
 from streamer.config import Settings
-from streamer.core.events import Event, decode_message_fast
+from streamer.core.events import Event, decode_batch
+from streamer.core.partitioning import partitions_of
 from streamer.kafka_client import client_kwargs
 from streamer.ops.metrics import SINK_BATCH, SINK_FAILURES, SINK_PENDING
 from streamer.ops.reload import LiveSettings, live_of
-from streamer.stream.partitioning import partition_for_post
 
 log = logging.getLogger("streamer.stream.sink")
 InsertFn = Callable[[Sequence[Event], Sequence[tuple[int, int]]], Awaitable[None]]
@@ -41,14 +42,12 @@ def rows_of(
     messages: Sequence[tuple[int, int, bytes | None]], partitions: int, now_ms: int
 ) -> tuple[list[Event], list[tuple[int, int]]]:
     """Valid events of (partition, offset, value) messages that belong to that partition."""
-    events: list[Event] = []
-    positions: list[tuple[int, int]] = []
-    for partition, offset, value in messages:
-        for event in decode_message_fast(value, now_ms).events:
-            if partition_for_post(event.post_id, partitions) == partition:
-                events.append(event)
-                positions.append((partition, offset))
-    return events, positions
+    cols, _ = decode_batch([value for _, _, value in messages], now_ms)
+    source = np.array([(p, o) for p, o, _ in messages], dtype=np.int64).reshape(-1, 2)
+    where = source[cols.message]
+    own = np.flatnonzero(partitions_of(cols.post_ids, partitions) == where[:, 0])
+    positions = [(p, o) for p, o in where[own].tolist()]
+    return cols.take(own).events(), positions
 
 
 class ClickHouseSinkConsumer:

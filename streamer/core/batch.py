@@ -1,0 +1,59 @@
+"""The whole pure step of one fetched batch of one partition: raw values in, effects out.
+
+The shell (streamer.stream.ingest) only sends what this returns, waits for the broker, and
+acks. Order of effects it must keep: tombstones, records, dead letters and forwards are all
+sent, and only when every send is acknowledged are the batch's messages acked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamer.core.events import DeadLetter, decode_batch
+from streamer.core.partition_state import Accepted, PartitionState
+from streamer.core.partitioning import partitions_of, post_key
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """An event that arrived in another post's partition, to re-send keyed by its own post."""
+
+    partition: int
+    key: bytes
+    value: bytes
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Everything a fetched batch asks the shell to do, and what to count."""
+
+    expired: list[bytes] = field(default_factory=list)  # record keys to tombstone
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    forwards: list[Forward] = field(default_factory=list)
+    accepted: Accepted = field(default_factory=Accepted)
+
+
+def process_batch(
+    state: PartitionState, values: Sequence[bytes | None], now_ms: int, partitions: int
+) -> BatchResult:
+    """Advance the window, decode, route, dedup and count one batch; build its records."""
+    expired = state.advance(now_ms)
+    cols, dead = decode_batch(values, now_ms)
+    mine = state.window.holds(cols.post_ids)  # posts held here are ours: no hash needed
+    if not mine.all():
+        unknown = np.flatnonzero(~mine)
+        mine[unknown] = partitions_of(cols.post_ids[unknown], partitions) == state.partition
+    forwards: list[Forward] = []
+    if not mine.all():
+        foreign = np.flatnonzero(~mine)
+        targets = partitions_of(cols.post_ids[foreign], partitions).tolist()
+        for i, target in zip(foreign.tolist(), targets, strict=True):
+            post = int(cols.post_ids[i])
+            forwards.append(Forward(target, post_key(post), cols.encode_one(i)))
+        cols = cols.take(np.flatnonzero(mine))
+    accepted = state.accept_columns(cols.event_ids, cols.post_ids, cols.types, cols.ts_ms)
+    return BatchResult(expired, state.take_records(), dead, forwards, accepted)

@@ -1,0 +1,199 @@
+"""One partition's exact state and the change records that make it durable.
+
+The state is rebuilt from *records*: each record is one changelog message holding, for a batch
+of accepted events, every event's id key, post, type and minute (streamer.core.records). Id
+and counts of an event always travel in the same message, so after kill -9 a record is either
+wholly in the changelog or not at all: a redelivered event is either found by its id
+(duplicate, skipped) or absent together with its counts (counted again, once). Loading counts
+each id once, so records that overlap (a paused owner that wrote after losing its partition,
+a record sent twice) cannot count an event twice. A record is deleted (tombstoned) once every
+minute it touches has left the window and the retained minutes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.core.dedup import DedupIndex, event_keys
+from streamer.core.events import Event
+from streamer.core.records import (
+    RecordColumns,
+    concat,
+    decode_record,
+    encode_record,
+    record_key,
+    record_span,
+)
+from streamer.core.scoring import PostCounts
+from streamer.core.window import MINUTE_MS, Window
+from streamer.core.window_state import PartitionWindow, top_of
+
+RETAIN_MINUTES = 3  # minutes kept after they leave the window, for reconcile partials
+MAX_RECORD_EVENTS = 100_000  # ~2 MB per changelog message at most
+I64 = npt.NDArray[np.int64]
+
+
+class Outcome(Enum):
+    """What happened to one valid event of this partition."""
+
+    COUNTED = "counted"
+    PENDING = "pending"  # valid future ts: counted once its minute opens
+    LATE = "late"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """How many events of an accept call ended in each outcome."""
+
+    counted: int = 0
+    pending: int = 0
+    late: int = 0
+    duplicate: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CompletePartial:
+    """Top posts and event total of one partition over a complete-minute window."""
+
+    window: Window
+    top: list[PostCounts]
+    total_events: int
+
+
+class PartitionState:
+    """Window counters, dedup keys and live records of one source partition."""
+
+    def __init__(self, partition: int, window_minutes: int, now_ms: int) -> None:
+        self.partition = partition
+        self.window = PartitionWindow(window_minutes, RETAIN_MINUTES)
+        self.window.advance(now_ms)
+        self.dedup = DedupIndex()
+        self.records: dict[bytes, int] = {}  # record key -> newest minute it touches
+        self.writer = secrets.token_hex(4)
+        self.next_seq = 0
+        self.pending: list[RecordColumns] = []  # accepted, not yet in a record
+        self.next_offset = -1  # next source offset to read; -1 until a batch was processed
+        self._expired_to: int | None = None  # window start of the last expiry pass
+
+    def _bounds(self) -> tuple[int, int]:
+        first, last = self.window.first_minute, self.window.last_minute
+        if first is None or last is None:
+            raise RuntimeError("window not advanced")
+        return first, last
+
+    def accept_columns(self, event_ids: list[str], post_ids: I64, types: npt.NDArray[np.uint8],
+                       ts_ms: I64) -> Accepted:
+        """Dedup and count events that belong to this partition (one vectorised pass)."""
+        first, last = self._bounds()
+        minutes = ts_ms // MINUTE_MS
+        on_time = minutes >= first
+        late = len(minutes) - int(on_time.sum())
+        if late:
+            keep = np.flatnonzero(on_time)
+            event_ids = [event_ids[i] for i in keep.tolist()]
+            post_ids, types, minutes = post_ids[keep], types[keep], minutes[keep]
+        high, low = event_keys(event_ids)
+        fresh = self.dedup.add_batch(high, low, minutes)
+        accepted = int(fresh.sum())
+        if accepted < len(fresh):
+            high, low, post_ids = high[fresh], low[fresh], post_ids[fresh]
+            types, minutes = types[fresh], minutes[fresh]
+        if accepted:
+            self.window.add_batch(post_ids, types, minutes)
+            self.pending.append(RecordColumns(high, low, post_ids, types, minutes))
+        pending = int((minutes > last).sum())
+        return Accepted(accepted - pending, pending, late, len(fresh) - accepted)
+
+    def accept(self, event: Event) -> Outcome:
+        """Dedup and count one event (tests and tools; the hot path uses accept_columns)."""
+        got = self.accept_columns([event.event_id], np.array([event.post_id], dtype=np.int64),
+                                  np.array([event.type_index], dtype=np.uint8),
+                                  np.array([event.ts_ms], dtype=np.int64))
+        if got.late:
+            return Outcome.LATE
+        if got.duplicate:
+            return Outcome.DUPLICATE
+        return Outcome.PENDING if got.pending else Outcome.COUNTED
+
+    def take_records(self) -> list[tuple[bytes, bytes]]:
+        """(key, value) of records holding every event accepted since the last call."""
+        if not self.pending:
+            return []
+        cols = concat(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.pending = []
+        out = []
+        for start in range(0, len(cols), MAX_RECORD_EVENTS):
+            part = slice(start, start + MAX_RECORD_EVENTS)
+            piece = RecordColumns(cols.high[part], cols.low[part], cols.post_ids[part],
+                                  cols.types[part], cols.minutes[part])
+            key = record_key(self.partition, self.writer, self.next_seq)
+            self.next_seq += 1
+            self.records[key] = int(piece.minutes.max())
+            out.append((key, encode_record(piece)))
+        return out
+
+    def take_record(self) -> tuple[bytes, bytes] | None:
+        """The one record of everything accepted since the last call, or None (tests, tools)."""
+        records = self.take_records()
+        if len(records) > 1:
+            raise RuntimeError("more than MAX_RECORD_EVENTS pending: use take_records")
+        return records[0] if records else None
+
+    def advance(self, now_ms: int) -> list[bytes]:
+        """Move the window to wall-clock now; return keys of records that fully expired."""
+        before, _ = self._bounds()
+        self.window.advance(now_ms)
+        first, _ = self._bounds()
+        if first == before and self._expired_to == first:
+            return []  # same minute as the last call: nothing can have expired
+        self._expired_to = first
+        self.dedup.expire_before(first)
+        keep_from = first - RETAIN_MINUTES  # records also back the retained minutes
+        expired = [key for key, newest in self.records.items() if newest < keep_from]
+        for key in expired:
+            del self.records[key]
+        return expired
+
+    def load(self, records: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
+        """Rebuild from recovered records, each event id once; return keys of expired records."""
+        first, _ = self._bounds()
+        keep_from = first - RETAIN_MINUTES
+        parts: list[RecordColumns] = []
+        expired: list[bytes] = []
+        for key, value in records:
+            newest = record_span(value)[1]
+            if newest < keep_from:
+                expired.append(key)
+                continue
+            self.records[key] = newest
+            parts.append(decode_record(value))
+        cols = concat(parts)
+        held = np.flatnonzero(cols.minutes >= keep_from)
+        minutes = cols.minutes[held]
+        # dedup remembers in-window minutes only; retained ones are counted once all the same
+        fresh = self.dedup.add_batch(cols.high[held], cols.low[held], minutes, minutes >= first)
+        once = held[fresh]
+        self.window.add_batch(cols.post_ids[once], cols.types[once], cols.minutes[once])
+        return expired
+
+    def top(self, k: int) -> list[PostCounts]:
+        """Top k posts of the current window."""
+        return self.window.top(k)
+
+    def can_compute(self, window: Window) -> bool:
+        """True when every minute of `window` is still held (in the window or retained)."""
+        first, last = self._bounds()
+        return window.first_minute >= first - RETAIN_MINUTES and window.last_minute <= last
+
+    def complete_partial(self, window: Window, k: int) -> CompletePartial:
+        """Exact top-k and event total over a past complete-minute window (held minutes)."""
+        totals = self.window.totals_over(window.first_minute, window.last_minute)
+        top = top_of(self.window.post_of, totals, k)
+        return CompletePartial(window, top, int(totals.sum()))
