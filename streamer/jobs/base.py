@@ -13,6 +13,7 @@ class Job(ABC):
     name: str = "job"
     interval_s: float = 60.0
     exclusive: bool = True
+    lock_key: str | None = None  # the lock's key when it guards a public key (core.payloads)
 
     async def should_run(self) -> tuple[bool, str]:
         """Whether this tick has work to do (e.g. a standby that sees a fresh stream)."""

@@ -15,7 +15,7 @@ from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
-from streamer.core.payloads import TrendingMeta, trending_meta_key
+from streamer.core.payloads import TrendingMeta, trending_lock_key, trending_meta_key
 from streamer.core.reconcile import TAKEOVER_FACTOR
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
@@ -110,6 +110,7 @@ class ClickHouseTrendingJob(Job):
         self.clock = clock
         self.interval_s = settings.job_trending_interval_sec
         self.on_published = on_published
+        self.lock_key = trending_lock_key(settings.job_trending_window_hours, "jobs")
 
     async def should_run(self) -> tuple[bool, str]:
         """A standby stays quiet while a stream worker publishes (its own ClickHouse runs don't count)."""
