@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streamer.cache.publish import read_together
 from streamer.core.events import EVENT_TYPES
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts, rank_posts
@@ -211,7 +212,7 @@ async def wait_for_publish(redis: Any, after_ms: int, timeout_s: float = 30.0,
     """Wait for a trending publish generated after `after_ms` (complete, when partitions given)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        raw, raw_meta = await redis.mget([trending_key(1), trending_meta_key(1)])
+        raw, raw_meta = await read_together(redis, [trending_key(1), trending_meta_key(1)])
         if raw_meta and raw is not None:
             meta = orjson.loads(raw_meta)
             ok = partitions is None or meta["partitions"] == list(range(partitions))
@@ -262,7 +263,7 @@ class Cluster:
 
 async def read_trending(redis: Any) -> tuple[list[PostCounts] | None, dict[str, Any] | None]:
     """The published array and meta (None when absent)."""
-    raw, raw_meta = await redis.mget([trending_key(1), trending_meta_key(1)])
+    raw, raw_meta = await read_together(redis, [trending_key(1), trending_meta_key(1)])
     posts = decode_trending(raw) if raw is not None else None
     return posts, (orjson.loads(raw_meta) if raw_meta else None)
 

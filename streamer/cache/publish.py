@@ -99,3 +99,10 @@ async def publish_suggestions(
     """One pipeline for a batch of users, each key with its TTL."""
     values = {suggestions_key(u): encode_suggestions(items) for u, items in batch.items()}
     await write_atomically(redis, values, ttl_s * 1000, lock)
+
+
+async def read_together(redis: Redis, keys: Sequence[str]) -> list[bytes | str | None]:
+    """The keys' values as one snapshot (MGET); in a Cluster, one GET per key, in order."""
+    if is_cluster(redis):
+        return [await redis.get(key) for key in keys]
+    return list(await redis.mget(list(keys)))
