@@ -109,13 +109,17 @@ class Publisher:
     async def _answer_loop(self, stop: asyncio.Event) -> None:
         """Answer the open merge request for every owned partition, as soon as it appears."""
         poll_s = answer_poll_s(self.settings.job_trending_interval_sec)
+        failing = False  # log the first failure of a streak only (e.g. a Redis failover)
         while not stop.is_set():
             try:
                 req = await self.exchange.current()
                 if req is not None:
                     await self.answer(req)
+                failing = False
             except Exception as exc:
-                log.warning("answering the merge request failed: %s: %s", type(exc).__name__, exc)
+                if not failing:
+                    log.warning("answering merge requests failed: %s: %s", type(exc).__name__, exc)
+                failing = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), poll_s)
 
