@@ -158,4 +158,5 @@ class TestWorkerAcrossFailover:
 
 
 async def _count(seen: Observed, n: int, after_ms: int = 0) -> bool:
-    return sum(m["generated_at_ms"] > after_ms for m in seen.publishes) >= n
+    """At least n distinct publishes generated after `after_ms` were watched."""
+    return sum(int(m["generated_at_ms"]) > after_ms for m in seen.publishes) >= n
