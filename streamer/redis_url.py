@@ -44,9 +44,10 @@ def _hosts(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
     out: list[tuple[str, int]] = []
     for item in netloc.rpartition("@")[2].split(","):
         item = item.strip()
-        host, _, port_s = item.rpartition(":") if not item.endswith("]") else (item, "", "")
-        if not host:
-            host, port_s = port_s, ""
+        if ":" in item and not item.endswith("]"):  # host:port, [v6]:port
+            host, _, port_s = item.rpartition(":")
+        else:  # host, [v6]
+            host, port_s = item, ""
         host = host.strip("[]")
         if not host:
             raise ValueError("every node needs a host")

@@ -14,8 +14,11 @@ from streamer.cache.fencing import slot_of, slot_tag
 from streamer.cache.lock import RedisLock
 from streamer.cache.publish import publish_suggestions, publish_trending
 from streamer.cache.redis_client import is_cluster, make_redis
+from streamer.clickhouse import queries
+from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
 from streamer.config import Settings
+from streamer.core.events import Event
 from streamer.core.payloads import (
     TrendingMeta,
     decode_trending,
@@ -30,6 +33,7 @@ from streamer.core.suggest import Suggestion
 from streamer.core.window import window_at
 from streamer.demo.services import LocalService
 from streamer.errors import LockLost
+from streamer.jobs.standby import StandbyTrending
 from tests.redis_ha import ClusterSetup, cluster_setup
 from tests.stream_helpers import Cluster, keyed, produce, random_events, settle_exact
 from tests.test_stream_publisher import answering, global_top, owned_states, publisher
@@ -169,3 +173,27 @@ class TestWorkerOnCluster:
             assert c.stop_all() == [0]
         finally:
             c.kill_all()
+
+
+class TestStandbyOnCluster:
+    """The standby's fenced write path (no WATCH across value and meta in a Cluster)."""
+
+    async def test_standby_publishes_then_hands_back(
+        self, cluster_settings: Settings, cluster_client: Redis, clickhouse: ClickHouse
+    ) -> None:
+        """Meta missing: the standby publishes ClickHouse's exact list; a fresh stream publish
+        afterwards makes it hand back, and its next check writes nothing."""
+        now = wall_ms()
+        await queries.insert_events(clickhouse, [Event(f"s{i}", i % 4, 1, "view", now - 5_000)
+                                                 for i in range(20)])
+        sb = StandbyTrending(cluster_settings, clickhouse, cluster_client)
+        assert (await sb.tick()).publish
+        raw, meta = await cluster_client.get(trending_key(1)), await cluster_client.get(trending_meta_key(1))
+        assert raw is not None and meta is not None and orjson.loads(meta)["mode"] == "clickhouse"
+        assert decode_trending(raw) == await queries.trending(clickhouse, window_at(now, 60), 50)
+        merge = RedisLock(cluster_client, "m", 60_000, key=trending_lock_key(1, "merge"))
+        assert await merge.acquire()
+        await publish_trending(cluster_client, 1, posts(3), meta_at(wall_ms(), 9), 90_000, merge)
+        assert not (await sb.tick()).publish and sb.state == "idle"
+        raw = await cluster_client.get(trending_key(1))
+        assert raw is not None and decode_trending(raw) == posts(3)
