@@ -92,9 +92,13 @@ class MergeExchange:
         raw = await self.redis.get(self.request_key)
         return MergeRequest.from_json(raw) if raw else None
 
-    async def answer(self, req: MergeRequest, states: Mapping[int, PartitionState]) -> list[int]:
+    async def answer(self, req: MergeRequest, states: Mapping[int, PartitionState],
+                     current: Window | None = None) -> list[int]:
         """Write the partial of every owned partition not yet answered; partitions that cannot
-        compute the window (a clock beyond the retained minutes) stay unanswered."""
+        compute the window (a clock beyond the retained minutes) stay unanswered.
+
+        `current`: the window the states stand at; when it is the requested one, the
+        incremental top-K index answers (`top`), otherwise a scan (`complete_partial`)."""
         if self.answered[0] != req.request_id:
             self.answered = (req.request_id, set())
         done = self.answered[1]
@@ -103,7 +107,8 @@ class MergeExchange:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for partition, state in todo:
-                top = state.complete_partial(req.window, self.k).top
+                top = (state.top(self.k) if req.window == current
+                       else state.complete_partial(req.window, self.k).top)
                 doc: dict[str, Any] = {"request": req.request_id, "partition": partition,
                                        "window_start_ms": req.window.start_ms,
                                        "window_end_ms": req.window.end_ms,

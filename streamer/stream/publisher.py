@@ -26,6 +26,7 @@ from streamer.core.payloads import TrendingMeta, trending_key, trending_lock_key
 from streamer.core.reconcile import PublishSource, merger_source
 from streamer.core.scoring import PostCounts
 from streamer.core.topk import merge_partials
+from streamer.core.window import window_at
 from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
 from streamer.jobs.trending import publish_clickhouse_trending
@@ -84,6 +85,7 @@ class Publisher:
         self.requests = ReconcileRequests(redis, settings)
         self.last_publish_ms = 0
         self.last_complete_ms = wall_ms()  # merger_source counts the fallback delay from here
+        self.advanced_to_ms = 0  # the latest time the states were advanced to
 
     async def run(self, stop: asyncio.Event) -> None:
         """Answer requests and tick on wall-clock multiples of the interval until stop is set."""
@@ -127,8 +129,15 @@ class Publisher:
         """Advance to the merger's time if it is ahead of ours, then answer for its window."""
         if self.exchange.answered[0] != req.request_id or \
                 set(self.ingestor.states) - self.exchange.answered[1]:
-            self.ingestor.advance_all(max(wall_ms(), req.now_ms))
-        return await self.exchange.answer(req, self.ingestor.states)
+            self._advance(max(wall_ms(), req.now_ms))
+        current = window_at(self.advanced_to_ms, self.settings.window_minutes)
+        return await self.exchange.answer(req, self.ingestor.states, current)
+
+    def _advance(self, now_ms: int) -> None:
+        """Advance every state; windows never move back, so they stand at the latest time given
+        (no state is created or advanced past this worker's own clock elsewhere)."""
+        self.advanced_to_ms = max(self.advanced_to_ms, now_ms)
+        self.ingestor.advance_all(now_ms)
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -146,7 +155,7 @@ class Publisher:
     async def tick(self) -> None:
         """Advance, answer reconcile requests, and merge if we are the merger."""
         now = wall_ms()
-        self.ingestor.advance_all(now)
+        self._advance(now)
         await self.requests.answer(self.ingestor.states, now)
         if self.last_publish_ms:
             PUBLISH_AGE.set((now - self.last_publish_ms) / 1000)
