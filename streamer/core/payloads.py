@@ -43,6 +43,11 @@ def suggestions_key(user_id: int) -> str:
     return f"{SUGGESTIONS_PREFIX}:{user_id}"
 
 
+def suggestions_key_pattern() -> str:
+    """SCAN pattern matching every suggestions key."""
+    return f"{SUGGESTIONS_PREFIX}:*"
+
+
 # ---- locks and fencing (shared by every deployment that writes the same public key) ----
 def lock_key(job: str) -> str:
     """Redis key of the one-writer lock of a job that names no guarded key."""
