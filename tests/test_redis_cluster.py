@@ -93,6 +93,18 @@ class TestFencedWrites:
         assert meta is not None and orjson.loads(meta)["mark"] == 1
         assert 0 < await cluster_client.pttl(trending_meta_key(1)) <= 90_000
 
+    async def test_unlocked_write_spans_slots(self, cluster_client: Redis) -> None:
+        """Without a lock (no fencing asked for), each slot's keys are still written whole."""
+        now = wall_ms()
+        await publish_trending(cluster_client, 1, posts(7), meta_at(now, 6), 90_000)
+        batch = {u: [Suggestion(u + 2, 0.5, 1)] for u in range(40)}
+        await publish_suggestions(cluster_client, batch, 600)
+        raw, meta = await cluster_client.get(trending_key(1)), await cluster_client.get(trending_meta_key(1))
+        assert raw is not None and decode_trending(raw) == posts(7)
+        assert meta is not None and orjson.loads(meta)["mark"] == 6
+        raw = await cluster_client.get(suggestions_key(39))
+        assert raw is not None and orjson.loads(raw)[0]["user_id"] == 41
+
     async def test_ex_holder_writes_nothing(self, cluster_client: Redis) -> None:
         """A holder paused past its lease: its publish raises LockLost and changes no key."""
         old = RedisLock(cluster_client, "m", 100, key=trending_lock_key(1, "merge"))
