@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.config_file import overlay, read_config_file
 from streamer.errors import ConfigError
+from streamer.redis_url import parse_redis_url
 
 _POSITIVE = Field(gt=0, strict=False)
 _USERINFO_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
@@ -105,9 +106,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("redis", "rediss") or not urlsplit(value).hostname:
-            raise ValueError("must be a redis:// or rediss:// URL with a host")
-        _check_port(value)
+        parse_redis_url(value)  # one server, Sentinel or Cluster (streamer/redis_url.py)
         return value
 
     @field_validator("clickhouse_url")

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streamer.cache.publish import read_together
 from streamer.core.events import EVENT_TYPES
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts, rank_posts
@@ -260,7 +261,7 @@ class Cluster:
 
 async def read_trending(redis: Any) -> tuple[list[PostCounts] | None, dict[str, Any] | None]:
     """The published array and meta (None when absent)."""
-    raw, raw_meta = await redis.mget([trending_key(1), trending_meta_key(1)])
+    raw, raw_meta = await read_together(redis, [trending_key(1), trending_meta_key(1)])
     posts = decode_trending(raw) if raw is not None else None
     return posts, (orjson.loads(raw_meta) if raw_meta else None)
 

@@ -107,17 +107,23 @@ def test_web_port_range() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["redis://127.0.0.1:6379/0", "rediss://u:p@h:6380/1", "redis://h", "redis://[::1]:6379/0"],
+    ["redis://127.0.0.1:6379/0", "rediss://u:p@h:6380/1", "redis://h", "redis://[::1]:6379/0",
+     "redis+sentinel://s1:26379,s2:26379/mymaster", "rediss+sentinel://:pw@s1:26379/mymaster/2",
+     "redis+sentinel://s1/svc?sentinel_password=x", "redis+cluster://n1:7000,n2:7001",
+     "rediss+cluster://u:pw@n1:7000", "redis+cluster://[::1]:7000,n2:7001/"],
 )
 def test_redis_url_accepted(url: str) -> None:
-    """redis:// and rediss:// with a host."""
+    """One server, Sentinel (service name, optional db) and Cluster forms."""
     assert load_settings({"REDIS_URL": url}).redis_url == url
 
 
 @pytest.mark.parametrize(
     "url",
     ["http://h:6379", "unix:///tmp/r.sock", "redis://", "127.0.0.1:6379", "", "redis://h:abc/0",
-     "redis://h:0/0", "redis://h:70000/0", "redis://[bad/0"],
+     "redis://h:0/0", "redis://h:70000/0", "redis://[bad/0", "redis://a:1,b:2/0",
+     "redis+sentinel://s1:26379", "redis+sentinel://s1:26379/svc/x", "redis+sentinel://s1:1/a/1/2",
+     "redis+sentinel://s1:26379,:1/svc", "redis+cluster://n1:7000/3", "redis+cluster://n1:x",
+     "redis+cluster://", "redis+clusters://n1:7000"],
 )
 def test_redis_url_rejected(url: str) -> None:
     """Other schemes, no host, bad ports: ConfigError for REDIS_URL."""
@@ -198,6 +204,9 @@ def test_masked_hides_passwords_everywhere() -> None:
         ("rediss://h:1/0?password=zz&db=2", "rediss://h:1/0?password=***&db=2"),
         ("redis://u:pw@[bad/0", "redis://u:***@[bad/0"),
         ("https://u:a:b@h:8443/x", "https://u:***@h:8443/x"),
+        ("redis+sentinel://:pw@s1:1,s2:2/m/0", "redis+sentinel://:***@s1:1,s2:2/m/0"),
+        ("redis+sentinel://s1:1/m?sentinel_password=zz", "redis+sentinel://s1:1/m?sentinel_password=***"),
+        ("rediss+cluster://u:pw@n1:1,n2:2", "rediss+cluster://u:***@n1:1,n2:2"),
     ],
 )
 def test_mask_url(url: str, masked: str) -> None:
@@ -284,3 +293,37 @@ def test_check_config_prints_masked_configuration(tmp_path: Path) -> None:
     assert "https://default:***@ch.example:8443" in out
     for name in CONTRACT_DEFAULTS:
         assert name in out, name
+
+
+class TestRedisTargets:
+    """What each REDIS_URL form connects to (streamer/redis_url.py)."""
+
+    def test_sentinel(self) -> None:
+        """Sentinel nodes (default port 26379), service, db, both passwords, TLS."""
+        from streamer.redis_url import parse_redis_url
+
+        t = parse_redis_url("rediss+sentinel://u:p%40w@s1,s2:26380/mymaster/3?sentinel_password=sp")
+        assert (t.kind, t.tls, t.hosts) == ("sentinel", True, (("s1", 26379), ("s2", 26380)))
+        assert (t.service_name, t.db, t.username, t.password) == ("mymaster", 3, "u", "p@w")
+        assert t.sentinel_password == "sp"
+
+    def test_cluster_and_server(self) -> None:
+        """Cluster startup nodes (default port 6379); one server with its db."""
+        from streamer.redis_url import parse_redis_url
+
+        c = parse_redis_url("redis+cluster://:pw@n1:7000,[::1]")
+        assert (c.kind, c.hosts, c.password, c.db) == ("cluster", (("n1", 7000), ("::1", 6379)), "pw", 0)
+        s = parse_redis_url("redis://h:6380/4")
+        assert (s.kind, s.tls, s.hosts, s.db, s.password) == ("server", False, (("h", 6380),), 4, None)
+
+    def test_bad_url_exits_2_naming_redis_url(self) -> None:
+        """`check-config` with a broken Sentinel URL: exit 2, one line naming REDIS_URL."""
+        import subprocess
+        import sys
+
+        env = {**os.environ, "REDIS_URL": "redis+sentinel://:secretpw@s1:26379"}
+        out = subprocess.run([sys.executable, "-m", "streamer", "check-config"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        lines = (out.stdout + out.stderr).strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and "REDIS_URL" in lines[0], lines
+        assert "secretpw" not in lines[0]

@@ -77,3 +77,45 @@ def test_suggestions_encoding() -> None:
         {"user_id": 5, "score": 0.5, "mutual_count": 1},
     ]
     assert encode_suggestions([]) == b"[]"
+
+
+class TestKeysOfOneDeployment:
+    """Internal keys carry STREAMER_APP_ID and share its Cluster slot; locks follow public keys."""
+
+    def test_internal_keys_carry_the_app_id_as_hash_tag(self) -> None:
+        """Partials, requests, snapshots, sink positions and run state: tagged {app id}."""
+        from streamer.core.payloads import (
+            complete_snapshot_key,
+            hash_tag,
+            merge_request_key,
+            partial_key,
+            reconcile_request_key,
+            run_state_key,
+            sink_positions_key,
+        )
+
+        keys = [partial_key("blue", 1, 3), merge_request_key("blue", 1),
+                reconcile_request_key("blue", 1), complete_snapshot_key("blue", 1, 0),
+                sink_positions_key("blue"), run_state_key("blue", "suggestions")]
+        assert all(hash_tag(k) == "blue" for k in keys)
+        assert len(set(keys)) == len(keys)
+        assert partial_key("blue", 1, 3) != partial_key("green", 1, 3)
+        assert not any(k.startswith("nova:cache:") for k in keys)
+
+    def test_locks_are_keyed_by_the_public_key_they_guard(self) -> None:
+        """Same slot as the trending value; no app id, so deployments exclude each other."""
+        from streamer.core.payloads import fence_counter_key, hash_tag, trending_lock_key
+
+        merge, standby = trending_lock_key(1, "merge"), trending_lock_key(1, "standby")
+        assert hash_tag(merge) == hash_tag(standby) == trending_key(1)
+        assert merge != standby
+        assert hash_tag(fence_counter_key(merge)) == trending_key(1)
+
+    def test_hash_tag_follows_redis_cluster(self) -> None:
+        """The same slot as redis-py computes, for tagged, untagged and empty-tag keys."""
+        from redis.crc import key_slot
+
+        from streamer.core.payloads import hash_tag
+
+        for key in ["nova:cache:trending:1h", "a{b}c", "a{}c{d}", "{x}y{z}", "no-tag"]:
+            assert key_slot(hash_tag(key).encode()) == key_slot(key.encode())

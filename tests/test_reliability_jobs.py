@@ -25,7 +25,7 @@ import pytest
 import redis as sync_redis
 
 from streamer.clickhouse.schema import ddl
-from streamer.core.payloads import decode_trending, lock_key, trending_key, trending_meta_key
+from streamer.core.payloads import decode_trending, trending_key, trending_lock_key, trending_meta_key
 from streamer.core.window import Window
 from streamer.demo.services import LocalService
 from tests.reliability_helpers import FakeClickHouse, RedisProxy, record_figures, wait_until
@@ -91,7 +91,7 @@ class TestFencedWrites:
             assert proxy.held.wait(60), a_log.read_text()
             os.kill(a.pid, signal.SIGSTOP)
             paused_at = time.monotonic()
-            raw_token = client.get(lock_key("trending"))
+            raw_token = client.get(trending_lock_key(1, "jobs"))
             a_token = raw_token.decode() if isinstance(raw_token, bytes) else str(raw_token)
             assert a_token.split(":")[1] == str(a.pid), "A holds the lock while paused"
             second = random_events(500, 40, now_ms(), seed=72)

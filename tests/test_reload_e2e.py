@@ -138,8 +138,9 @@ async def test_worker_reloads_on_file_change_and_sighup(
 async def test_two_workers_reloading_a_tick_apart_publish_exact_lists(
     cluster: Cluster, redis_client: Redis, tmp_path: Path
 ) -> None:
-    """The merger keeps K=50 while the other worker already writes top-3 partials: every
-    publish is the exact top-(its length); once both agree, the exact top-3."""
+    """The merger's K decides (its merge request names the depth every answer carries): while
+    only the other worker runs K=3, publishes stay the exact top-50; once the merger reloads,
+    the exact top-3."""
     conf_a, conf_b = tmp_path / "a.conf", tmp_path / "b.conf"
     write_config(conf_a, "JOB_TRENDING_TOPK=50\n")
     write_config(conf_b, "JOB_TRENDING_TOPK=50\n")
@@ -154,18 +155,17 @@ async def test_two_workers_reloading_a_tick_apart_publish_exact_lists(
     posts, want, _ = await settle_exact(redis_client, events, 4, k=50)
     assert posts == want
 
-    write_config(conf_b, "JOB_TRENDING_TOPK=3\n")  # b first: its partials now carry 3 rows
-    seen: list[Publish] = []
-    deadline = time.monotonic() + 60
-    while not any(m.get("depth_limited_to") == 3 for _, m in seen):
-        assert time.monotonic() < deadline, "no publish merged from b's top-3 partials"
-        seen.append(await next_publish(redis_client, seen[-1][1]["generated_at_ms"] if seen else 0))
+    write_config(conf_b, "JOB_TRENDING_TOPK=3\n")  # b first: the merger a still asks for 50
+    await until(lambda: metric(b, "streamer_config_generation") == 2, "b reloaded")
+    seen: list[Publish] = [await next_publish(redis_client, now_ms())]
+    seen.append(await next_publish(redis_client, seen[-1][1]["generated_at_ms"]))
+    assert all(len(p[0]) == 50 and p[1]["complete"] and exact(events, p) for p in seen)
     write_config(conf_a, "JOB_TRENDING_TOPK=3\n")
     await until(lambda: metric(a, "streamer_config_generation") == 2, "a reloaded")
-    while True:
+    deadline = time.monotonic() + 60
+    while len(seen[-1][0]) != 3:
+        assert time.monotonic() < deadline, "no top-3 publish after the merger reloaded"
         seen.append(await next_publish(redis_client, seen[-1][1]["generated_at_ms"]))
-        if "depth_limited_to" not in seen[-1][1]:
-            break
     complete = [p for p in seen if p[1]["complete"]]
     assert complete and all(exact(events, p) for p in complete)
     assert {len(p[0]) for p in complete} <= {3, 50}

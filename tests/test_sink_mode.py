@@ -51,13 +51,15 @@ def sink_env(kafka: LocalService, redis_url: str) -> dict[str, str]:
             "STREAMER_TOPIC_PARTITIONS": str(PARTITIONS), "CLICKHOUSE_URL": ""}
 
 
-async def wait_sink_positions(redis: Redis, events: list[dict[str, Any]], timeout_s: float) -> None:
+async def wait_sink_positions(
+    redis: Redis, app_id: str, events: list[dict[str, Any]], timeout_s: float
+) -> None:
     """Until the sink committed every message (one event per message) of every partition."""
     want = Counter(partition_for_post(e["post_id"], PARTITIONS) for e in events)
     deadline = time.monotonic() + timeout_s
     got: dict[int, int] = {}
     while time.monotonic() < deadline:
-        raw = await redis.hgetall(sink_positions_key())
+        raw = await redis.hgetall(sink_positions_key(app_id))
         got = {int(k): int(v) for k, v in raw.items()}
         if got == dict(want):
             return
@@ -90,7 +92,7 @@ async def test_standalone_sink_keeps_clickhouse_complete_while_workers_are_down(
         assert await asyncio.to_thread(worker.terminate) == 0, worker.tail()
         during = random_events(400, 40, now_ms(), seed=22)  # every worker is down now
         await produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_EVENTS_TOPIC"], keyed(during))
-        await wait_sink_positions(redis_client, before + during, 90)
+        await wait_sink_positions(redis_client, env["STREAMER_APP_ID"], before + during, 90)
         assert sink.get("/healthz")[0] == 200 and sink.get("/readyz")[0] == 200
         assert b"streamer_sink" in sink.get("/metrics")[1]
     finally:

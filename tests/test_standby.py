@@ -21,13 +21,13 @@ from streamer.core.events import Event
 from streamer.core.payloads import (
     TrendingMeta,
     decode_trending,
-    lock_key,
     trending_key,
+    trending_lock_key,
     trending_meta_key,
 )
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
-from streamer.jobs.standby import LEASE_JOB, StandbyTrending
+from streamer.jobs.standby import StandbyTrending
 from streamer.jobs.trending import clickhouse_trending, meta_and_age
 from tests.waiting import await_until
 
@@ -97,7 +97,7 @@ class TestStandbyTicks:
         assert not (await sb.tick()).publish
         value, meta = await read(redis_client)
         assert value == STREAM_POSTS and meta is not None and meta["mode"] == "stream"
-        assert sb.state == "idle" and await redis_client.get(lock_key(LEASE_JOB)) is None
+        assert sb.state == "idle" and await redis_client.get(trending_lock_key(1, "standby")) is None
 
     async def test_takes_over_a_stale_stream_meta(
         self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
@@ -140,10 +140,10 @@ class TestStandbyTicks:
         """A fresh stream meta makes a publishing standby release its lease and go idle."""
         sb = make_standby(settings, clickhouse, redis_client)
         assert (await sb.tick()).publish
-        assert await redis_client.get(lock_key(LEASE_JOB)) is not None
+        assert await redis_client.get(trending_lock_key(1, "standby")) is not None
         await stream_publish(redis_client, settings, wall_ms())
         assert not (await sb.tick()).publish
-        assert sb.state == "idle" and await redis_client.get(lock_key(LEASE_JOB)) is None
+        assert sb.state == "idle" and await redis_client.get(trending_lock_key(1, "standby")) is None
         assert (await read(redis_client))[0] == STREAM_POSTS
 
     async def test_no_write_when_the_stream_publishes_during_the_query(
@@ -266,7 +266,7 @@ class TestStandbyLive:
                 await asyncio.sleep(7)
         self.check_samples(seen, ch_posts, stream_stopped_at, restarted_at, s)
         assert {a.publishes == 0, b.publishes == 0} == {True, False}  # exactly one writer
-        assert await redis_client.get(lock_key(LEASE_JOB)) is None
+        assert await redis_client.get(trending_lock_key(1, "standby")) is None
 
     @staticmethod
     def check_samples(seen: Observation, ch_posts: list[PostCounts], stopped: int,

@@ -15,9 +15,8 @@ from redis.asyncio import Redis
 
 from streamer.clock import wall_ms
 from streamer.config import Settings
-from streamer.core.payloads import lock_key, trending_key, trending_meta_key
+from streamer.core.payloads import trending_key, trending_lock_key, trending_meta_key
 from streamer.demo.services import free_port, wait_for_port
-from streamer.jobs.standby import LEASE_JOB
 from tests.test_standby import stream_publish
 from tests.waiting import await_until
 
@@ -66,7 +65,7 @@ async def test_jobs_mode_runs_the_standby(
         assert json.loads(await redis_client.get(trending_meta_key(1)) or b"{}")["mode"] == "stream"
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0
-        assert await redis_client.get(lock_key(LEASE_JOB)) is None
+        assert await redis_client.get(trending_lock_key(1, "standby")) is None
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -29,9 +29,11 @@ return 0
 class RedisLock:
     """A lease on a job name; `token` proves ownership for fenced writes."""
 
-    def __init__(self, redis: Redis, job: str, ttl_ms: int, owner: str = "") -> None:
+    def __init__(
+        self, redis: Redis, job: str, ttl_ms: int, owner: str = "", key: str | None = None
+    ) -> None:
         self.redis = redis
-        self.key = lock_key(job)
+        self.key = key or lock_key(job)  # `key`: a lock keyed by the public key it guards
         self.ttl_ms = ttl_ms
         self.token = f"{owner}:{secrets.token_hex(12)}" if owner else secrets.token_hex(16)
         self.held = False

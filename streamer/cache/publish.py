@@ -1,4 +1,6 @@
-"""Atomic cache writes: trending + meta together; suggestions one pipeline per batch; fenced."""
+"""Atomic cache writes: trending + meta together; suggestions one pipeline per batch; fenced.
+
+Single server and Sentinel: one MULTI/EXEC under WATCH of the lock. Cluster: per slot, fenced."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ from collections.abc import Mapping, Sequence
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from streamer.cache.fencing import write_fenced
 from streamer.cache.lock import RedisLock
+from streamer.cache.redis_client import is_cluster
 from streamer.core.payloads import (
     TrendingMeta,
     encode_meta,
@@ -34,7 +38,13 @@ _WATCH_ATTEMPTS = 3
 async def write_atomically(
     redis: Redis, values: Mapping[str, bytes], ttl_ms: int, lock: RedisLock | None = None
 ) -> None:
-    """SET every key with PX ttl in one MULTI/EXEC; with a lock, only while we hold it."""
+    """SET every key with PX ttl in one MULTI/EXEC; with a lock, only while we hold it.
+
+    In a Redis Cluster, keys of different slots cannot share a transaction: each slot is
+    written whole and fenced instead (streamer/cache/fencing.py)."""
+    if is_cluster(redis):
+        await write_fenced(redis, values, ttl_ms, lock)
+        return
     for _ in range(_WATCH_ATTEMPTS):
         if await _try_write(redis, values, ttl_ms, lock):
             return
@@ -89,3 +99,10 @@ async def publish_suggestions(
     """One pipeline for a batch of users, each key with its TTL."""
     values = {suggestions_key(u): encode_suggestions(items) for u, items in batch.items()}
     await write_atomically(redis, values, ttl_s * 1000, lock)
+
+
+async def read_together(redis: Redis, keys: Sequence[str]) -> list[bytes | str | None]:
+    """The keys' values as one snapshot (MGET); in a Cluster, one GET per key, in order."""
+    if is_cluster(redis):
+        return [await redis.get(key) for key in keys]
+    return list(await redis.mget(list(keys)))

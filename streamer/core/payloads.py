@@ -12,7 +12,15 @@ from streamer.core.scoring import PostCounts
 from streamer.core.suggest import Suggestion
 from streamer.core.window import Window
 
-KEY_PREFIX = "nova:cache"
+KEY_PREFIX = "nova:cache"  # public keys (fixed by the contract)
+INTERNAL_PREFIX = "nova:streamer"  # keys of one deployment, each carrying STREAMER_APP_ID
+SUGGESTIONS_PREFIX = f"{KEY_PREFIX}:suggested_users"
+
+# Redis Cluster places a key by its hash tag, the text between the first "{" and the next
+# "}". Every internal key of a deployment is tagged with the app id, so one deployment's
+# partials and requests share a slot (MGET and transactions over them work in a Cluster).
+# Locks and fence counters are tagged with the public key they guard, so a script can check
+# the lock and write that key in one step.
 
 
 def trending_key(window_hours: int) -> str:
@@ -30,19 +38,90 @@ def reconcile_key(window_hours: int) -> str:
     return trending_key(window_hours) + ":reconcile"
 
 
-def sink_positions_key() -> str:
-    """Hash: partition -> next offset the ClickHouse sink has written and committed."""
-    return f"{KEY_PREFIX}:sink:positions"
-
-
 def suggestions_key(user_id: int) -> str:
     """`nova:cache:suggested_users:{user_id}`."""
-    return f"{KEY_PREFIX}:suggested_users:{user_id}"
+    return f"{SUGGESTIONS_PREFIX}:{user_id}"
 
 
+def suggestions_key_pattern() -> str:
+    """SCAN pattern matching every suggestions key."""
+    return f"{SUGGESTIONS_PREFIX}:*"
+
+
+# ---- locks and fencing (shared by every deployment that writes the same public key) ----
 def lock_key(job: str) -> str:
-    """Redis key of the one-writer lock of a job."""
+    """Redis key of the one-writer lock of a job that names no guarded key."""
     return f"{KEY_PREFIX}:lock:{job}"
+
+
+def guard_lock_key(guarded: str, role: str) -> str:
+    """A lock guarding the public key `guarded`; `role` tells its holders apart (merge, standby)."""
+    return f"{{{guarded}}}:lock:{role}"
+
+
+def trending_lock_key(window_hours: int, role: str) -> str:
+    """A lock guarding the trending key (same Cluster slot as the trending value)."""
+    return guard_lock_key(trending_key(window_hours), role)
+
+
+def suggestions_lock_key() -> str:
+    """The lock guarding the suggestion keys."""
+    return guard_lock_key(SUGGESTIONS_PREFIX, "jobs")
+
+
+def fence_counter_key(lock: str) -> str:
+    """Counter handing out fencing numbers; shares the lock's slot (and all its sibling locks)."""
+    return f"{{{hash_tag(lock)}}}:fence"
+
+
+def slot_fence_key(lock: str, slot_tag: str) -> str:
+    """Newest fencing number written to one Cluster slot for the keys a lock guards."""
+    return f"{{{slot_tag}}}:fence:{hash_tag(lock)}"
+
+
+def hash_tag(key: str) -> str:
+    """What Redis Cluster hashes for a key: its {tag} if it has a non-empty one, else the key."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1:end]
+    return key
+
+
+# ---- internal keys of one deployment ---------------------------------------------------
+def _internal(app_id: str, rest: str) -> str:
+    return f"{INTERNAL_PREFIX}:{{{app_id}}}:{rest}"
+
+
+def partial_key(app_id: str, window_hours: int, partition: int) -> str:
+    """One partition's answer to the current merge request."""
+    return _internal(app_id, f"partial:{window_hours}h:{partition}")
+
+
+def merge_request_key(app_id: str, window_hours: int) -> str:
+    """The merger's current request: the window it merges, named from its clock."""
+    return _internal(app_id, f"merge-request:{window_hours}h")
+
+
+def reconcile_request_key(app_id: str, window_hours: int) -> str:
+    """The merger's open reconcile request (a complete-minute window)."""
+    return _internal(app_id, f"reconcile-request:{window_hours}h")
+
+
+def complete_snapshot_key(app_id: str, window_hours: int, partition: int) -> str:
+    """One partition's answer to the open reconcile request."""
+    return _internal(app_id, f"complete:{window_hours}h:{partition}")
+
+
+def sink_positions_key(app_id: str) -> str:
+    """Hash: partition -> next offset the ClickHouse sink has written and committed."""
+    return _internal(app_id, "sink:positions")
+
+
+def run_state_key(app_id: str, job: str) -> str:
+    """Run state a job keeps between its runs (e.g. what changed since the last run)."""
+    return _internal(app_id, f"run:{job}")
 
 
 def encode_trending(posts: Sequence[PostCounts]) -> bytes:

@@ -12,6 +12,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from streamer.cache.publish import read_together
 from streamer.core.payloads import decode_trending, reconcile_key, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
 
@@ -77,7 +78,7 @@ class Poller:
         """One consistent-enough read of everything the view shows."""
         snap = Snapshot(time.monotonic())
         keys = (trending_key(self.hours), trending_meta_key(self.hours), reconcile_key(self.hours))
-        raw, meta, rec = await self.redis.mget(*keys)
+        raw, meta, rec = await read_together(self.redis, keys)
         if raw is not None:
             snap.trending_raw = raw if isinstance(raw, bytes) else str(raw).encode()
             snap.trending = decode_trending(snap.trending_raw)

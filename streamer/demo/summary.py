@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from rich.console import RenderableType
 from rich.table import Table
 
-from streamer.core.payloads import suggestions_key
+from streamer.core.payloads import suggestions_key, suggestions_key_pattern
 from streamer.core.scoring import PostCounts
 from streamer.demo.dashboard import (
     DemoState,
@@ -60,7 +60,7 @@ async def sample_suggestions(
 ) -> tuple[int, dict[int, list[dict[str, Any]]]]:
     """How many suggestion keys exist, and the lists of the first few active users that have one."""
     count = 0
-    async for _ in redis.scan_iter(match="nova:cache:suggested_users:*", count=1000):
+    async for _ in redis.scan_iter(match=suggestions_key_pattern(), count=1000):
         count += 1
     sample: dict[int, list[dict[str, Any]]] = {}
     for user in users:

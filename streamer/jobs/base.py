@@ -13,6 +13,7 @@ class Job(ABC):
     name: str = "job"
     interval_s: float = 60.0
     exclusive: bool = True
+    lock_key: str | None = None  # the lock's key when it guards a public key (core.payloads)
 
     def refresh(self) -> None:  # noqa: B027 - an optional hook, deliberately not abstract
         """Pick up reloaded settings between runs (interval included); default: nothing."""

@@ -149,7 +149,7 @@ class Reconciler:
         """Wait (bounded) until the ClickHouse sink has written what the stream had read."""
         deadline = time.monotonic() + self.flush_wait_s + SINK_WAIT_EXTRA_S
         while True:
-            raw = await self.redis.hgetall(sink_positions_key())
+            raw = await self.redis.hgetall(sink_positions_key(self.settings.streamer_app_id))
             written = {int(k): int(v) for k, v in raw.items()}
             behind = [p for p, o in enumerate(offsets) if o >= 0 and written.get(p, 0) < o]
             if not behind:

@@ -78,7 +78,7 @@ class JobRunner:
             if not go:
                 log.info("job %s skipped: %s", job.name, why)
                 return RunStatus.SKIPPED
-            lock = RedisLock(self.redis, job.name, self.lock_ttl_ms, replica_name())
+            lock = RedisLock(self.redis, job.name, self.lock_ttl_ms, replica_name(), job.lock_key)
             if job.exclusive and not await lock.acquire():
                 log.info("job %s skipped: another replica holds the lock (%s)",
                          job.name, await lock.holder())

@@ -21,16 +21,25 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from streamer.cache.lock import RedisLock
+from streamer.cache.publish import write_atomically
+from streamer.cache.redis_client import is_cluster
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
-from streamer.core.payloads import encode_meta, encode_trending, trending_key, trending_meta_key
+from streamer.core.payloads import (
+    encode_meta,
+    encode_trending,
+    trending_key,
+    trending_lock_key,
+    trending_meta_key,
+)
 from streamer.core.reconcile import (
     CHECKS_PER_INTERVAL,
     TAKEOVER_FACTOR,
     StandbyDecision,
     standby_decision,
 )
+from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
 from streamer.jobs.trending import clickhouse_trending, meta_and_age, record_publish
 from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES, MODE, STANDBY_PUBLISHING
@@ -62,7 +71,10 @@ class StandbyTrending:
         self.fixed_check_ms = check_ms
         self.takeover_factor = takeover_factor
         # Held across runs while this standby is the publisher; expires 3 checks after a crash.
-        self.lease = RedisLock(redis, LEASE_JOB, 1, replica_name())
+        # Keyed by the trending key (not the app id): standbys of every deployment share it.
+        self.lease = RedisLock(redis, LEASE_JOB, 1, replica_name(),
+                               key=trending_lock_key(self.live.current.job_trending_window_hours,
+                                                     "standby"))
         self.publishing = False
         self.publishes = 0
         self.refresh()
@@ -183,6 +195,8 @@ class StandbyTrending:
         The lease key is checked but not watched: our own renewal (PEXPIRE) would abort the
         write. Two writers that both pass the checks still cannot both write: the first EXEC
         changes the watched meta and fails the second."""
+        if is_cluster(self.redis):
+            return await self._write_fenced_if_still_due(values)
         meta_key = trending_meta_key(self.settings.job_trending_window_hours)
         async with self.redis.pipeline(transaction=True) as pipe:
             await pipe.watch(meta_key)
@@ -200,4 +214,16 @@ class StandbyTrending:
                 await pipe.execute()
             except WatchError:
                 return False
+        return True
+
+    async def _write_fenced_if_still_due(self, values: dict[str, bytes]) -> bool:
+        """Cluster: value and meta live in different slots, so no WATCH over both. Check again,
+        then write fenced by the lease: a stream publish landing between the check and the
+        write can be overwritten once (docs/OPERATIONS.md, "Redis Cluster")."""
+        if not (await self._decide(self.redis)).publish:
+            return False
+        try:
+            await write_atomically(self.redis, values, self.settings.trending_ttl_ms, self.lease)
+        except LockLost:
+            return False
         return True

@@ -15,7 +15,7 @@ from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
-from streamer.core.payloads import TrendingMeta, trending_meta_key
+from streamer.core.payloads import TrendingMeta, trending_lock_key, trending_meta_key
 from streamer.core.reconcile import TAKEOVER_FACTOR
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
@@ -110,6 +110,7 @@ class ClickHouseTrendingJob(Job):
         self.standby = standby
         self.clock = clock
         self.on_published = on_published
+        self.lock_key = trending_lock_key(self.live.current.job_trending_window_hours, "jobs")
         self.refresh()
 
     def refresh(self) -> None:

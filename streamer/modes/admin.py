@@ -9,6 +9,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from streamer.cache.publish import read_together
 from streamer.cache.redis_client import make_redis
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
@@ -82,7 +83,7 @@ async def top(settings: Settings) -> int:
     redis = make_redis(settings)
     try:
         hours = settings.job_trending_window_hours
-        raw, meta_raw = await redis.mget(trending_key(hours), trending_meta_key(hours))
+        raw, meta_raw = await read_together(redis, [trending_key(hours), trending_meta_key(hours)])
     finally:
         await redis.aclose()
     if raw is None:

@@ -67,6 +67,7 @@ class SinkProcess:
     def __init__(self, settings: Settings, partitions: int, ch: ClickHouse, redis: Redis) -> None:
         self.ch = ch
         self.redis = redis
+        self.app_id = settings.streamer_app_id
         self.last_write_ok = True
         self.consumer = ClickHouseSinkConsumer(settings, partitions, self.insert,
                                                self.publish_positions)
@@ -83,7 +84,7 @@ class SinkProcess:
     async def publish_positions(self, offsets: dict[int, int]) -> None:
         """Mirror committed positions to Redis, where reconciliation waits for them."""
         if offsets:
-            await self.redis.hset(sink_positions_key(),
+            await self.redis.hset(sink_positions_key(self.app_id),
                                   mapping={str(p): o for p, o in offsets.items()})
 
     async def readiness(self) -> tuple[bool, str]:

@@ -1,9 +1,10 @@
-"""Partials and the merger: every worker writes its partitions' top-K, one merger publishes.
+"""The publish loop: every worker answers merge requests, one merger (lock holder) publishes.
 
-Ticks are aligned to wall clock (multiples of JOB_TRENDING_INTERVAL_SEC), so every worker
-writes the partials of tick k for the window of that moment; the merger (holder of the Redis
-lock `trending-merge`) waits a moment, reads the partials of tick k for every partition of the
-topic and publishes their exact merge. A merge missing partitions never passes as complete.
+Every JOB_TRENDING_INTERVAL_SEC the merger (holder of the lock guarding the trending key)
+names the window of its own clock and collects each partition's answer for that window
+(stream/partials.py), so merges do not depend on the workers' clocks agreeing. A merge that
+misses partitions is never published: `core.reconcile.merger_source()` decides between the
+complete merge, the ClickHouse result (mode `clickhouse`) and keeping the current value.
 """
 
 from __future__ import annotations
@@ -12,24 +13,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
-import orjson
 from redis.asyncio import Redis
 
 from streamer.cache.lock import RedisLock
 from streamer.cache.publish import publish_trending
-from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
 from streamer.config import Settings
-from streamer.core.payloads import TrendingMeta, trending_key
+from streamer.core.payloads import TrendingMeta, trending_key, trending_lock_key
+from streamer.core.reconcile import PublishSource, merger_source
 from streamer.core.scoring import PostCounts
 from streamer.core.topk import merge_partials
-from streamer.core.window import Window, window_at
+from streamer.core.window import window_at
 from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
+from streamer.jobs.trending import publish_clickhouse_trending
 from streamer.ops.metrics import (
     MERGE_MISSING_PARTITIONS,
     MODE,
@@ -40,41 +40,23 @@ from streamer.ops.metrics import (
 )
 from streamer.ops.reload import LiveSettings, live_of
 from streamer.stream.ingest import Ingestor
+from streamer.stream.partials import Answers, MergeExchange, MergeRequest
 from streamer.stream.reconcile_hook import ReconcileHook, ReconcileRequests
 
 log = logging.getLogger("streamer.stream.publisher")
 MERGE_LOCK = "trending-merge"
 LOCK_TTL_MS = 15_000
+COLLECT_POLL_S = 0.05
 
 
-def partial_key(window_hours: int, partition: int) -> str:
-    """Redis key of one partition's current top-K."""
-    return f"{trending_key(window_hours)}:partial:{partition}"
+def merge_wait_s(interval_s: int) -> float:
+    """How long the merger waits for every partition's answer to its request."""
+    return max(0.5, min(5.0, interval_s * 0.4))
 
 
-def encode_posts(posts: Sequence[PostCounts]) -> list[list[int]]:
-    """Compact rows [post_id, views, likes, comments, shares]."""
-    return [[p.post_id, p.views, p.likes, p.comments, p.shares] for p in posts]
-
-
-def decode_posts(rows: Sequence[Sequence[int]]) -> list[PostCounts]:
-    """Inverse of encode_posts."""
-    return [PostCounts(*(int(x) for x in row)) for row in rows]
-
-
-def partial_depth(doc: dict[str, Any]) -> int:
-    """How deep a merge may go exactly with this partial: a full partial (fewer rows than its
-    writer's top-K: the partition has no more posts) bounds nothing; a truncated one bounds the
-    merge at its depth. Writers of older versions wrote no depth: unbounded, as they assumed."""
-    depth = doc.get("depth")
-    if depth is None or len(doc["top"]) < int(depth):
-        return 1 << 62
-    return int(depth)
-
-
-def merge_delay_s(interval_s: int) -> float:
-    """How long the merger waits for other workers' partials of the same tick."""
-    return max(0.3, min(3.0, interval_s * 0.25))
+def answer_poll_s(interval_s: int) -> float:
+    """How often every worker looks for a new merge request."""
+    return min(0.25, interval_s / 20)
 
 
 class Publisher:
@@ -98,19 +80,25 @@ class Publisher:
         self.reconcile = reconcile
         self.interval_ms = settings.job_trending_interval_sec * 1000
         # Short lease renewed in the background: a dead merger is replaced within ~LOCK_TTL_MS.
-        self.lock = RedisLock(redis, MERGE_LOCK, LOCK_TTL_MS, replica_name())
+        # Keyed by the trending key, not the app id: two deployments never publish at once.
+        self.lock = RedisLock(redis, MERGE_LOCK, LOCK_TTL_MS, replica_name(),
+                              key=trending_lock_key(settings.job_trending_window_hours, "merge"))
+        self.exchange = MergeExchange(redis, settings, self.lock.token)
         self.requests = ReconcileRequests(redis, self.live)
         self.last_publish_ms = 0
-        self.exact_depth = settings.job_trending_topk  # deepest exact merge of the last read
+        self.last_complete_ms = wall_ms()  # merger_source counts the fallback delay from here
+        self.advanced_to_ms = 0  # the latest time the states were advanced to
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Tick on wall-clock multiples of the interval until stop is set."""
-        renew = asyncio.create_task(self._renew_lock(stop))
+        """Answer requests and tick on wall-clock multiples of the interval until stop is set."""
+        helpers = [asyncio.create_task(self._renew_lock(stop)),
+                   asyncio.create_task(self._answer_loop(stop))]
         try:
             await self._tick_loop(stop)
         finally:
-            renew.cancel()
-            await asyncio.gather(renew, return_exceptions=True)
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             await self.lock.release()
 
     async def _renew_lock(self, stop: asyncio.Event) -> None:
@@ -121,6 +109,37 @@ class Publisher:
             if self.lock.held and not stop.is_set():
                 with contextlib.suppress(Exception):
                     await self.lock.extend()
+
+    async def _answer_loop(self, stop: asyncio.Event) -> None:
+        """Answer the open merge request for every owned partition, as soon as it appears."""
+        poll_s = answer_poll_s(self.settings.job_trending_interval_sec)
+        failing = False  # log the first failure of a streak only (e.g. a Redis failover)
+        while not stop.is_set():
+            try:
+                req = await self.exchange.current()
+                if req is not None:
+                    await self.answer(req)
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.warning("answering merge requests failed: %s: %s", type(exc).__name__, exc)
+                failing = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_s)
+
+    async def answer(self, req: MergeRequest) -> list[int]:
+        """Advance to the merger's time if it is ahead of ours, then answer for its window."""
+        if self.exchange.answered[0] != req.request_id or \
+                set(self.ingestor.states) - self.exchange.answered[1]:
+            self._advance(max(wall_ms(), req.now_ms))
+        current = window_at(self.advanced_to_ms, self.settings.window_minutes)
+        return await self.exchange.answer(req, self.ingestor.states, current)
+
+    def _advance(self, now_ms: int) -> None:
+        """Advance every state; windows never move back, so they stand at the latest time given
+        (no state is created or advanced past this worker's own clock elsewhere)."""
+        self.advanced_to_ms = max(self.advanced_to_ms, now_ms)
+        self.ingestor.advance_all(now_ms)
 
     async def _tick_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -134,42 +153,22 @@ class Publisher:
             if wall_ms() < tick * self.interval_ms:
                 continue  # woken by a reload: plan the next tick with the new settings
             try:
-                await self.tick(tick)
+                await self.tick()
             except Exception as exc:
                 log.error("publish tick %d failed: %s: %s", tick, type(exc).__name__, exc)
 
-    async def tick(self, tick: int) -> None:
-        """Write this worker's partials, answer reconcile requests, merge if we are the merger."""
+    async def tick(self) -> None:
+        """Advance, answer reconcile requests, and merge if we are the merger."""
         now = wall_ms()
-        self.ingestor.advance_all(now)
-        await self.write_partials(tick, now)
+        self._advance(now)
         await self.requests.answer(self.ingestor.states, now)
         if self.last_publish_ms:
             PUBLISH_AGE.set((now - self.last_publish_ms) / 1000)
         if not await self._hold_lock():
             return
-        await asyncio.sleep(merge_delay_s(self.settings.job_trending_interval_sec))
-        await self.merge(tick, now)
+        await self.merge(now)
         if self.reconcile is not None:
             await self.requests.drive(self.reconcile, self.partition_count(), now)
-
-    async def write_partials(self, tick: int, now_ms: int) -> None:
-        """One key per owned partition: its top-K of the current window."""
-        s = self.settings
-        window = window_at(now_ms, s.window_minutes)
-        if not self.ingestor.states:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for partition, state in self.ingestor.states.items():
-                doc = {
-                    "partition": partition, "tick": tick, "generated_at_ms": now_ms,
-                    "window_start_ms": window.start_ms, "window_end_ms": window.end_ms,
-                    "owner": self.lock.token, "top": encode_posts(state.top(s.job_trending_topk)),
-                    "depth": s.job_trending_topk,
-                }
-                pipe.set(partial_key(s.job_trending_window_hours, partition), orjson.dumps(doc),
-                         px=s.trending_ttl_ms)
-            await pipe.execute()
 
     async def _hold_lock(self) -> bool:
         try:
@@ -178,67 +177,79 @@ class Publisher:
             log.warning("merge lock check failed: %s", exc)
             return False
 
-    async def read_partials(
-        self, tick: int, window: Window, partitions: int
-    ) -> tuple[list[list[PostCounts]], list[int], list[int]]:
-        """Partials of this tick and window; (partials, present, missing partitions)."""
-        hours = self.settings.job_trending_window_hours
-        raws = await self.redis.mget([partial_key(hours, p) for p in range(partitions)])
-        found: list[list[PostCounts]] = []
-        present: list[int] = []
-        missing: list[int] = []
-        self.exact_depth = self.settings.job_trending_topk
-        for partition, raw in enumerate(raws):
-            doc: dict[str, Any] | None = orjson.loads(raw) if raw else None
-            if doc and doc["tick"] == tick and doc["window_end_ms"] == window.end_ms:
-                found.append(decode_posts(doc["top"]))
-                present.append(partition)
-                self.exact_depth = min(self.exact_depth, partial_depth(doc))
-            else:
-                missing.append(partition)
-        return found, present, missing
+    async def gather(self, now_ms: int, partitions: int) -> tuple[MergeRequest, Answers]:
+        """Name the window of now, answer for our own partitions, wait for everyone else's."""
+        req = await self.exchange.request(now_ms, self.settings.job_trending_topk)
+        await self.answer(req)
+        deadline = time.monotonic() + merge_wait_s(self.settings.job_trending_interval_sec)
+        while True:
+            answers = await self.exchange.collect(req, partitions)
+            if not answers.missing or time.monotonic() >= deadline:
+                return req, answers
+            await asyncio.sleep(COLLECT_POLL_S)
 
-    async def merge(self, tick: int, now_ms: int) -> None:
-        """Merge the tick's partials and publish them (or ClickHouse when drift says so)."""
+    async def merge(self, now_ms: int) -> None:
+        """Publish the complete merge, else what merger_source says (ClickHouse or nothing)."""
         s = self.settings
         started = time.perf_counter()
-        window = window_at(now_ms, s.window_minutes)
-        if self.reconcile is not None and self.reconcile.use_clickhouse and self.ch is not None:
-            await self._publish_clickhouse(window, now_ms)
+        req, answers = await self.gather(now_ms, self.partition_count())
+        MERGE_MISSING_PARTITIONS.set(len(answers.missing))
+        source = await self._source(now_ms, not answers.missing)
+        if source is PublishSource.STREAM:
+            posts = merge_partials(answers.partials, s.job_trending_topk)
+            extra = {"tick": now_ms // self.interval_ms, "request": req.request_id}
+            meta = TrendingMeta(now_ms, req.window, "stream", answers.present, (), extra)
+            if await self._publish(posts, meta):
+                self.last_complete_ms = now_ms
+                PUBLISH_DURATION.observe(time.perf_counter() - started)
+                MODE.labels(mode="stream").set(1)
+                MODE.labels(mode="clickhouse").set(0)
             return
-        partials, present, missing = await self.read_partials(tick, window, self.partition_count())
-        MERGE_MISSING_PARTITIONS.set(len(missing))
-        if missing:
+        if answers.missing:
             PUBLISH_INCOMPLETE.inc()
-            if await self.redis.exists(trending_key(s.job_trending_window_hours)):
-                log.warning("merge of tick %d misses partitions %s: keeping previous value",
-                            tick, missing)
-                return
-        posts = merge_partials(partials, self.exact_depth)
-        extra: dict[str, Any] = {"tick": tick}
-        if self.exact_depth < s.job_trending_topk:  # a worker on another top-K cut its partial
-            extra["depth_limited_to"] = self.exact_depth
-        meta = TrendingMeta(now_ms, window, "stream", present, missing, extra)
-        await self._publish(posts, meta)
-        PUBLISH_DURATION.observe(time.perf_counter() - started)
-        MODE.labels(mode="stream").set(1)
-        MODE.labels(mode="clickhouse").set(0)
+            log.warning("merge misses partitions %s (no answer for [%d, %d)): %s", answers.missing,
+                        req.window.start_ms, req.window.end_ms, source.value)
+        if source is PublishSource.CLICKHOUSE:
+            await self._publish_clickhouse(now_ms, "incomplete merge" if answers.missing else "drift")
 
-    async def _publish(self, posts: list[PostCounts], meta: TrendingMeta) -> None:
+    async def _source(self, now_ms: int, complete: bool) -> PublishSource:
+        """merger_source() with this worker's facts: drift verdict, last complete merge, key TTL."""
+        s = self.settings
+        pttl = int(await self.redis.pttl(trending_key(s.job_trending_window_hours)))
+        return merger_source(
+            now_ms=now_ms, merge_complete=complete,
+            use_clickhouse=self.reconcile is not None and self.reconcile.use_clickhouse,
+            last_complete_ms=self.last_complete_ms, key_ttl_left_ms=pttl if pttl > 0 else None,
+            next_try_ms=(now_ms // self.interval_ms + 1) * self.interval_ms,
+            fallback_after_ms=s.streamer_fallback_after_sec * 1000,
+        )
+
+    async def _publish(self, posts: list[PostCounts], meta: TrendingMeta) -> bool:
         s = self.settings
         try:
             await publish_trending(self.redis, s.job_trending_window_hours, posts, meta,
                                    s.trending_ttl_ms, self.lock)
         except LockLost:
             log.warning("lost the merge lock while publishing; another worker merges now")
-            return
+            return False
         PUBLISH_TOTAL.labels(mode=meta.mode).inc()
         self.last_publish_ms = meta.generated_at_ms
         PUBLISH_AGE.set(0)
+        return True
 
-    async def _publish_clickhouse(self, window: Window, now_ms: int) -> None:
-        assert self.ch is not None
-        posts = await queries.trending(self.ch, window, self.settings.job_trending_topk)
-        await self._publish(posts, TrendingMeta(now_ms, window, "clickhouse", []))
-        MODE.labels(mode="clickhouse").set(1)
-        MODE.labels(mode="stream").set(0)
+    async def _publish_clickhouse(self, now_ms: int, reason: str) -> None:
+        """The ClickHouse result instead of the merge; nothing when there is no ClickHouse."""
+        if self.ch is None:
+            log.warning("no ClickHouse to fall back to: keeping the current trending value")
+            return
+        try:
+            await publish_clickhouse_trending(self.settings, self.ch, self.redis, now_ms,
+                                              self.lock, {"reason": reason})
+        except LockLost:
+            log.warning("lost the merge lock while publishing; another worker merges now")
+            return
+        except Exception as exc:
+            log.error("ClickHouse fallback failed (%s: %s): trending not refreshed",
+                      type(exc).__name__, exc)
+            return
+        self.last_publish_ms = now_ms

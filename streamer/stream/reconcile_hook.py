@@ -18,7 +18,7 @@ import orjson
 from redis.asyncio import Redis
 
 from streamer.config import Settings
-from streamer.core.payloads import trending_key
+from streamer.core.payloads import complete_snapshot_key, reconcile_request_key
 from streamer.core.scoring import PostCounts
 from streamer.core.topk import merge_partials
 from streamer.core.window import Window, complete_window_at
@@ -54,15 +54,15 @@ def _rows(posts: list[PostCounts]) -> list[list[int]]:
 
 
 class ReconcileRequests:
-    """Request/answer protocol over Redis keys beside the trending key."""
+    """Request/answer protocol over this deployment's Redis keys (core.payloads)."""
 
     def __init__(self, redis: Redis, settings: Settings | LiveSettings) -> None:
         self.redis = redis
         self.live = live_of(settings)
         self.settings = settings = self.live.current
-        base = trending_key(settings.job_trending_window_hours)
-        self.request_key = f"{base}:reconcile-request"
-        self.answer_prefix = f"{base}:complete:"
+        self.app_id = settings.streamer_app_id
+        self.hours = settings.job_trending_window_hours
+        self.request_key = reconcile_request_key(self.app_id, self.hours)
         self.interval_ms = settings.job_reconcile_interval_sec * 1000
         self.last_request_ms = 0
         self.k = 2 * settings.job_trending_topk
@@ -84,7 +84,7 @@ class ReconcileRequests:
         window = Window(int(req["window_start_ms"]), int(req["window_end_ms"]))
         ttl = max(self.interval_ms, 120_000)
         for partition, state in states.items():
-            key = f"{self.answer_prefix}{partition}"
+            key = complete_snapshot_key(self.app_id, self.hours, partition)
             if not state.can_compute(window):
                 continue
             partial = state.complete_partial(window, k)
@@ -117,7 +117,7 @@ class ReconcileRequests:
             return None
         req = orjson.loads(raw)
         window = Window(int(req["window_start_ms"]), int(req["window_end_ms"]))
-        keys = [f"{self.answer_prefix}{p}" for p in range(partitions)]
+        keys = [complete_snapshot_key(self.app_id, self.hours, p) for p in range(partitions)]
         docs = [orjson.loads(r) if r else None for r in await self.redis.mget(keys)]
         if any(d is None or d["window_start_ms"] != window.start_ms for d in docs):
             return None

@@ -189,7 +189,8 @@ class Worker:
 
         async def publish_positions(offsets: dict[int, int]) -> None:
             if redis is not None and offsets:
-                await redis.hset(sink_positions_key(), mapping={str(p): o for p, o in offsets.items()})
+                await redis.hset(sink_positions_key(s.streamer_app_id),
+                                 mapping={str(p): o for p, o in offsets.items()})
 
         self.sink = (ClickHouseSinkConsumer(self.live or s, partitions, insert, publish_positions)
                      if sink_on else None)
