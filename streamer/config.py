@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     job_max_concurrent: int = Field(default=2, gt=0)
     job_reconcile_interval_sec: int = Field(default=600, gt=0)
     job_suggestion_active_days: int = Field(default=7, gt=0)
+    # Suggestions at scale: a full run every N runs (incremental in between), users per
+    # ClickHouse query, shards a run is split into (claimed by replicas), and a cap on the
+    # out-degree of an intermediary account (0 = off: exact).
+    job_suggestion_full_every: int = Field(default=12, gt=0)
+    job_suggestion_block_users: int = Field(default=5000, gt=0)
+    job_suggestion_shards: int = Field(default=16, gt=0)
+    job_suggestion_degree_cap: int = Field(default=0, ge=0)
     # Stream-mode knobs beyond the contract.
     streamer_table_store: str = "rocksdb"  # rocksdb | memory
     streamer_clickhouse_sink: bool = True

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,3 +61,13 @@ def suggest_for_user(
             score[cand] = score.get(cand, 0.0) + weight
             mutual[cand] = mutual.get(cand, 0) + 1
     return rank_suggestions((Suggestion(c, score[c], mutual[c]) for c in score), limit)
+
+
+def rank_sorted(items: Sequence[tuple[int, int, float]], limit: int) -> list[Suggestion]:
+    """`rank_suggestions` for (user_id, mutual, score) rows already sorted by exact score desc,
+    mutual desc, user_id asc: without a near-tie (0 < gap <= 1e-9) that order is final."""
+    head = items[: limit + 1]
+    for (_, _, a), (_, _, b) in itertools.pairwise(head):
+        if 0.0 < a - b <= SCORE_TOLERANCE or b > a:
+            return rank_suggestions((Suggestion(c, s, m) for c, m, s in items), limit)
+    return [Suggestion(c, s, m) for c, m, s in items[:limit]]

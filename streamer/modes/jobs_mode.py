@@ -26,7 +26,12 @@ log = logging.getLogger("streamer.jobs")
 
 
 async def run_jobs(
-    settings: Settings, once: bool, only: str | None, force: bool, stop: asyncio.Event
+    settings: Settings,
+    once: bool,
+    only: str | None,
+    force: bool,
+    stop: asyncio.Event,
+    full: bool = False,
 ) -> int:
     """Run the selected jobs once (exit 0 only if all succeeded) or on their intervals."""
     ch = ClickHouse.from_settings(settings)
@@ -41,7 +46,7 @@ async def run_jobs(
         else:
             standby = StandbyTrending(settings, ch, redis)
     if only in (None, "suggestions"):
-        jobs.append(SuggestionsJob(settings, ch, redis))
+        jobs.append(SuggestionsJob(settings, ch, redis, full=full, once=once))
     runner = JobRunner(jobs, redis, settings.job_max_concurrent)
     try:
         if once:

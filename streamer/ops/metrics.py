@@ -94,6 +94,14 @@ CHANGELOG_RECORDS = Counter(
     "streamer_changelog_records", "State records written to the table changelog", registry=REGISTRY
 )
 
+SUGGESTION_USERS = Counter(
+    "streamer_suggestion_users",
+    "Active users per suggestions run by outcome: recomputed, renewed (TTL only, value "
+    "unchanged), stale (refreshed only after the run's interval had passed)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
 
 def render() -> bytes:
     """Prometheus text exposition of every metric."""
