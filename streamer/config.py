@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     # ClickHouse query, shards a run is split into (claimed by replicas), and a cap on the
     # out-degree of an intermediary account (0 = off: exact).
     job_suggestion_full_every: int = Field(default=12, gt=0)
-    job_suggestion_block_users: int = Field(default=5000, gt=0)
+    job_suggestion_block_users: int = Field(default=1000, gt=0)
     job_suggestion_shards: int = Field(default=16, gt=0)
     job_suggestion_degree_cap: int = Field(default=0, ge=0)
     # Stream-mode knobs beyond the contract.

@@ -61,6 +61,7 @@ redis.call('del', KEYS[2])
 redis.call('hset', KEYS[2], unpack(ARGV, 2))
 return 1
 """
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 PLAN_TTL_MS = 86_400_000
 
 
@@ -132,6 +133,10 @@ class RunStore:
             return True
         return await self.lock_holder() == token
 
+    async def release_run_lock(self, token: str) -> None:
+        """Drop the run lock if `token` holds it."""
+        await self.redis.eval(_RELEASE, 1, self.lock_key, token)
+
     async def snapshot(self) -> bytes | None:
         """The encoded snapshot of the last successful run."""
         return _bytes(await self.redis.get(suggestions_snapshot_key(self.app_id)))
@@ -174,9 +179,7 @@ class RunStore:
     async def release(self, run: RunState, shard: int, claim: str) -> None:
         """Drop our claim (if still ours)."""
         key = suggestions_claim_key(run.token, shard)
-        await self.redis.eval(
-            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
-            "return 0", 1, key, claim)
+        await self.redis.eval(_RELEASE, 1, key, claim)
 
     async def finish_shard(self, run: RunState, shard: int, now_ms: int) -> int:
         """Mark a shard done: 1 = that completed the run, 0 = more to do, -1 = run not ours."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,9 +64,11 @@ def suggest_for_user(
 
 def rank_sorted(items: Sequence[tuple[int, int, float]], limit: int) -> list[Suggestion]:
     """`rank_suggestions` for (user_id, mutual, score) rows already sorted by exact score desc,
-    mutual desc, user_id asc: without a near-tie (0 < gap <= 1e-9) that order is final."""
-    head = items[: limit + 1]
-    for (_, _, a), (_, _, b) in itertools.pairwise(head):
-        if 0.0 < a - b <= SCORE_TOLERANCE or b > a:
+    mutual desc, user_id asc: unless a near-tie (0 < gap <= 1e-9) joins groups, that order is final."""
+    for i in range(len(items) - 1):
+        gap = items[i][2] - items[i + 1][2]
+        if gap < 0 or 0 < gap <= SCORE_TOLERANCE:
             return rank_suggestions((Suggestion(c, s, m) for c, m, s in items), limit)
+        if i + 1 >= limit and gap > SCORE_TOLERANCE:
+            break  # the group at the cut ends here
     return [Suggestion(c, s, m) for c, m, s in items[:limit]]

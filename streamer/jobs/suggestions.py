@@ -88,10 +88,11 @@ class SuggestionsJob(Job):
 
     async def should_run(self) -> tuple[bool, str]:
         """Run when asked to, when a run is in progress (join it) or when the next one is due."""
-        if self.once or self.full_requested:
-            return True, ""
         state = await self.store.state()
-        if state is None or state.status == "running":
+        holder = await self.store.lock_holder()
+        if holder is not None and (state is None or holder != state.token):
+            return False, f"run {holder} holds the suggestion keys"
+        if self.once or self.full_requested or state is None or state.status == "running":
             return True, ""
         wait_ms = state.plan_ms + self.settings.job_suggestion_interval_sec * 1000 - self.clock()
         if wait_ms <= 0:
@@ -133,6 +134,14 @@ class SuggestionsJob(Job):
         token = new_run_token()
         if not await self.store.take_run_lock(token):
             return None
+        try:
+            return await self._store_plan(state, token)
+        except BaseException:
+            await self.store.release_run_lock(token)  # let the next attempt plan at once
+            raise
+
+    async def _store_plan(self, state: RunState | None, token: str) -> RunState:
+        """Compute what the run must do and store it under the run lock `token`."""
         s = self.settings
         now_ms = self.clock()
         users = await queries.active_users_by_activity(self.ch, now_ms, s.job_suggestion_active_days)
