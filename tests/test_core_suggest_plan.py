@@ -1,13 +1,17 @@
-"""Run planning: the recompute set covers every user whose list changed; encodings round-trip."""
+"""Run planning: the recompute set covers every user whose list changed; encodings round-trip;
+the degree cap."""
 
 from __future__ import annotations
 
 import hashlib
+import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.core.suggest import Suggestion, rank_sorted, rank_suggestions
+from streamer.clickhouse import queries
+from streamer.clickhouse.client import ClickHouse
+from streamer.core.suggest import Suggestion, rank_sorted, rank_suggestions, suggest_for_user
 from streamer.core.suggest_plan import (
     Snapshot,
     changed_accounts,
@@ -18,7 +22,7 @@ from streamer.core.suggest_plan import (
     recompute_set,
     split_shards,
 )
-from tests.test_core_suggest import oracle
+from tests.test_core_suggest import oracle, same
 
 Edge = tuple[int, int]
 edges_st = st.lists(st.tuples(st.integers(0, 10), st.integers(0, 10)), max_size=60)
@@ -89,3 +93,29 @@ def test_rank_sorted_equals_rank_suggestions(rows: list[tuple[int, int, float]],
     ordered = sorted(rows, key=lambda r: (-r[2], -r[1], r[0]))
     want = rank_suggestions((Suggestion(c, s, m) for c, m, s in rows), limit)
     assert rank_sorted(ordered, limit) == want
+
+
+async def test_degree_cap_skips_high_degree_intermediaries(clickhouse: ClickHouse) -> None:
+    """With a cap, ClickHouse drops intermediaries above it exactly as the core does; 0 = exact."""
+    rng = random.Random(11)
+    edges = [(rng.randrange(40), rng.randrange(40)) for _ in range(500)]
+    edges += [(1, c) for c in range(100, 130)]  # one high-degree intermediary
+    await queries.insert_follows(clickhouse, [(a, b, 0) for a, b in edges])
+    graph: dict[int, set[int]] = {}
+    for a, b in edges:
+        graph.setdefault(a, set()).add(b)
+    users = list(range(40))
+    for cap in (0, 12, 25):
+        got = await queries.suggestions(clickhouse, users, 6, cap)
+        for u in users:
+            assert _close(got[u], suggest_for_user(u, graph, 6, cap))
+    exact = await queries.suggestions(clickhouse, users, 6)
+    for u in users:
+        same(exact[u], oracle(u, edges, 6))
+
+
+def _close(a: list[Suggestion], b: list[Suggestion]) -> bool:
+    """Same ids and mutual counts in order, scores within 1e-9."""
+    return [(s.user_id, s.mutual_count) for s in a] == [(s.user_id, s.mutual_count) for s in b] and all(
+        abs(x.score - y.score) <= 1e-9 for x, y in zip(a, b, strict=True)
+    )

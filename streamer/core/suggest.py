@@ -45,14 +45,17 @@ def rank_suggestions(candidates: Iterable[Suggestion], limit: int) -> list[Sugge
 
 
 def suggest_for_user(
-    user_id: int, follows: Mapping[int, Iterable[int]], limit: int
+    user_id: int, follows: Mapping[int, Iterable[int]], limit: int, degree_cap: int = 0
 ) -> list[Suggestion]:
-    """Brute-force suggestions for one user from an adjacency map (follower -> followees)."""
+    """Brute-force suggestions for one user from an adjacency map (follower -> followees);
+    with degree_cap > 0, intermediaries following more than degree_cap accounts are skipped."""
     direct = set(follows.get(user_id, ()))
     score: dict[int, float] = {}
     mutual: dict[int, int] = {}
     for friend in sorted(direct):
         second = set(follows.get(friend, ()))
+        if degree_cap and len(second) > degree_cap:
+            continue
         weight = adamic_adar_weight(len(second))
         for cand in second:
             if cand == user_id or cand in direct:
