@@ -14,12 +14,14 @@ from redis.asyncio import Redis
 from streamer.cache.suggestions import RunStore
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
+from streamer.clickhouse.schema import ddl
 from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.payloads import suggestions_claim_key, suggestions_key
 from streamer.errors import LockLost
 from streamer.jobs.runner import JobRunner, RunStatus
 from streamer.jobs.suggestions import SuggestionsJob
+from tests.reliability_helpers import FakeClickHouse
 from tests.test_clickhouse_queries import NOW
 from tests.test_core_suggest import oracle, same
 from tests.test_jobs_suggestions import KeyWrites, stored
@@ -228,3 +230,26 @@ async def test_overrun_is_counted_and_logged(
         summary = await late.run(None)
     assert "3 stale" in summary and "run complete" in summary
     assert any("about to expire unrefreshed" in r.getMessage() for r in caplog.records)
+
+
+async def test_same_sql_over_http(
+    fake_ch: FakeClickHouse, redis_client: Redis, settings: Settings
+) -> None:
+    """The planning and block queries bind their parameters over HTTP too (a server's path)."""
+    for statement in ddl("nova"):
+        fake_ch.sql(statement)
+    http = ClickHouse(fake_ch.url, "nova", 30_000)
+    rng = random.Random(8)
+    edges = {(rng.randrange(25), rng.randrange(25)) for _ in range(120)}
+    await queries.insert_follows(http, [(a, b, NOW) for a, b in sorted(edges)])
+    await activate(http, set(range(25)), "a")
+    s = small(settings).model_copy(update={"clickhouse_url": fake_ch.url})
+    await run_ok(job(s, http, redis_client), redis_client)
+    await check_all(redis_client, World(edges, set(range(25))), 4)
+    await queries.insert_follows(http, [(3, 40, NOW)])
+    edges.add((3, 40))
+    second = job(s, http, redis_client)
+    await run_ok(second, redis_client)
+    assert (await second.store.state()).mode == "incremental"  # type: ignore[union-attr]
+    await check_all(redis_client, World(edges, set(range(25))), 4)
+    http.close()

@@ -40,6 +40,9 @@ from streamer.ops.metrics import SUGGESTION_USERS
 
 log = logging.getLogger("streamer.jobs.suggestions")
 Ranked = dict[int, list[Suggestion]]
+# Above this share of accounts with changed follows, a full run is cheaper than finding who
+# follows them.
+MAX_CHANGED_SHARE = 0.25
 
 
 @dataclass(slots=True)
@@ -153,8 +156,11 @@ class SuggestionsJob(Job):
         recompute = set(users)
         if not why and prev is not None:
             changed = changed_accounts(prev.fingerprints, fingerprints)
-            followers = await queries.followers_of(self.ch, sorted(changed))
-            recompute = recompute_set(users, prev, changed, followers)
+            if len(changed) > len(fingerprints) * MAX_CHANGED_SHARE:
+                why = "most follows changed"
+            else:
+                followers = await queries.followers_of(self.ch, sorted(changed))
+                recompute = recompute_set(users, prev, changed, followers)
         shards = split_shards(users, s.job_suggestion_shards)
         run = RunState(token, (state.run_no if state else 0) + 1, "running",
                        "full" if why else "incremental", now_ms, len(shards), len(users),
