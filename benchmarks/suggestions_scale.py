@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -108,18 +108,19 @@ def measure(users: int, work: Path, redis_url: str, replicas: bool) -> dict[str,
         return row
     steady_s, out = suggestions_once(env, full=False)
     row.update(steady_s=steady_s, steady_summary=summary_of(out))
+    copy = work / f"u{users}-replica-b"  # the same sample (seeded graph), generated again
+    if not (copy / "clickhouse").exists():
+        timed([*STREAMER, "sample", "--events", str(5 * users), "--users", str(users),
+               "--posts", "50000", "--avg-follows", "20"], env_for(copy, redis_url))
+    one_s, _ = suggestions_once(env, full=True)
+    pair_s, sa, sb = two_replicas(env, env_for(copy, redis_url), redis.Redis.from_url(redis_url))
+    row.update(one_replica_s=one_s, two_replicas_s=pair_s, replica_a=sa, replica_b=sb)
     changed = subprocess.run([sys.executable, "-c", _INSERT, str(data / "clickhouse"), "0.01"],
                              env=env, capture_output=True, text=True, check=True).stdout.strip()
     incr_s, out = suggestions_once(env, full=False)
     full2_s, _ = suggestions_once(env, full=True)
     row.update(changed_users=int(changed), incr_s=incr_s, incr_summary=summary_of(out),
                full_again_s=full2_s)
-    copy = work / f"u{users}-replica-b"
-    if not copy.exists():
-        shutil.copytree(data, copy)
-    one_s, _ = suggestions_once(env, full=True)
-    pair_s, sa, sb = two_replicas(env, env_for(copy, redis_url), redis.Redis.from_url(redis_url))
-    row.update(one_replica_s=one_s, two_replicas_s=pair_s, replica_a=sa, replica_b=sb)
     return row
 
 
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replicas-at", type=int, default=200_000)
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the private Redis too
     svc = start_redis(workdir=args.work)
     url = f"redis://127.0.0.1:{svc.port}/0"
     try:

@@ -198,23 +198,23 @@ class SuggestionsJob(Job):
         return tally
 
     async def _do_shard(self, run: RunState, shard: int, claim: str, tally: Tally) -> None:
-        """One shard, block by block; the next block's query runs while this one is written."""
+        """Renew the shard's unchanged keys, then recompute the rest in blocks (one query per
+        block; the next block's query runs while this one is written)."""
         raw = await self.store.plan(run, shard)
         if raw is None:
             raise LockLost(f"suggestions run {run.run_no}: plan of shard {shard} is gone")
-        entries = decode_shard(raw)
+        compute = await self._renew(run, shard, claim, decode_shard(raw), tally)
         block = self.settings.job_suggestion_block_users
         pending: tuple[asyncio.Task[Ranked], list[int]] | None = None
         try:
-            for start in range(0, len(entries), block):
-                part = entries[start : start + block]
-                compute = await self._renew(run, shard, claim, part, tally)
-                task = asyncio.create_task(self._query(compute))
+            for start in range(0, len(compute), block):
+                users = compute[start : start + block]
+                task = asyncio.create_task(self._query(users))
                 if pending is not None:
                     await self._write(run, shard, claim, *pending)
-                pending = (task, compute)
-                tally.recomputed += len(compute)
-                self._check_deadline(run, len(part), tally)
+                pending = (task, users)
+                tally.recomputed += len(users)
+                self._check_deadline(run, len(users), tally)
             if pending is not None:
                 await self._write(run, shard, claim, *pending)
                 pending = None
@@ -233,8 +233,10 @@ class SuggestionsJob(Job):
         for i in range(0, len(renew), size):
             await self.store.fence(run, shard, claim)
             missing = await self.store.renew(renew[i : i + size], ttl_ms)
-            tally.renewed += min(size, len(renew) - i) - len(missing)
+            done = min(size, len(renew) - i)
+            tally.renewed += done - len(missing)
             compute.extend(missing)
+            self._check_deadline(run, done - len(missing), tally)
         return compute
 
     async def _query(self, users: list[int]) -> Ranked:
