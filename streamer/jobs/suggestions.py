@@ -40,9 +40,10 @@ from streamer.ops.metrics import SUGGESTION_USERS
 
 log = logging.getLogger("streamer.jobs.suggestions")
 Ranked = dict[int, list[Suggestion]]
-# Above this share of accounts with changed follows, a full run is cheaper than finding who
-# follows them.
+# Above this share (and number) of accounts with changed follows, a full run is cheaper than
+# finding who follows them.
 MAX_CHANGED_SHARE = 0.25
+MIN_CHANGED_FOR_FULL = 10_000
 
 
 @dataclass(slots=True)
@@ -156,7 +157,7 @@ class SuggestionsJob(Job):
         recompute = set(users)
         if not why and prev is not None:
             changed = changed_accounts(prev.fingerprints, fingerprints)
-            if len(changed) > len(fingerprints) * MAX_CHANGED_SHARE:
+            if len(changed) > max(MIN_CHANGED_FOR_FULL, len(fingerprints) * MAX_CHANGED_SHARE):
                 why = "most follows changed"
             else:
                 followers = await queries.followers_of(self.ch, sorted(changed))
