@@ -196,6 +196,7 @@ class Settings(BaseSettings):
 
 
 _INT_FIELDS_MESSAGE = "must be a whole number > 0"
+_ZERO_MEANS_OFF = frozenset({"job_suggestion_degree_cap"})  # optional limits: 0 disables
 
 
 def _shown(value: object) -> str:
@@ -211,8 +212,10 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         raw = by_upper.get(name.upper())
         if raw is not None and field.annotation is int:
             stripped = raw.strip()
-            if not (stripped.isascii() and stripped.isdigit()) or int(stripped) <= 0:
-                raise ConfigError(name.upper(), f"{_INT_FIELDS_MESSAGE} (got {_shown(raw)})")
+            lowest = 0 if name in _ZERO_MEANS_OFF else 1
+            if not (stripped.isascii() and stripped.isdigit()) or int(stripped) < lowest:
+                rule = "must be a whole number >= 0 (0 = off)" if lowest == 0 else _INT_FIELDS_MESSAGE
+                raise ConfigError(name.upper(), f"{rule} (got {_shown(raw)})")
     try:
         if env is None:
             return Settings(**overrides)
