@@ -119,3 +119,18 @@ def _close(a: list[Suggestion], b: list[Suggestion]) -> bool:
     return [(s.user_id, s.mutual_count) for s in a] == [(s.user_id, s.mutual_count) for s in b] and all(
         abs(x.score - y.score) <= 1e-9 for x, y in zip(a, b, strict=True)
     )
+
+
+def test_run_keys_share_one_slot_and_name_their_owner() -> None:
+    """Locks and claims are keyed by the public key space; run state carries the app id."""
+    from streamer.core import payloads as p
+
+    locks = [p.suggestions_run_lock_key(), p.suggestions_claim_key("t", 3)]
+    state = [p.suggestions_state_key("app-x"), p.suggestions_snapshot_key("app-x"),
+             p.suggestions_snapshot_key("app-x", "t"), p.suggestions_plan_key("app-x", "t", 3),
+             p.suggestions_done_key("app-x", "t")]
+    for key in locks + state:
+        assert key.startswith("nova:cache:") and "{suggested_users}" in key
+        assert key.count("{") == 1  # one hash tag: one Cluster slot for all of them
+    assert all("app-x" not in k for k in locks) and all("app-x" in k for k in state)
+    assert len(set(locks + state)) == len(locks + state)
