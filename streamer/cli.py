@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument(
         "--force", action="store_true", help="publish trending even while the stream is fresh"
     )
+    jobs.add_argument(
+        "--full", action="store_true", help="recompute every user's suggestions (no incremental)"
+    )
     sub.add_parser("schema", help="create the ClickHouse database and tables (idempotent)")
     sub.add_parser("check-config", help="validate and print the configuration")
     sample = sub.add_parser("sample", help="load generated sample data into ClickHouse")
@@ -90,7 +93,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from streamer.modes.jobs_mode import run_jobs
 
         return run_async(
-            lambda stop: run_jobs(settings, args.once, args.job, args.force, stop),
+            lambda stop: run_jobs(settings, args.once, args.job, args.force, stop, args.full),
             QUICK_STOP_S if args.once else STOP_GRACE_S,
         )
     if cmd == "top":

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     job_max_concurrent: int = Field(default=2, gt=0)
     job_reconcile_interval_sec: int = Field(default=600, gt=0)
     job_suggestion_active_days: int = Field(default=7, gt=0)
+    # Suggestions at scale: a full run every N runs (incremental in between), users per
+    # ClickHouse query, shards a run is split into (claimed by replicas), and a cap on the
+    # out-degree of an intermediary account (0 = off: exact).
+    job_suggestion_full_every: int = Field(default=12, gt=0)
+    job_suggestion_block_users: int = Field(default=1000, gt=0)
+    job_suggestion_shards: int = Field(default=16, gt=0)
+    job_suggestion_degree_cap: int = Field(default=0, ge=0)
     # Stream-mode knobs beyond the contract.
     streamer_table_store: str = "rocksdb"  # rocksdb | memory
     streamer_clickhouse_sink: bool = True
@@ -239,6 +246,7 @@ class Settings(BaseSettings):
 
 
 _INT_FIELDS_MESSAGE = "must be a whole number > 0"
+_ZERO_MEANS_OFF = frozenset({"job_suggestion_degree_cap"})  # optional limits: 0 disables
 
 
 def _shown(value: object) -> str:
@@ -258,8 +266,10 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         raw = by_upper.get(name.upper())
         if raw is not None and field.annotation is int:
             stripped = raw.strip()
-            if not (stripped.isascii() and stripped.isdigit()) or int(stripped) <= 0:
-                raise ConfigError(name.upper(), f"{_INT_FIELDS_MESSAGE} (got {_shown(raw)})")
+            lowest = 0 if name in _ZERO_MEANS_OFF else 1
+            if not (stripped.isascii() and stripped.isdigit()) or int(stripped) < lowest:
+                rule = "must be a whole number >= 0 (0 = off)" if lowest == 0 else _INT_FIELDS_MESSAGE
+                raise ConfigError(name.upper(), f"{rule} (got {_shown(raw)})")
     try:
         if env is None:
             return Settings(**overrides)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 
 import orjson
@@ -39,10 +40,57 @@ async def seeded(ch: ClickHouse, seed: int) -> tuple[list[int], list[tuple[int, 
     return oracle_active(events, NOW), edges
 
 
-def job_for(settings: Settings, ch: ClickHouse, redis: Redis, **changes: int) -> SuggestionsJob:
-    """A SuggestionsJob at the fixed NOW with some settings changed."""
+def job_for(
+    settings: Settings, ch: ClickHouse, redis: Redis, *, full: bool = False, **changes: int
+) -> SuggestionsJob:
+    """A SuggestionsJob as `jobs --once` builds it, at the fixed NOW, some settings changed."""
     s = settings.model_copy(update=changes)
-    return SuggestionsJob(s, ch, redis, clock=lambda: NOW)
+    return SuggestionsJob(s, ch, redis, clock=lambda: NOW, once=True, full=full)
+
+
+class KeyWrites:
+    """Counts SETs of suggestion keys as Redis itself sees them (MONITOR), by key."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.client = Redis.from_url(redis_url)
+        self.counts: dict[str, int] = {}
+        self.task: asyncio.Task[None] | None = None
+        self.expected = 0
+        self.reached = asyncio.Event()
+
+    async def __aenter__(self) -> KeyWrites:
+        started = asyncio.Event()
+
+        async def listen() -> None:
+            async with self.client.monitor() as mon:
+                started.set()
+                async for cmd in mon.listen():
+                    words = str(cmd.get("command", "")).split()
+                    if len(words) > 1 and words[0].upper() == "SET" and words[1].startswith(
+                        "nova:cache:suggested_users:"
+                    ):
+                        self.counts[words[1]] = self.counts.get(words[1], 0) + 1
+                        if sum(self.counts.values()) >= self.expected:
+                            self.reached.set()
+
+        self.task = asyncio.create_task(listen())
+        await asyncio.wait_for(started.wait(), 10)
+        return self
+
+    async def settle(self, expected: int) -> None:
+        """Wait until MONITOR has delivered `expected` writes (or 10 s)."""
+        self.expected = expected
+        if sum(self.counts.values()) >= expected:
+            return
+        self.reached.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.reached.wait(), 10)
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.client.aclose()
 
 
 async def stored(redis: Redis) -> dict[int, list[Suggestion]]:
@@ -63,16 +111,16 @@ async def test_every_active_user_gets_the_oracle_and_nobody_else(
     active, edges = await seeded(clickhouse, 21)
     job = job_for(settings, clickhouse, redis_client, job_suggestion_batch_size=7,
                   job_suggestions_per_user=4)
-    await redis_client.config_resetstat()
-    assert await JobRunner([job], redis_client, 2).run_once(job) is RunStatus.OK
+    async with KeyWrites(settings.redis_url) as writes:
+        assert await JobRunner([job], redis_client, 2).run_once(job) is RunStatus.OK
+        await writes.settle(len(active))
     got = await stored(redis_client)
     assert sorted(got) == active
     assert 501 not in got and 500 in got and 502 in got
     for user in active:
         same(got[user], suggest_oracle(user, edges, 4))
     assert got[502] == []  # active, follows nobody
-    stats = await redis_client.info("commandstats")
-    assert stats["cmdstat_exec"]["calls"] == (len(active) + 6) // 7  # one pipeline per batch
+    assert sorted(writes.counts.values()) == [1] * len(active)  # each key written once
     for user in active:
         assert 1_190_000 < await redis_client.pttl(suggestions_key(user)) <= 1_200_000
 
@@ -118,21 +166,28 @@ async def test_failed_run_leaves_previous_values(
     assert await redis_client.mget(keys) == before
 
 
-async def test_two_replicas_racing_publish_once(
+async def test_two_replicas_share_a_run(
     redis_client: Redis, redis_url: str, clickhouse: ClickHouse, settings: Settings
 ) -> None:
-    """Two runners start the real job together: one publishes, the other skips."""
+    """Two runners start the real job together: they share one run, each key written once."""
     active, edges = await seeded(clickhouse, 24)
     other = Redis.from_url(redis_url)
-    job_a = job_for(settings, clickhouse, redis_client)
-    job_b = job_for(settings, clickhouse, other)
-    statuses = await asyncio.gather(
-        JobRunner([job_a], redis_client, 2).run_once(job_a),
-        JobRunner([job_b], other, 2).run_once(job_b),
-    )
+    small = settings.model_copy(update={"job_suggestion_batch_size": 3,
+                                        "job_suggestion_shards": 8,
+                                        "job_suggestion_block_users": 6})
+    job_a = job_for(small, clickhouse, redis_client)
+    job_b = job_for(small, clickhouse, other)
+    job_a.owner, job_b.owner = "replica-a", "replica-b"
+    async with KeyWrites(redis_url) as writes:
+        statuses = await asyncio.gather(
+            JobRunner([job_a], redis_client, 2).run_once(job_a),
+            JobRunner([job_b], other, 2).run_once(job_b),
+        )
+        await writes.settle(len(active))
     await other.aclose()
-    assert sorted(s.value for s in statuses) == ["skipped", "success"]
+    assert [s.value for s in statuses] == ["success", "success"]
+    assert sorted(writes.counts.values()) == [1] * len(active)  # no key written by both
     got = await stored(redis_client)
     assert sorted(got) == active
-    for user in active[:10]:
+    for user in active:
         same(got[user], suggest_oracle(user, edges, 20))

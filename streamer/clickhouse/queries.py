@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from streamer.clickhouse.client import ClickHouse
 from streamer.core.events import EVENT_TYPES, Event
 from streamer.core.scoring import PostCounts
-from streamer.core.suggest import Suggestion, rank_suggestions
+from streamer.core.suggest import Suggestion, rank_sorted
 from streamer.core.window import Window
 
 EVENT_COLUMNS = ("event_id", "post_id", "user_id", "event_type", "event_time")
@@ -107,44 +107,89 @@ async def active_users(ch: ClickHouse, now_ms: int, days: int = 7) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+# One query per block of users. Each subquery is written once (a CTE would be inlined and
+# scanned again per use); DISTINCT because ReplacingMergeTree may still hold repeated edges.
+# s: every intermediary f that someone in the block follows, with F(f) as an array and its
+# Adamic-Adar weight over the full out-degree |F(f)|; the optional cap drops intermediaries
+# whose out-degree exceeds it (0 = off, exact).
 _SUGGEST = """
-    WITH
-      direct AS (
-        SELECT DISTINCT follower_id AS u, followee_id AS f FROM {db}.follows
-        WHERE follower_id IN {{users:Array(UInt64)}}),
-      second AS (
-        SELECT DISTINCT follower_id AS f, followee_id AS c FROM {db}.follows
-        WHERE follower_id IN (SELECT f FROM direct)),
-      degree AS (SELECT f, count() AS d FROM second GROUP BY f)
-    SELECT d1.u AS u, s.c AS c, count() AS mutual, sum(1 / log(2 + deg.d)) AS score
-    FROM direct AS d1
-    INNER JOIN second AS s ON s.f = d1.f
-    INNER JOIN degree AS deg ON deg.f = d1.f
-    WHERE s.c != d1.u AND (d1.u, s.c) NOT IN (SELECT u, f FROM direct)
-    GROUP BY u, c
-    ORDER BY u, score DESC, mutual DESC, c ASC
-    LIMIT {{limit:UInt32}} BY u
+    SELECT u, groupArray((c, mutual, score)) FROM (
+      SELECT u, c, count() AS mutual, sum(w) AS score
+      FROM (
+        SELECT d.u AS u, arrayJoin(s.cs) AS c, s.w AS w
+        FROM (SELECT DISTINCT follower_id AS u, followee_id AS f FROM {db}.follows
+              WHERE follower_id IN {{users:Array(UInt64)}}) AS d
+        INNER JOIN (
+          SELECT follower_id AS f, groupUniqArray(followee_id) AS cs,
+                 1 / log(2 + length(cs)) AS w
+          FROM {db}.follows
+          WHERE follower_id IN (SELECT followee_id FROM {db}.follows
+                                WHERE follower_id IN {{users:Array(UInt64)}})
+          GROUP BY follower_id
+          HAVING {{cap:UInt64}} = 0 OR length(cs) <= {{cap:UInt64}}) AS s ON s.f = d.f)
+      WHERE c != u AND (u, c) NOT IN (SELECT follower_id, followee_id FROM {db}.follows
+                                      WHERE follower_id IN {{users:Array(UInt64)}})
+      GROUP BY u, c
+      ORDER BY u, score DESC, mutual DESC, c ASC
+      LIMIT {{limit:UInt32}} BY u)
+    GROUP BY u
 """
+# Ids bound into one query: parameters travel in the HTTP request line of a server.
+_IDS_PER_QUERY = 5000
 # Extra rows per user so the 1e-9 tie rule can reorder near-equal scores at the cut.
 _TIE_MARGIN = 10
 
 
 async def suggestions(
-    ch: ClickHouse, users: Sequence[int], per_user: int
+    ch: ClickHouse, users: Sequence[int], per_user: int, degree_cap: int = 0
 ) -> dict[int, list[Suggestion]]:
-    """Adamic-Adar suggestions for a batch of users, computed by a 2-hop join in ClickHouse."""
+    """Adamic-Adar suggestions for a block of users: one 2-hop query, ranked per user."""
     out: dict[int, list[Suggestion]] = {u: [] for u in users}
     if not users:
         return out
     rows = await ch.rows(
         _SUGGEST.format(db=ch.database),
-        {"users": list(users), "limit": per_user + _TIE_MARGIN},
+        {"users": list(users), "limit": per_user + _TIE_MARGIN, "cap": degree_cap},
     )
-    cands: dict[int, list[Suggestion]] = {}
-    for u, c, mutual, score in rows:
-        cands.setdefault(int(u), []).append(Suggestion(int(c), float(score), int(mutual)))
-    for u, items in cands.items():
-        out[u] = rank_suggestions(items, per_user)
+    for u, items in rows:
+        out[u] = rank_sorted(items, per_user)
+    return out
+
+
+async def active_users_by_activity(ch: ClickHouse, now_ms: int, days: int = 7) -> list[int]:
+    """Active users (as active_users), most events first, then user_id: who to refresh first."""
+    sql = f"""
+        SELECT user_id FROM {ch.database}.post_events
+        WHERE event_time >= fromUnixTimestamp64Milli({{start_ms:Int64}}, 'UTC')
+          AND event_time <= fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')
+          AND event_type IN ({_TYPES_SQL})
+        GROUP BY user_id
+        ORDER BY count() DESC, user_id
+    """
+    start_ms = now_ms - days * 86_400_000
+    rows = await ch.rows(sql, {"start_ms": start_ms, "end_ms": now_ms + FUTURE_TOLERANCE_MS})
+    return [int(r[0]) for r in rows]
+
+
+async def follow_fingerprints(ch: ClickHouse) -> dict[int, int]:
+    """follower -> 64-bit hash of its sorted distinct followees: what changed since a run."""
+    rows = await ch.rows(
+        f"SELECT follower_id, sipHash64(arraySort(groupUniqArray(followee_id))) "
+        f"FROM {ch.database}.follows GROUP BY follower_id"
+    )
+    return {int(a): int(h) for a, h in rows}
+
+
+async def followers_of(ch: ClickHouse, accounts: Sequence[int]) -> set[int]:
+    """Everyone who follows one of `accounts` (their weights or candidates may have changed)."""
+    out: set[int] = set()
+    for start in range(0, len(accounts), _IDS_PER_QUERY):
+        rows = await ch.rows(
+            f"SELECT DISTINCT follower_id FROM {ch.database}.follows "
+            f"WHERE followee_id IN {{accounts:Array(UInt64)}}",
+            {"accounts": list(accounts[start : start + _IDS_PER_QUERY])},
+        )
+        out.update(int(r[0]) for r in rows)
     return out
 
 

@@ -48,6 +48,45 @@ def suggestions_key_pattern() -> str:
     return f"{SUGGESTIONS_PREFIX}:*"
 
 
+# Suggestions runs shared by replicas. Every key carries the hash tag {suggested_users}, so on
+# a Cluster they share one slot and the run lock, claims and run state can be checked together
+# in one script. The run lock and the shard claims guard the public keys
+# (nova:cache:suggested_users:*) and are keyed by that key space, not by the deployment; run
+# state and plans belong to one deployment and carry its STREAMER_APP_ID.
+_SUGGEST_TAG = "{suggested_users}"
+
+
+def suggestions_run_lock_key() -> str:
+    """Held by the run that currently writes the suggestions keys (one deployment at a time)."""
+    return f"{KEY_PREFIX}:lock:{_SUGGEST_TAG}"
+
+
+def suggestions_claim_key(run_token: str, shard: int) -> str:
+    """A replica's claim on one shard of one run."""
+    return f"{KEY_PREFIX}:lock:{_SUGGEST_TAG}:run:{run_token}:shard:{shard}"
+
+
+def suggestions_state_key(app_id: str) -> str:
+    """Hash: the current or last run of this deployment (id, token, status, counters)."""
+    return f"{KEY_PREFIX}:{_SUGGEST_TAG}:{app_id}:state"
+
+
+def suggestions_snapshot_key(app_id: str, run_token: str = "") -> str:
+    """What the last successful run saw; with a token, what a run in progress saw."""
+    suffix = f":run:{run_token}" if run_token else ""
+    return f"{KEY_PREFIX}:{_SUGGEST_TAG}:{app_id}{suffix}:snapshot"
+
+
+def suggestions_plan_key(app_id: str, run_token: str, shard: int) -> str:
+    """The users of one shard of a run, with their recompute/renew flags."""
+    return f"{KEY_PREFIX}:{_SUGGEST_TAG}:{app_id}:run:{run_token}:plan:{shard}"
+
+
+def suggestions_done_key(app_id: str, run_token: str) -> str:
+    """Set of the shards of a run that are finished."""
+    return f"{KEY_PREFIX}:{_SUGGEST_TAG}:{app_id}:run:{run_token}:done"
+
+
 # ---- locks and fencing (shared by every deployment that writes the same public key) ----
 def lock_key(job: str) -> str:
     """Redis key of the one-writer lock of a job that names no guarded key."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,14 +45,17 @@ def rank_suggestions(candidates: Iterable[Suggestion], limit: int) -> list[Sugge
 
 
 def suggest_for_user(
-    user_id: int, follows: Mapping[int, Iterable[int]], limit: int
+    user_id: int, follows: Mapping[int, Iterable[int]], limit: int, degree_cap: int = 0
 ) -> list[Suggestion]:
-    """Brute-force suggestions for one user from an adjacency map (follower -> followees)."""
+    """Brute-force suggestions for one user from an adjacency map (follower -> followees);
+    with degree_cap > 0, intermediaries following more than degree_cap accounts are skipped."""
     direct = set(follows.get(user_id, ()))
     score: dict[int, float] = {}
     mutual: dict[int, int] = {}
     for friend in sorted(direct):
         second = set(follows.get(friend, ()))
+        if degree_cap and len(second) > degree_cap:
+            continue
         weight = adamic_adar_weight(len(second))
         for cand in second:
             if cand == user_id or cand in direct:
@@ -60,3 +63,15 @@ def suggest_for_user(
             score[cand] = score.get(cand, 0.0) + weight
             mutual[cand] = mutual.get(cand, 0) + 1
     return rank_suggestions((Suggestion(c, score[c], mutual[c]) for c in score), limit)
+
+
+def rank_sorted(items: Sequence[tuple[int, int, float]], limit: int) -> list[Suggestion]:
+    """`rank_suggestions` for (user_id, mutual, score) rows already sorted by exact score desc,
+    mutual desc, user_id asc: unless a near-tie (0 < gap <= 1e-9) joins groups, that order is final."""
+    for i in range(len(items) - 1):
+        gap = items[i][2] - items[i + 1][2]
+        if gap < 0 or 0 < gap <= SCORE_TOLERANCE:
+            return rank_suggestions((Suggestion(c, s, m) for c, m, s in items), limit)
+        if i + 1 >= limit and gap > SCORE_TOLERANCE:
+            break  # the group at the cut ends here
+    return [Suggestion(c, s, m) for c, m, s in items[:limit]]

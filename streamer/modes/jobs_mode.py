@@ -27,7 +27,12 @@ log = logging.getLogger("streamer.jobs")
 
 
 async def run_jobs(
-    settings: Settings, once: bool, only: str | None, force: bool, stop: asyncio.Event
+    settings: Settings,
+    once: bool,
+    only: str | None,
+    force: bool,
+    stop: asyncio.Event,
+    full: bool = False,
 ) -> int:
     """Run the selected jobs once (exit 0 only if all succeeded) or on their intervals."""
     live = LiveSettings(settings)  # reloaded from STREAMER_CONFIG_FILE and on SIGHUP
@@ -44,7 +49,7 @@ async def run_jobs(
         else:
             standby = StandbyTrending(live, ch, redis)
     if only in (None, "suggestions"):
-        jobs.append(SuggestionsJob(live, ch, redis))
+        jobs.append(SuggestionsJob(live, ch, redis, full=full, once=once))
     runner = JobRunner(jobs, redis, settings.job_max_concurrent, live=live)
     try:
         if once:

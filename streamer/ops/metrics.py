@@ -107,6 +107,13 @@ CONFIG_RESTART_PENDING = Gauge(
     "Restart-only settings whose configured value differs from the running one",
     registry=REGISTRY,
 )
+SUGGESTION_USERS = Counter(
+    "streamer_suggestion_users",
+    "Active users per suggestions run by outcome: recomputed, renewed (TTL only, value "
+    "unchanged), stale (refreshed only after the run's interval had passed)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 
 
 def render() -> bytes:
