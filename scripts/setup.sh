@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian/Ubuntu machine with Python 3.11+:
-# redis-server (Debian package) when missing, a virtualenv in .venv, the package with its dev extra.
+# the Debian packages the tests need when missing, a virtualenv in .venv, the package with its dev extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,12 +10,19 @@ if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
   exit 1
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "setup: installing redis-server (Debian package)…"
+# Debian packages the tests drive as real processes: redis-server, redis-sentinel (failover
+# tests), faketime (skewed clocks) and openssl (test certificates for the TLS Kafka tests).
+MISSING=()
+command -v redis-server >/dev/null 2>&1 || MISSING+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || MISSING+=(redis-sentinel)
+compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || MISSING+=(faketime)
+command -v openssl >/dev/null 2>&1 || MISSING+=(openssl)
+if [ "${#MISSING[@]}" -gt 0 ]; then
+  echo "setup: installing ${MISSING[*]} (Debian packages)…"
   SUDO=""
   if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${MISSING[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
