@@ -14,7 +14,7 @@ from streamer import __version__
 from streamer.config import Settings, load_settings, mask_url
 from streamer.errors import ConfigError, StreamerError
 from streamer.ops.logging import setup_logging
-from streamer.ops.shutdown import QUICK_STOP_S, STOP_BUDGET_S, Shutdown, run_command
+from streamer.ops.shutdown import QUICK_STOP_S, STOP_BUDGET_S, Shutdown, run_command, set_hard_exit
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,6 +119,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `streamer` console script."""
     args = _parser().parse_args(argv)
+    set_hard_exit(argv is None)  # argv given: run inside another program, never os._exit it
     if args.command not in ("check-config", "demo"):  # the demo has its own (it also stops on SIGHUP)
         _EARLY[:] = [Shutdown()]
         _EARLY[0].install(None)

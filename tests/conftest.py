@@ -14,8 +14,16 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings, load_settings
 from streamer.demo.services import LocalService, start_redis, start_tansu
+from streamer.ops.shutdown import set_hard_exit
 from tests.reliability_helpers import FakeClickHouse, RedisProxy, cluster_of
 from tests.stream_helpers import Cluster
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_hard_exit_in_the_test_process() -> None:
+    """Commands and Shutdowns run in-process must never os._exit the test runner (a spent
+    watchdog would end pytest with the code of the test's stop, hiding every later test)."""
+    set_hard_exit(False)
 
 
 @pytest.fixture(scope="session")

@@ -92,6 +92,24 @@ class TestWatchdog:
         assert proc.returncode == 0 and "forced" in out
 
 
+    def test_a_command_run_in_process_never_ends_its_host(self) -> None:
+        """cli.main(argv) inside another program (a test runner): a watchdog that runs out
+        logs instead of ending the host process with os._exit."""
+        proc = child("""
+            import time
+            from streamer.cli import main
+            from streamer.ops.shutdown import Shutdown
+
+            main(["check-config"])
+            sd = Shutdown(budget_s=0.2)
+            sd.begin("test", 3)
+            time.sleep(1.0)
+            print("alive", flush=True)
+        """)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "alive" in out, err
+
+
 class TestBudget:
     """Every step of a stop gets its cap, never more than what is left of the one budget."""
 

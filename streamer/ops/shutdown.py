@@ -39,6 +39,15 @@ QUICK_STOP_S = 5.0  # commands that do not watch their stop event are abandoned 
 CANCEL_WAIT_S = 3.0  # a cancelled task gets this long to unwind (libraries can swallow cancels)
 DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
+_HARD_EXIT = [True]  # False once a command ran in-process (cli.main(argv) from a test)
+
+
+def set_hard_exit(enabled: bool) -> None:
+    """Whether watchdogs may end the process: only in a process of its own (the console
+    script), never when a command runs inside another program such as a test runner."""
+    _HARD_EXIT[0] = enabled
+
+
 # Maps an exception of a failed command to (exit code, one line for stderr); None = a bug.
 Describe = Callable[[BaseException], "tuple[int, str] | None"]
 
@@ -148,6 +157,8 @@ class Shutdown:
         for hook in self._on_force:
             with contextlib.suppress(Exception):
                 hook()
+        if not _HARD_EXIT[0]:
+            return  # in-process run: the host program (a test runner) must survive
         logging.shutdown()
         with contextlib.suppress(Exception):
             sys.stderr.flush()
