@@ -185,7 +185,9 @@ async def test_two_replicas_share_a_run(
         )
         await writes.settle(len(active))
     await other.aclose()
-    assert [s.value for s in statuses] == ["success", "success"]
+    # Both join the run unless one finished it before the other looked (then "skipped": done).
+    assert statuses[0].value == "success" or statuses[1].value == "success"
+    assert {s.value for s in statuses} <= {"success", "skipped"}
     assert sorted(writes.counts.values()) == [1] * len(active)  # no key written by both
     got = await stored(redis_client)
     assert sorted(got) == active
