@@ -14,7 +14,9 @@ Decoder = Callable[[bytes], Any]
 DECODERS: dict[str, Decoder] = {"stdlib": json.loads, "orjson": orjson.loads}
 
 
-async def raw_rate(bootstrap: str, topic: str, partitions: int, total: int, decoder: str, min_s: float) -> float:
+async def raw_rate(
+    bootstrap: str, topic: str, partitions: int, total: int, decoder: str, min_s: float
+) -> float:
     """Events/s of the raw consumer over the whole topic, re-read until at least min_s passed.
 
     No consumer group (assign + seek): connects and fetches once untimed, so the figure is the

@@ -22,8 +22,6 @@ from benchmarks.stream_worker import Target, Worker, sample_until, steady_rate, 
 from benchmarks.stream_workloads import PARTITIONS, Form, Workload, events_for_posts, messages, produce
 from streamer.kafka_admin import ensure_topics
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 @dataclass(frozen=True, slots=True)
 class Rig:
@@ -90,21 +88,29 @@ async def worker_case(rig: Rig, load: Workload, form: Form, config: str, count: 
     return out
 
 
-async def profile_case(rig: Rig, load: Workload, form: Form, config: str, out: Path) -> str:
-    """An extra (unmeasured) drain of one worker under py-spy; the summary is written to `out`."""
+async def _profiled_drain(rig: Rig, load: Workload, form: Form, config: str) -> str:
+    """One fresh worker draining the topic under py-spy, first counted event to the last: raw stacks."""
     _, workers = _workers(rig, config, load.topics[form], 1)
     raw_out = rig.work_dir / f"profile-{secrets.token_hex(3)}.raw"
     recorders: list[Recorder] = []
     try:
         await sample_until(
-            workers, len(load.events), rig.drain_timeout_s, lambda: recorders.append(Recorder(workers[0].pid, raw_out))
+            workers,
+            len(load.events),
+            rig.drain_timeout_s,
+            lambda: recorders.append(Recorder(workers[0].pid, raw_out)),
         )
-        raw = recorders[0].stop() if recorders else ""
+        return recorders[0].stop() if recorders else ""
     finally:
         workers[0].stop()
-    title = f"one worker ({config}) draining the {load.name} workload, {form} messages, first to last counted event"
+
+
+async def profile_case(rig: Rig, load: Workload, form: Form, config: str, out: Path, drains: int) -> str:
+    """Extra (unmeasured) drains of one worker under py-spy, stacks pooled; the summary goes to `out`."""
+    raw = "\n".join([await _profiled_drain(rig, load, form, config) for _ in range(drains)])
+    title = f"{drains} drains by one fresh worker ({config}), {load.name} workload, {form} messages"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(summarize(raw, title, REPO_ROOT) + "\n")
+    out.write_text(summarize(raw, title) + "\n")  # noqa: ASYNC240 - once, after the measurement
     return out.name
 
 
@@ -146,5 +152,13 @@ def publish_case(posts: int, partitions: int, now_ms: int, repeats: int) -> dict
     """Global top-50 over `posts` active posts in `partitions` partitions vs a full sort."""
     parts = sa.publish_state(posts, partitions, now_ms)
     same = sa.publish_top(parts, TOPK) == sa.publish_full_sort(parts, TOPK)
-    pub_s, sort_s = paired(lambda: sa.publish_top(parts, TOPK), lambda: sa.publish_full_sort(parts, TOPK), repeats)
-    return {"posts": posts, "partitions": partitions, "ms": pub_s * 1000, "full_sort_ms": sort_s * 1000, "exact": same}
+    pub_s, sort_s = paired(
+        lambda: sa.publish_top(parts, TOPK), lambda: sa.publish_full_sort(parts, TOPK), repeats
+    )
+    return {
+        "posts": posts,
+        "partitions": partitions,
+        "ms": pub_s * 1000,
+        "full_sort_ms": sort_s * 1000,
+        "exact": same,
+    }

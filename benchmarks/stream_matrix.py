@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import stream_report
-from benchmarks.stream_cases import Rig, baselines, profile_case, publish_case, publish_workload, rss_case, worker_case
+from benchmarks.stream_cases import (
+    Rig,
+    baselines,
+    profile_case,
+    publish_case,
+    publish_workload,
+    rss_case,
+    worker_case,
+)
 from benchmarks.stream_profile import py_spy_binary
 from benchmarks.stream_state import rebuild
 from benchmarks.stream_workloads import FULL, QUICK, Form, Sizes, Workload, skewed_events, wide_events
@@ -79,14 +87,17 @@ async def stream_sections(rig: Rig, sizes: Sizes, only: set[str], out: Path, log
         log(f"{name}: producing")
         load = Workload(name, make(sizes, now_ms()))
         await publish_workload(rig, load)
-        doc.setdefault("workloads", {})[name] = {"events": len(load.events), "posts": load.posts, **load.messages}
+        shape: dict[str, int] = {"events": len(load.events), "posts": load.posts}
+        shape.update({str(form): n for form, n in load.messages.items()})
+        doc.setdefault("workloads", {})[name] = shape
         if only & {"throughput", "scaling"}:
             rows, scale = await throughput(rig, load, log, scaling=name == "wide" and "scaling" in only)
             doc.setdefault("throughput", []).extend(rows)
             doc.setdefault("scaling", []).extend(scale)
         if name == "wide" and "profile" in only and py_spy_binary() is not None:
             log("wide/array/default: one worker under py-spy")
-            doc["profile"] = await profile_case(rig, load, "array", "default", out / "profiles" / "worker_wide_array_default.txt")
+            path = out / "profiles" / "worker_wide_array_default.txt"
+            doc["profile"] = await profile_case(rig, load, "array", "default", path, 1 if rig.quick else 3)
     if "rss" in only:
         posts, extra = (2_000, 3) if rig.quick else (100_000, 3)
         doc["rss"] = []
@@ -134,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the matrix, merge into DIR/stream.json, regenerate the stream part of RESULTS.md."""
     args = parse_args(argv)
     if args.report_only:
-        stream_report.update_results_md(stream_report.markdown(json.loads((args.out / "stream.json").read_text())))
+        stream_report.update_results_md(
+            stream_report.markdown(json.loads((args.out / "stream.json").read_text()))
+        )
         return 0
     started = time.monotonic()
 

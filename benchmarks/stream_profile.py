@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from benchmarks.common import relative_path
 
 RATE_HZ = 200
 
@@ -42,23 +43,7 @@ class Recorder:
         return self.raw_out.read_text() if self.raw_out.exists() else ""
 
 
-_SITE = re.compile(r"^.*?/(?:site|dist)-packages/")
-_STDLIB = re.compile(r"^.*?/lib/python3\.\d+/")
-
-
-def relative(where: str, repo_root: Path) -> str:
-    """A frame's file without machine-specific prefixes (repo-relative, package-relative or stdlib)."""
-    root = repo_root.as_posix().rstrip("/") + "/"
-    if where.startswith(root):
-        return where[len(root) :]
-    if _SITE.match(where):
-        return _SITE.sub("", where)
-    if _STDLIB.match(where):
-        return "stdlib/" + _STDLIB.sub("", where)
-    return where
-
-
-def summarize(raw: str, title: str, repo_root: Path, top: int = 30) -> str:
+def summarize(raw: str, title: str, top: int = 30) -> str:
     """Self and inclusive sample shares per function (file names made relative)."""
     own: dict[str, int] = {}
     incl: dict[str, int] = {}
@@ -69,7 +54,7 @@ def summarize(raw: str, title: str, repo_root: Path, top: int = 30) -> str:
             continue
         count = int(count_text)
         total += count
-        frames = [_function(frame, repo_root) for frame in stack.split(";")]
+        frames = [_function(frame) for frame in stack.split(";")]
         own[frames[-1]] = own.get(frames[-1], 0) + count
         for frame in set(frames):
             incl[frame] = incl.get(frame, 0) + count
@@ -80,10 +65,10 @@ def summarize(raw: str, title: str, repo_root: Path, top: int = 30) -> str:
     return "\n".join(lines)
 
 
-def _function(frame: str, repo_root: Path) -> str:
+def _function(frame: str) -> str:
     """`name (path/file.py:123)` -> `name (file relative)`: self time per function, not per line."""
     name, _, where = frame.partition(" (")
-    return f"{name} ({relative(where.rsplit(':', 1)[0].rstrip(')'), repo_root)})" if where else name
+    return f"{name} ({relative_path(where.rsplit(':', 1)[0].rstrip(')'))})" if where else name
 
 
 def _share(function: str, samples: int, total: int) -> str:

@@ -38,7 +38,9 @@ class ChangelogSize:
 async def changelog_size(bootstrap: str, app_id: str) -> ChangelogSize:
     """Sum of value sizes of every record in the run's changelog topic (tombstones count 0)."""
     topic = sa.changelog_topic(app_id)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
@@ -74,7 +76,12 @@ def rebuild_rows(events: int, seed: int = 21) -> Iterator[sa.EventRow]:
     posts = max(1, events // 4)
     first_ms = REBUILD_NOW_MS - 59 * MINUTE_MS
     for _ in range(events):
-        yield uuid4_text(rng), rng.randrange(1, posts + 1), rng.randrange(4), first_ms + rng.randrange(59 * MINUTE_MS)
+        yield (
+            uuid4_text(rng),
+            rng.randrange(1, posts + 1),
+            rng.randrange(4),
+            first_ms + rng.randrange(59 * MINUTE_MS),
+        )
 
 
 def rebuild_probe(events: int) -> dict[str, float]:

@@ -33,7 +33,9 @@ class Sizes:
     skewed_posts: int
 
 
-FULL = Sizes(wide_posts=100_000, hot_posts=100, hot_events_each=100, skewed_events=150_000, skewed_posts=10_000)
+FULL = Sizes(
+    wide_posts=100_000, hot_posts=100, hot_events_each=100, skewed_events=150_000, skewed_posts=10_000
+)
 QUICK = Sizes(wide_posts=3_000, hot_posts=10, hot_events_each=20, skewed_events=4_000, skewed_posts=500)
 WIDE_SPAN_MS = 40 * MINUTE_MS
 SKEWED_SPAN_MS = 10 * MINUTE_MS
