@@ -69,7 +69,10 @@ async def throughput(rig: Rig, load: Workload, log: Log, scaling: bool) -> tuple
             if scaling and config == "default" and (form == "array" or not rig.quick):
                 log(f"{load.name}/{form}/{config}: two workers")
                 two = await worker_case(rig, load, form, config, 2)
-                scale.append(dict(two, workload=load.name, form=form, config=config, one_rate=one["rate"]))
+                scale.append(
+                    dict(two, workload=load.name, form=form, config=config, one_rate=one["rate"])
+                    | {"events": len(load.events)}
+                )
         again = await baselines(rig, load, form)
         for row in rows[-len(CONFIG_NAMES) :]:
             row.update(events=len(load.events), posts=load.posts)
@@ -97,7 +100,7 @@ async def stream_sections(rig: Rig, sizes: Sizes, only: set[str], out: Path, log
         if name == "wide" and "profile" in only and py_spy_binary() is not None:
             log("wide/array/default: one worker under py-spy")
             path = out / "profiles" / "worker_wide_array_default.txt"
-            doc["profile"] = await profile_case(rig, load, "array", "default", path, 1 if rig.quick else 3)
+            doc["profile"] = await profile_case(rig, load, "array", "default", path, 1 if rig.quick else 2)
     if "rss" in only:
         posts, extra = (2_000, 3) if rig.quick else (100_000, 3)
         doc["rss"] = []
