@@ -99,7 +99,7 @@ async def stream_sections(rig: Rig, sizes: Sizes, only: set[str], out: Path, log
             doc.setdefault("scaling", []).extend(scale)
         if name == "wide" and "profile" in only and py_spy_binary() is not None:
             log("wide/array/default: one worker under py-spy")
-            path = out / "profiles" / "worker_wide_array_default.txt"
+            path = out / "profiles" / "stream" / "worker_wide_array_default.txt"
             doc["profile"] = await profile_case(rig, load, "array", "default", path, 1 if rig.quick else 2)
     if "rss" in only:
         posts, extra = (2_000, 3) if rig.quick else (100_000, 3)

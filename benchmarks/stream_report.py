@@ -261,12 +261,13 @@ def state_md(doc: dict[str, Any]) -> list[str]:
 def profile_md(doc: dict[str, Any], results_dir: Path) -> list[str]:
     """Head of the worker profile, linked."""
     name = doc.get("profile")
-    path = results_dir / "profiles" / str(name)
+    path = results_dir / "profiles" / "stream" / str(name)
     if not name or not path.exists():
         return []
     head = "\n".join(path.read_text().splitlines()[:PROFILE_HEAD_LINES])
+    link = f"results/profiles/stream/{name}"
     return [
-        f"Profile (`{CMD} --only profile`): [results/profiles/{name}](results/profiles/{name})",
+        f"Profile (`{CMD} --only profile`): [{link}]({link})",
         "",
         "```",
         head,
