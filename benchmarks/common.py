@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable
@@ -196,3 +197,20 @@ def write_profile(ctx: Context, name: str, text: str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
     return f"profiles/{name}.txt"
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_SITE = re.compile(r"^.*?/(?:site|dist)-packages/")
+_STDLIB = re.compile(r"^.*?/lib/python3\.\d+/")
+
+
+def relative_path(where: str) -> str:
+    """A source file name without machine prefixes: repo-relative, package-relative or `stdlib/...`."""
+    root = REPO_ROOT.as_posix() + "/"
+    if where.startswith(root):
+        return where[len(root) :]
+    if _SITE.match(where):
+        return _SITE.sub("", where)
+    if _STDLIB.match(where):
+        return "stdlib/" + _STDLIB.sub("", where)
+    return where

@@ -10,7 +10,16 @@ import tracemalloc
 import uuid
 from collections.abc import Iterator
 
-from benchmarks.common import Context, Plot, Row, ScenarioResult, Target, rss_bytes, write_profile
+from benchmarks.common import (
+    Context,
+    Plot,
+    Row,
+    ScenarioResult,
+    Target,
+    relative_path,
+    rss_bytes,
+    write_profile,
+)
 from benchmarks.workloads import EventTuple, core_ingest_iter, naive_ingest_iter
 from streamer.core.events import EVENT_TYPE_INDEX
 from streamer.core.window import MINUTE_MS
@@ -51,10 +60,16 @@ def probe(kind: str, workload: str, posts: int, events: int, mode: str) -> dict[
         snap = tracemalloc.take_snapshot()
         out["traced"] = tracemalloc.get_traced_memory()[0]
         top = snap.statistics("lineno")[:8]
-        out["top"] = [f"{s.size / max(1, counted):7.1f} B/event  {s.traceback}" for s in top]
+        out["top"] = [f"{s.size / max(1, counted):7.1f} B/event  {_site(s.traceback)}" for s in top]
         tracemalloc.stop()
     del state
     return out
+
+
+def _site(trace: tracemalloc.Traceback) -> str:
+    """`file:line` of an allocation site, without machine-specific path prefixes."""
+    frame = trace[0]
+    return f"{relative_path(frame.filename)}:{frame.lineno}"
 
 
 def _spawn(kind: str, workload: str, posts: int, events: int, mode: str) -> dict[str, object]:

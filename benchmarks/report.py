@@ -112,7 +112,7 @@ def notes(doc: dict[str, Any], link_prefix: str) -> str:
     """Per-scenario notes with links to plots."""
     out: list[str] = []
     for scen in doc["scenarios"]:
-        out.append(f"### {scen['title']}\n")
+        out.append(f"#### {scen['title']}\n")
         out.append(f"Status: {scen['status']} ({scen['seconds']} s, run {scen.get('run_at', '')}).\n")
         out.extend(f"- {n}" for n in scen["notes"])
         out.extend(f"\n![{p['title']}]({link_prefix}{p['name']}.png)" for p in scen["plots"])
@@ -132,9 +132,10 @@ def write_all(out_dir: Path, doc: dict[str, Any], command: str, smoke: bool) -> 
     for scen in doc["scenarios"]:
         for plot in scen["plots"]:
             render(plot, out_dir / f"{plot['name']}.png")
-    if not smoke:
-        kept = analysis_block(RESULTS_MD.read_text()) if RESULTS_MD.exists() else ""
-        RESULTS_MD.write_text(results_md(doc, out_dir, body, kept))
+    if not smoke and out_dir.resolve() == RESULTS_MD.parent / "results":  # paths relative to the page
+        old = RESULTS_MD.read_text() if RESULTS_MD.exists() else ""
+        page = results_md(doc, out_dir, body, analysis_block(old))
+        RESULTS_MD.write_text(keep_stream_part(old, page))
 
 
 ANALYSIS_START = "<!-- analysis: hand-written, kept when the page is regenerated -->"
@@ -158,6 +159,19 @@ def profiles_md(out_dir: Path, prefix: str, lines: int = 18) -> str:
     return "\n".join(parts)
 
 
+STREAM_PART = ("<!-- stream-part -->", "<!-- /stream-part -->")
+
+
+def keep_stream_part(old: str, page: str) -> str:
+    """Carry the stream matrix part (written by `python -m benchmarks stream`) over to the new page."""
+    start, end = old.find(STREAM_PART[0]), old.find(STREAM_PART[1])
+    if start < 0 or end < start:
+        return page
+    part = old[start : end + len(STREAM_PART[1])]
+    title_end = page.find("\n") + 1
+    return page[:title_end] + "\n" + part + "\n\n" + page[title_end:]
+
+
 def results_md(doc: dict[str, Any], out_dir: Path, body: str, analysis: str = "") -> str:
     """The committed summary page."""
     m = doc["machine"]
@@ -168,26 +182,28 @@ def results_md(doc: dict[str, Any], out_dir: Path, body: str, analysis: str = ""
         prefix = out_dir.resolve().as_posix() + "/"
     return (
         "# Benchmark results\n\n"
+        "## Offline suite\n\n"
         "Every figure sits beside a baseline measured in the same run; `ratio` = value / baseline. "
         "The machine is shared and noisy, so read the ratios, not the absolute numbers.\n\n"
         f"Command: `{doc['command']}`\n\n"
         "Usage: `.venv/bin/python -m benchmarks [--smoke] [--only NAME ...] [--out DIR]` (also "
-        "`.venv/bin/python benchmarks/run.py`); names: stream, core, batch, memory, suggestions. A full run "
-        "takes 10-15 min on 2 cores; `--only` re-runs some scenarios and keeps the others' last results. "
+        "`.venv/bin/python benchmarks/run.py`); names: core, batch, memory, suggestions (the stream figures "
+        "come from `.venv/bin/python -m benchmarks stream`, above). A full run takes ~10 min on 2 cores; "
+        "`--only` re-runs some scenarios and keeps the others' last results. "
         "`--smoke` (tiny sizes) is what `tests/test_benchmarks_smoke.py` runs.\n\n"
         f"Machine: {m['nproc']} cores ({m['cpu']}), Python {m['python']}, {m['platform']}; "
         f"tansu: {m['tansu']}.\n\nPackages: {pkgs}.\n\n"
-        "## Results\n\n"
+        "### Results\n\n"
         + body
-        + "\n\n## Analysis\n\n"
+        + "\n\n### Analysis\n\n"
         + ANALYSIS_START
         + "\n"
         + analysis
         + "\n"
         + ANALYSIS_END
-        + "\n\n## Scenarios\n\n"
+        + "\n\n### Scenarios\n\n"
         + notes(doc, prefix)
-        + "\n## Profiles (heads; full files linked)\n\n"
+        + "\n### Profiles (heads; full files linked)\n\n"
         + profiles_md(out_dir, prefix)
         + "\n"
     )

@@ -1,4 +1,4 @@
-"""Run the benchmark suite: `python -m benchmarks [--smoke] [--only NAME] [--out DIR]`."""
+"""Run the offline benchmark suite: `python -m benchmarks [--smoke] [--only NAME] [--out DIR]`."""
 
 from __future__ import annotations
 
@@ -22,13 +22,12 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from benchmarks import report
 from benchmarks.common import Context, ScenarioResult
 
-# Run order (the report lists them in the issue's order): stream last, it reuses memory's figures.
+# The stream figures come from `python -m benchmarks stream` (benchmarks/stream_matrix.py).
 SCENARIOS: dict[str, str] = {
     "core": "benchmarks.core_cost",
     "memory": "benchmarks.memory",
     "batch": "benchmarks.batch_vs_stream",
     "suggestions": "benchmarks.suggestions",
-    "stream": "benchmarks.stream_e2e",
 }
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -62,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [n for n in SCENARIOS if not args.only or n in args.only]
     console = Console(stderr=True)
     results: list[ScenarioResult] = []
-    facts: dict[str, float] = {}  # figures one scenario hands a later one (memory -> stream)
+    facts: dict[str, float] = {}  # figures one scenario hands a later one
     with (
         tempfile.TemporaryDirectory(prefix="streamer-bench-") as tmp,
         Progress(

@@ -1,18 +1,27 @@
-"""The benchmark suite in --smoke mode (tiny sizes) so it cannot rot; no timing assertions."""
+"""The benchmark suite (--smoke) and the stream matrix (--quick) at tiny sizes so they cannot rot.
+
+No timing assertions: the checks are that the harness runs, counts exactly and writes its outputs.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from benchmarks import stream_e2e
-from benchmarks.common import Row, Target
+from benchmarks import state_adapter, stream_report
+from benchmarks.common import Row, Target, relative_path
 from benchmarks.report import ANALYSIS_END, ANALYSIS_START, analysis_block, merge, table
+from benchmarks.stream_profile import summarize
+from benchmarks.stream_worker import steady_rate
+from benchmarks.stream_workloads import ARRAY_SIZE, PARTITIONS, QUICK, messages, wide_events
+from streamer.stream.partitioning import partition_for_post
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = ["core", "memory", "batch", "suggestions"]
@@ -56,7 +65,7 @@ class TestSteadyRate:
     def test_one_worker_from_first_progress_to_done(self) -> None:
         """Startup time before the first counted event is excluded."""
         samples = [(0.0, [0.0]), (5.0, [0.0]), (6.0, [100.0]), (7.0, [300.0])]
-        rate, _ = stream_e2e.steady_rate(samples)
+        rate, _ = steady_rate(samples)
         assert rate == pytest.approx(150.0)
 
     def test_two_workers_while_both_progress(self) -> None:
@@ -69,7 +78,7 @@ class TestSteadyRate:
             (4.0, [40.0, 30.0]),
             (5.0, [50.0, 30.0]),
         ]
-        rate, _ = stream_e2e.steady_rate(samples)
+        rate, _ = steady_rate(samples)
         assert rate == pytest.approx(20.0)
 
 
@@ -89,16 +98,6 @@ def test_smoke_suite_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     assert doc["machine"]["nproc"] >= 1
 
 
-@pytest.mark.skipif(not stream_e2e.worker_available(), reason="worker unavailable")
-def test_smoke_stream_scenario(tmp_path: Path) -> None:
-    """One worker drains tiny topics and its published top-50 equals the recomputation."""
-    doc = _run_suite(tmp_path, ["stream"])
-    (scen,) = doc["scenarios"]
-    assert scen["status"] == "ok", scen["notes"]
-    exact = [r for r in scen["rows"] if r["unit"] == "bool"]
-    assert exact and all(r["value"] == 1.0 for r in exact), exact
-
-
 def test_table_marks_failures() -> None:
     """A missed target is bold FAIL in the markdown table."""
     row = Row("m", 2.0, "B", "b", 1.0, Target("value<=", 1)).judge().to_json()
@@ -111,3 +110,101 @@ def test_hand_written_analysis_survives_regeneration() -> None:
     page = f"# R\n{ANALYSIS_START}\nThe core misses 64 B/event.\n{ANALYSIS_END}\n| table |"
     assert analysis_block(page) == "The core misses 64 B/event."
     assert analysis_block("no markers") == ""
+
+
+NOW_MS = 1_795_913_760_000
+
+
+class TestWorkloads:
+    """The wide workload and the message layouts are what RESULTS.md says they are."""
+
+    def test_wide_posts_have_one_or_two_events_apart_from_the_hot_head(self) -> None:
+        """Every tail post has 1 or 2 events; ids are distinct UUID4s; ts within the last 40 minutes."""
+        events = wide_events(QUICK, NOW_MS)
+        per_post: dict[int, int] = {}
+        for e in events:
+            per_post[e.post_id] = per_post.get(e.post_id, 0) + 1
+        assert len(per_post) == QUICK.wide_posts
+        tail = sorted(per_post.values())[: QUICK.wide_posts - QUICK.hot_posts]
+        assert set(tail) == {1, 2}
+        assert len({e.event_id for e in events}) == len(events)
+        assert all(uuid.UUID(e.event_id).version == 4 for e in events[:200])
+        assert all(NOW_MS - 40 * 60_000 < e.ts_ms <= NOW_MS for e in events)
+
+    def test_arrays_hold_one_partition_and_every_event_once(self) -> None:
+        """100-event arrays: members all belong to the message's partition; nothing lost or doubled."""
+        events = wide_events(QUICK, NOW_MS)
+        seen: list[str] = []
+        for part, key, value in messages(events, "array"):
+            members = orjson.loads(value)
+            assert 1 <= len(members) <= ARRAY_SIZE
+            assert {partition_for_post(m["post_id"], PARTITIONS) for m in members} == {part}
+            assert partition_for_post(int(key), PARTITIONS) == part
+            seen += [m["event_id"] for m in members]
+        assert sorted(seen) == sorted(e.event_id for e in events)
+
+
+def test_records_rebuild_counts_each_event_once() -> None:
+    """Records built through the adapter load back to exactly the events, a replayed record adding none."""
+    rows = [
+        (str(uuid.UUID(int=i + 1, version=4)), i % 7, i % 4, NOW_MS - 60_000 * (1 + i % 50))
+        for i in range(1000)
+    ]
+    records = list(state_adapter.build_records(rows, per_record=300))
+    state = state_adapter.new_state(NOW_MS)
+    state_adapter.load_records(state, records + records[:1])
+    assert len(records) == 4
+    assert state_adapter.counted_events(state) == 1000
+    assert state_adapter.active_posts(state) == 7
+
+
+def test_publish_state_agrees_with_a_full_sort() -> None:
+    """The adapter's publish equals sorting every post's totals."""
+    parts = state_adapter.publish_state(2_000, 8, NOW_MS)
+    assert state_adapter.publish_top(parts, 50) == state_adapter.publish_full_sort(parts, 50)
+
+
+def test_profile_summary_and_paths_hold_no_machine_prefix() -> None:
+    """Collapsed stacks become shares per function with repo-relative or package-relative files."""
+    root = Path(__file__).resolve().parents[1].as_posix()
+    run = "run (/x/lib/python3.11/asyncio/base_events.py:10)"
+    raw = (
+        f"{run};add ({root}/streamer/core/dedup.py:22) 3\n"
+        f"{run};get (/v/lib/python3.11/site-packages/aiokafka/c.py:5) 1\n"
+    )
+    text = summarize(raw, "test")
+    assert "75.0  add (streamer/core/dedup.py)" in text
+    assert "100.0  run (stdlib/asyncio/base_events.py)" in text
+    assert "aiokafka/c.py" in text and root not in text and "/x/" not in text
+    assert relative_path("/opt/py/lib/python3.11/site-packages/orjson/x.py") == "orjson/x.py"
+
+
+def test_results_md_block_is_replaced_and_the_rest_kept(tmp_path: Path) -> None:
+    """Regenerating the stream part replaces only the latest-run block."""
+    page = tmp_path / "RESULTS.md"
+    page.write_text("# Benchmark results\n\nhand-kept before table\n")
+    stream_report.update_results_md("first run", page)
+    stream_report.update_results_md("second run", page)
+    text = page.read_text()
+    assert "second run" in text and "first run" not in text
+    assert text.count(stream_report.LATEST_START) == 1 and "hand-kept before table" in text
+
+
+def test_quick_stream_matrix_counts_exactly_and_writes_its_outputs(tmp_path: Path) -> None:
+    """`python -m benchmarks stream --quick`: every worker counted exactly what was produced."""
+    cmd = [sys.executable, "-m", "benchmarks", "stream", "--quick", "--out", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads((tmp_path / "stream.json").read_text())
+    cases = {(r["workload"], r["form"], r["config"]) for r in doc["throughput"]}
+    assert cases == {("wide", f, c) for f in ("single", "array") for c in ("default", "tuned")}
+    for row in doc["throughput"] + doc["scaling"]:
+        assert row["exact"] and row["counted"] == row["events"] == doc["workloads"]["wide"]["events"], row
+    for row in doc["throughput"]:
+        assert row["raw_stdlib"] > 0 and row["raw_orjson"] > 0 and row["changelog_bytes"] > 0
+    (rss,) = doc["rss"]
+    assert rss["counted"] == rss["events"] == 4 * rss["posts"] and min(rss["rss"]) > 0
+    assert doc["rebuild"]["counted"] == doc["rebuild"]["events"]
+    assert doc["publish"]["exact"]
+    for heading in ("#### Throughput", "#### Two workers vs one", "#### Memory of the running worker"):
+        assert heading in done.stdout
