@@ -11,13 +11,14 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Iterator, Sequence
 
-from streamer.core.events import EVENT_TYPES, Event
+import numpy as np
+
+from streamer.core.partition_state import PartitionState
 from streamer.core.scoring import PostCounts
 from streamer.core.topk import merge_partials
 from streamer.core.window import MINUTE_MS
 from streamer.core.window_state import PartitionWindow
 from streamer.stream.app import STATE_TABLE
-from streamer.stream.state import PartitionState, RecordBuilder, record_key
 
 WINDOW_MINUTES = 60
 EventRow = tuple[str, int, int, int]  # event_id, post_id, type_index, ts_ms
@@ -31,15 +32,32 @@ def changelog_topic(app_id: str) -> str:
 
 def build_records(rows: Iterable[EventRow], per_record: int, partition: int = 0) -> Iterator[Record]:
     """Encode accepted events into changelog records of `per_record` events, as the worker writes them."""
-    builder = RecordBuilder()
-    seq = 0
-    for event_id, post_id, type_index, ts_ms in rows:
-        builder.add(Event(event_id, post_id, 0, EVENT_TYPES[type_index], ts_ms), ts_ms // MINUTE_MS)
-        if builder.events >= per_record:
-            yield record_key(partition, "bench", seq), builder.encode()[0]
-            builder, seq = RecordBuilder(), seq + 1
-    if builder.events:
-        yield record_key(partition, "bench", seq), builder.encode()[0]
+    chunk: list[EventRow] = []
+    state: PartitionState | None = None
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= per_record:
+            state = state or _writer(chunk, partition)
+            yield from _encode(state, chunk)
+            chunk = []
+    if chunk:
+        yield from _encode(state or _writer(chunk, partition), chunk)
+
+
+def _writer(rows: Sequence[EventRow], partition: int) -> PartitionState:
+    """A state whose window holds every row's minute (records are what it accepts)."""
+    newest_ms = max(r[3] for r in rows)
+    return PartitionState(partition, 10**6, newest_ms)  # a window wide enough for any bench rows
+
+
+def _encode(state: PartitionState, rows: Sequence[EventRow]) -> list[Record]:
+    """The record(s) the worker writes for these accepted rows."""
+    ids = [r[0] for r in rows]
+    posts = np.array([r[1] for r in rows], dtype=np.int64)
+    types = np.array([r[2] for r in rows], dtype=np.uint8)
+    ts = np.array([r[3] for r in rows], dtype=np.int64)
+    state.accept_columns(ids, posts, types, ts)
+    return state.take_records()
 
 
 def new_state(now_ms: int, partition: int = 0) -> PartitionState:
@@ -54,12 +72,12 @@ def load_records(state: PartitionState, records: Sequence[Record]) -> None:
 
 def counted_events(state: PartitionState) -> int:
     """In-window events a state holds (sum of every post's counters): the rebuild's check."""
-    return sum(sum(totals) for totals in state.window.totals.values())
+    return sum(p.views + p.likes + p.comments + p.shares for p in state.window.all_counts())
 
 
 def active_posts(state: PartitionState) -> int:
     """Posts with at least one in-window event."""
-    return len(state.window.totals)
+    return sum(1 for _ in state.window.all_counts())
 
 
 PublishState = list[PartitionWindow]
@@ -71,11 +89,19 @@ def publish_state(posts: int, partitions: int, now_ms: int, seed: int = 3) -> Pu
     parts = [PartitionWindow(WINDOW_MINUTES) for _ in range(partitions)]
     for part in parts:
         part.advance(now_ms)
+    rows: list[list[tuple[int, int, int]]] = [[] for _ in parts]
     for post_id in range(1, posts + 1):
         count = max(1, int(10_000 / (1 + rng.random() * posts) ** 0.7))
-        parts[post_id % partitions].add(post_id, rng.randrange(4), now_ms, count)
+        rows[post_id % partitions].append((post_id, rng.randrange(4), count))
+    minute = now_ms // MINUTE_MS
+    for part, part_rows in zip(parts, rows, strict=True):
+        if part_rows:
+            cols = np.array(part_rows, dtype=np.int64)
+            n = cols[:, 2]
+            part.add_batch(np.repeat(cols[:, 0], n), np.repeat(cols[:, 1], n).astype(np.uint8),
+                           np.full(int(n.sum()), minute, dtype=np.int64))
     for part in parts:
-        part.top(1)  # settle any lazily synced index outside the timed publish
+        part.top(1)  # settle any lazily built structure outside the timed publish
     return parts
 
 
@@ -88,4 +114,4 @@ def publish_full_sort(parts: PublishState, k: int) -> list[PostCounts]:
     """Baseline publish: every post's totals sorted, cut at k."""
     from streamer.core.scoring import rank_posts
 
-    return rank_posts([PostCounts(pid, *t) for p in parts for pid, t in p.totals.items()], k)
+    return rank_posts([c for p in parts for c in p.all_counts()], k)
