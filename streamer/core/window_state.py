@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.core.scoring import RANK_WEIGHTS, PostCounts
+from streamer.core.scoring import PostCounts
+from streamer.core.top_index import TopIndex, best_slots, ranks_of
 from streamer.core.window import MINUTE_MS, Window, window_at
 
 I64 = npt.NDArray[np.int64]
@@ -69,24 +70,8 @@ def scatter_add(target: Counters, slots: npt.NDArray[np.int32], types: npt.NDArr
 
 
 def top_of(post_ids: I64, totals: Counters, k: int) -> list[PostCounts]:
-    """The k best rows by (rank desc, post_id asc), rows of rank 0 left out."""
-    wide = totals.astype(np.int64, copy=False)
-    ranks = wide[:, 0] * RANK_WEIGHTS[0]  # column by column: integer matmul has no fast path
-    for i in (1, 2, 3):
-        ranks += wide[:, i] * RANK_WEIGHTS[i]
-    live = np.flatnonzero(ranks > 0)
-    if k <= 0 or not len(live):
-        return []
-    if len(live) > k:
-        r = ranks[live]
-        cut = np.partition(r, len(r) - k)[len(r) - k]  # the k-th best rank
-        above, ties = live[r > cut], live[r == cut]
-        need = k - len(above)
-        if len(ties) > need:  # among equal ranks the smallest post ids win
-            ties = ties[np.argpartition(post_ids[ties], need - 1)[:need]]
-        live = np.concatenate([above, ties])
-    order = np.lexsort((post_ids[live], -ranks[live]))[:k]
-    rows = live[order]
+    """The k best rows by (rank desc, post_id asc), rows of rank 0 left out (a full selection)."""
+    rows = best_slots(np.arange(len(post_ids), dtype=np.int64), ranks_of(totals), post_ids, k)
     return [PostCounts(p, *c) for p, c in zip(post_ids[rows].tolist(), totals[rows].tolist(),
                                                 strict=True)]
 
@@ -107,6 +92,7 @@ class PartitionWindow:
         self._bound = 0  # upper bound of any total: int32 counters widen before they could wrap
         self._minutes: dict[int, _Minute] = {}
         self._recent: list[tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], I64]] = []
+        self._top = TopIndex()  # incremental exact top-k (core/top_index.py)
 
     def __len__(self) -> int:
         return len(self.slot_of)
@@ -191,8 +177,10 @@ class PartitionWindow:
         live = (minutes >= first) & (minutes <= last)
         if live.all():
             scatter_add(self.totals, slots, types)
+            self._top.touch(slots)
         else:
             scatter_add(self.totals, slots[live], types[live])
+            self._top.touch(slots[live])
         self._recent.append((slots, types, minutes))
 
     def add(self, post_id: int, type_index: int, ts_ms: int, count: int = 1) -> AddResult:
@@ -231,8 +219,8 @@ class PartitionWindow:
         self._release(np.array([slot]))
 
     def top(self, k: int) -> list[PostCounts]:
-        """This partition's top k posts with their counters."""
-        return top_of(self.post_of, self.totals, k)
+        """This partition's top k posts with their counters (incremental, exact)."""
+        return self._top.top(k, self.post_of, self.totals)
 
     def counts(self, post_id: int) -> PostCounts:
         """Window totals of one post."""
@@ -289,6 +277,8 @@ class PartitionWindow:
     def _fold(self, minute: int, sign: int) -> None:
         slots, types = self.minutes[minute].columns()
         scatter_add(self.totals, slots, types, sign)
+        if sign > 0:
+            self._top.touch(slots)
 
     def _drop_before(self, minute: int) -> None:
         old = [m for m in self.minutes if m < minute]
