@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -34,7 +36,7 @@ class TestIncrementalTop:
     @hsettings(max_examples=300, deadline=None)
     @given(ops, st.integers(0, 2))
     def test_every_query_equals_a_full_selection(
-        self, steps: list[tuple[str, object]], retain: int
+        self, steps: list[tuple[str, Any]], retain: int
     ) -> None:
         """Random adds (past, current and future minutes), advances, forgets and queries of any k
         (a shallow candidate depth, so the bound is exercised with a few dozen posts)."""
@@ -44,13 +46,13 @@ class TestIncrementalTop:
         finally:
             top_index.MIN_DEPTH = saved
 
-    def _run(self, steps: list[tuple[str, object]], retain: int) -> None:
+    def _run(self, steps: list[tuple[str, Any]], retain: int) -> None:
         window = PartitionWindow(WINDOW, retain_minutes=retain)
         now = T0
         window.advance(now)
         for op, arg in steps:
             if op == "add":
-                rows = [r for r in arg if isinstance(r, tuple)]  # type: ignore[union-attr]
+                rows = list(arg)
                 first = window.first_minute or 0
                 kept = [(p, t, now // MINUTE_MS + m) for p, t, m in rows
                         if now // MINUTE_MS + m >= first - retain]
@@ -58,12 +60,12 @@ class TestIncrementalTop:
                     cols = np.array(kept, dtype=np.int64)
                     window.add_batch(cols[:, 0], cols[:, 1].astype(np.uint8), cols[:, 2])
             elif op == "advance":
-                now += int(arg) * MINUTE_MS  # type: ignore[call-overload]
+                now += int(arg) * MINUTE_MS
                 window.advance(now)
             elif op == "forget":
-                window.forget_post(int(arg))  # type: ignore[call-overload]
+                window.forget_post(int(arg))
             else:
-                k = int(arg)  # type: ignore[call-overload]
+                k = int(arg)
                 assert window.top(k) == oracle(window, k)
         assert window.top(10) == oracle(window, 10)
 
