@@ -1,4 +1,4 @@
-"""Topic administration with aiokafka (create the events and dead-letter topics)."""
+"""Topic administration with aiokafka (create the events and dead-letter topics, count partitions)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streamer.config import Settings
+from streamer.kafka_client import client_kwargs, preflight
 
 
 async def ensure_topics(
@@ -43,3 +45,37 @@ async def ensure_settings_topics(settings: Settings, dlq_partitions: int) -> Non
         {settings.kafka_events_topic: settings.streamer_topic_partitions,
          settings.kafka_dlq_topic: dlq_partitions},
         security=client_kwargs(settings), replication_factor=settings.kafka_replication_factor)
+
+
+async def topic_partitions(
+    bootstrap: str, topic: str, timeout_s: float = 30.0, *, security: Mapping[str, Any] | None = None
+) -> int:
+    """Number of partitions of a topic, from Kafka metadata (security: kafka_client.client_kwargs)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                                **(security or {}))
+    await asyncio.wait_for(consumer.start(), timeout_s)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            await asyncio.wait_for(consumer.topics(), timeout_s)
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                return len(parts)
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"topic {topic} has no partitions")
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+async def prepare_topics(settings: Settings) -> int:
+    """One attempt at what every consumer of the events topic needs first: check the connection
+    (a refused TLS handshake or login raises KafkaSecurityError), create the topics if missing,
+    and return the events topic's partition count."""
+    s = settings
+    security = client_kwargs(s)
+    await preflight(s)
+    await ensure_topics(s.kafka_bootstrap_servers, {
+        s.kafka_events_topic: s.streamer_topic_partitions, s.kafka_dlq_topic: 1},
+        security=security, replication_factor=s.kafka_replication_factor)
+    return await topic_partitions(s.kafka_bootstrap_servers, s.kafka_events_topic, security=security)

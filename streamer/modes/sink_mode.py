@@ -23,8 +23,8 @@ from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.payloads import sink_positions_key
-from streamer.kafka_admin import ensure_topics
-from streamer.kafka_client import KafkaSecurityError, client_kwargs, preflight
+from streamer.kafka_admin import prepare_topics
+from streamer.kafka_client import KafkaSecurityError
 from streamer.ops.http import start_http
 from streamer.stream.sink_consumer import ClickHouseSinkConsumer, sink_group
 
@@ -37,19 +37,11 @@ async def kafka_partitions(settings: Settings, stop: asyncio.Event) -> int | Non
 
     None when stopped first; KafkaSecurityError when TLS or SASL is refused.
     """
-    from streamer.stream.worker import topic_partitions  # the worker's, to count alike
-
     s = settings
-    security = client_kwargs(s)
     delay_s = 0.5
     while not stop.is_set():
         try:
-            await preflight(s)
-            await ensure_topics(s.kafka_bootstrap_servers, {
-                s.kafka_events_topic: s.streamer_topic_partitions, s.kafka_dlq_topic: 1},
-                security=security, replication_factor=s.kafka_replication_factor)
-            return await topic_partitions(s.kafka_bootstrap_servers, s.kafka_events_topic,
-                                          security=security)
+            return await prepare_topics(s)
         except KafkaSecurityError:
             raise
         except Exception as exc:

@@ -31,7 +31,9 @@ log = logging.getLogger("streamer.stream.reconcile")
 class ReconcileHook(Protocol):
     """What the merger needs from a reconciler."""
 
-    use_clickhouse: bool
+    @property
+    def use_clickhouse(self) -> bool:
+        """The drift policy's verdict: publish from ClickHouse instead of the merge."""
 
     async def run(self, snapshot: Any) -> Any:
         """Compare the stream's complete-window view with ClickHouse."""

@@ -7,11 +7,10 @@ import contextlib
 import faulthandler
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer
 from faust.types import TP, Message
 from redis.asyncio import Redis
 
@@ -22,10 +21,11 @@ from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings
 from streamer.core.payloads import sink_positions_key
 from streamer.errors import StartError
+from streamer.jobs.reconcile import make_stream_reconciler
 from streamer.jobs.runner import JobRunner
 from streamer.jobs.suggestions import SuggestionsJob
-from streamer.kafka_admin import ensure_topics
-from streamer.kafka_client import KafkaSecurityError, client_kwargs, preflight
+from streamer.kafka_admin import prepare_topics
+from streamer.kafka_client import KafkaSecurityError
 from streamer.ops.http import start_http
 from streamer.ops.metrics import CONSUMER_LAG
 from streamer.ops.reload import LiveSettings, start_reloading
@@ -34,7 +34,6 @@ from streamer.stream import faust_compat
 from streamer.stream.app import StateTable, TableWriter, build_app
 from streamer.stream.ingest import Ingestor, Outgoing
 from streamer.stream.publisher import Publisher
-from streamer.stream.reconcile_hook import ReconcileHook
 from streamer.stream.sink_consumer import ClickHouseSinkConsumer
 from streamer.stream.startup import StartClock, prepare_data_dir
 from streamer.stream.transport import register_batch_handler
@@ -44,41 +43,6 @@ log = logging.getLogger("streamer.worker")
 DRAIN_STOP_S = 10.0
 FAUST_STOP_S = 30.0
 TASKS_STOP_S = 20.0
-
-
-async def topic_partitions(
-    bootstrap: str, topic: str, timeout_s: float = 30.0, *, security: Mapping[str, Any] | None = None
-) -> int:
-    """Number of partitions of a topic, from Kafka metadata (security: kafka_client.client_kwargs)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
-                                **(security or {}))
-    await asyncio.wait_for(consumer.start(), timeout_s)
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while True:
-            await asyncio.wait_for(consumer.topics(), timeout_s)
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                return len(parts)
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"topic {topic} has no partitions")
-            await asyncio.sleep(0.2)
-    finally:
-        await consumer.stop()
-
-
-def load_reconciler(
-    settings: Settings | LiveSettings, ch: ClickHouse | None, redis: Redis
-) -> ReconcileHook | None:
-    """The reconciler of `streamer.jobs.reconcile` if that module exists (hook point)."""
-    if ch is None:
-        return None
-    try:
-        from streamer.jobs import reconcile  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    factory: Callable[..., ReconcileHook] | None = getattr(reconcile, "make_stream_reconciler", None)
-    return factory(settings, ch, redis) if factory is not None else None
 
 
 class Worker:
@@ -130,17 +94,11 @@ class Worker:
         """Create the topics if missing and read the partition count; retry until Kafka answers
         (the start clock ends the retries at STREAMER_START_TIMEOUT_SEC)."""
         s = self.settings
-        security = client_kwargs(s)
         self.start_clock.step = f"reaching Kafka at KAFKA_BOOTSTRAP_SERVERS {s.kafka_bootstrap_servers}"
         delay_s = 0.5
         while True:
             try:
-                await preflight(s)  # a refused TLS handshake or login ends the start here
-                await ensure_topics(s.kafka_bootstrap_servers, {
-                    s.kafka_events_topic: s.streamer_topic_partitions, s.kafka_dlq_topic: 1},
-                    security=security, replication_factor=s.kafka_replication_factor)
-                return await topic_partitions(s.kafka_bootstrap_servers, s.kafka_events_topic,
-                                              security=security)
+                return await prepare_topics(s)  # a refused TLS handshake or login ends the start
             except KafkaSecurityError:
                 raise
             except Exception as exc:
@@ -160,7 +118,7 @@ class Worker:
         self.app, _, table = build_app(s, partitions)
         self.ingestor = self._ingestor(table, partitions)
         live = self.live or s
-        reconcile = load_reconciler(live, self.ch, self.redis)
+        reconcile = make_stream_reconciler(live, self.ch, self.redis) if self.ch is not None else None
         self.publisher = Publisher(live, self.redis, self.ingestor, lambda: self._partitions(partitions),
                                    self.ch, reconcile)
         await self.app.start()
