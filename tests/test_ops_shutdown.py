@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 from streamer.ops.shutdown import Shutdown
+from streamer.stream.startup import StartClock
 
 
 def child(code: str) -> subprocess.Popen[str]:
@@ -156,3 +157,49 @@ class TestBudget:
             sys.exit(run_command(main, lambda exc: None))
         """)
         assert proc.wait(60) == code
+
+
+class TestStopDuringLoad:
+    """A stop that begins before the command runs, or while its start is in progress."""
+
+    def test_a_stop_begun_while_loading_runs_nothing(self) -> None:
+        """The stop began before the event loop ran: main never starts, exit code 0."""
+        proc = child("""
+            import sys
+            from streamer.ops.shutdown import Shutdown, run_command
+
+            async def main(sd):
+                print("started", flush=True)
+                return 5
+
+            sd = Shutdown(budget_s=30.0)
+            sd.begin("SIGTERM", 0)
+            sys.exit(run_command(main, lambda exc: None, shutdown=sd))
+        """)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "started" not in out
+
+    async def test_cancelling_a_start_cancels_the_step_it_awaits(self) -> None:
+        """StartClock.run cancelled (a stop during the start): the start it awaits ends too."""
+        reached_end = asyncio.Event()
+
+        async def slow_start() -> None:
+            await asyncio.sleep(3600)
+            reached_end.set()
+
+        inner_started = asyncio.Event()
+
+        async def start() -> None:
+            inner_started.set()
+            await slow_start()
+
+        outer = asyncio.ensure_future(StartClock(3600).run(start()))
+        await asyncio.wait_for(inner_started.wait(), 5)
+        before = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        outer.cancel()
+        await asyncio.wait({outer}, timeout=5)
+        assert outer.cancelled()
+        left = [t for t in before if t is not outer and not t.done()]
+        assert left == [], left
+        assert not reached_end.is_set()

@@ -181,6 +181,8 @@ def run_command(
 
     async def wrapper() -> int:
         sd.install(asyncio.get_running_loop())
+        if sd.begun:  # a signal arrived while the command was still loading: nothing to start
+            return sd.exit_code
         work = asyncio.ensure_future(main(sd))
         stopped = asyncio.ensure_future(sd.stop.wait())
         await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)

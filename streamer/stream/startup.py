@@ -55,7 +55,13 @@ class StartClock:
     async def run(self, start: Awaitable[T]) -> T:
         """Await the whole start; a start over time is cancelled and fails with timed_out()."""
         task = asyncio.ensure_future(start)
-        done, _ = await asyncio.wait({task}, timeout=self.timeout_s)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.timeout_s)
+        except asyncio.CancelledError:  # a stop during the start: the start must stop, too
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait({task}, timeout=3.0)
+            raise
         if not done:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
