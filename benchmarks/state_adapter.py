@@ -1,9 +1,10 @@
 """The ONLY benchmark module that knows the worker's state API (records, their encoding, load, top-K).
 
 Every benchmark that builds changelog records, rebuilds a partition from them, names the changelog
-topic or builds a publish-ready state calls the functions below and nothing in streamer/stream/state.py
-or streamer/core/window_state.py directly. When the state representation changes, rewire these
-functions (same signatures) and every stream benchmark follows.
+topic or builds a publish-ready state calls the functions below and nothing in
+streamer/core/partition_state.py or streamer/core/window_state.py directly. When the state
+representation changes, rewire these functions (same signatures) and every stream benchmark
+follows.
 """
 
 from __future__ import annotations

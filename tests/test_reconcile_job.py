@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import orjson
 import pytest
@@ -208,27 +207,19 @@ class TestReconciler:
         assert report.agrees and report.stream_topk == report.clickhouse_topk == []
 
 
-@dataclass(frozen=True)
-class GlobalTopView:
-    """The stream worker's own snapshot shape: exact global top-(2K) over a complete window."""
-
-    window: Window
-    top: list[PostCounts]
-    total_events: int
-    partitions: list[int]
-
-
 class TestStreamHook:
     """What the worker gets from `make_stream_reconciler`."""
 
-    async def test_accepts_the_stream_global_top_shape(
+    async def test_accepts_the_mergers_global_top(
         self, rsettings: Settings, clickhouse: ClickHouse, redis_client: Redis,
         loaded: tuple[Window, list[Event]],
     ) -> None:
         """A global top-2K view of the same events reconciles exactly; an absent post is bounded."""
         window, events = loaded
         union = snapshot_from(events, window)
-        view = GlobalTopView(window, rank_posts(union.posts, 2 * K), union.events, [0, 1, 2, 3])
+        # What the merger sends: the global top-2K of all partitions, merged to depth 2K.
+        view = StreamSnapshot(window, rank_posts(union.posts, 2 * K), union.events, [0, 1, 2, 3], [],
+                              2 * K)
         hook = make_stream_reconciler(rsettings, clickhouse, redis_client)
         rec = hook.reconciler
         assert rec.flush_wait_s == rsettings.streamer_sink_flush_ms / 1000 + 2.0

@@ -14,12 +14,12 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
 from streamer.config import Settings
 from streamer.core.events import Event
+from streamer.core.partition_state import PartitionState
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
 from streamer.core.window import Window, window_at
 from streamer.stream.partitioning import partition_for_post
 from streamer.stream.publisher import Publisher
-from streamer.stream.state import PartitionState
 
 
 class StubIngestor:
@@ -51,7 +51,7 @@ def publisher(settings: Settings, redis: Redis, states: dict[int, PartitionState
 
 def global_top(states: dict[int, PartitionState], window: Window) -> list[PostCounts]:
     """Brute force over every partition's exact counts."""
-    every = [p for s in states.values() for p in s.complete_partial(window, 10_000).top]
+    every = [p for s in states.values() for p in s.complete_partial(window, 10_000).posts]
     return sorted(every, key=lambda p: p.key)[:50]
 
 

@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.core.events import EVENT_TYPES, Event
+from streamer.core.partition_state import Outcome, PartitionState
+from streamer.core.records import parse_record_key, record_key
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, Window, complete_window_at, window_at
 from streamer.stream.partitioning import partition_for_post, post_key
-from streamer.stream.state import Outcome, PartitionState, parse_record_key, record_key
 
 T0 = 1_795_900_000_000 - 1_795_900_000_000 % MINUTE_MS  # a minute boundary
 
@@ -117,9 +118,11 @@ class TestPartitionState:
         window = complete_window_at(now - MINUTE_MS, 60)  # one minute older: needs retained data
         assert state.can_compute(window)
         partial = state.complete_partial(window, 100)
-        assert partial.top == brute(stream, window, 100)
-        assert partial.total_events == sum(
+        assert partial.posts == brute(stream, window, 100)
+        assert partial.events == sum(
             sum((p.views, p.likes, p.comments, p.shares)) for p in brute(stream, window, 10**6))
+        assert (partial.window, partial.partitions, partial.depth) == (window, [0], 100)
+        assert partial.offsets == [state.next_offset] and partial.complete
 
     def test_complete_partial_right_after_recovery(self) -> None:
         """Records keep the minutes just behind the window, so a restarted owner can answer."""
@@ -135,7 +138,7 @@ class TestPartitionState:
         window = complete_window_at(now, 60)
         assert window.first_minute < (restored.window.first_minute or 0)
         assert restored.can_compute(window)
-        assert restored.complete_partial(window, 100).top == brute(stream, window, 100)
+        assert restored.complete_partial(window, 100).posts == brute(stream, window, 100)
 
     @settings(max_examples=60, deadline=None)
     @given(seed=st.integers(0, 10**6), writers=st.integers(1, 3), data=st.data())
@@ -166,7 +169,7 @@ class TestPartitionState:
         restored.load(order)
         assert restored.top(100) == brute(covered, window_at(now, 60), 100)
         window = complete_window_at(now, 60)  # starts in a retained minute
-        assert restored.complete_partial(window, 100).top == brute(covered, window, 100)
+        assert restored.complete_partial(window, 100).posts == brute(covered, window, 100)
 
     def test_record_keys_carry_the_partition(self) -> None:
         """Keys name their partition and their writer."""

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from streamer.core.dedup import DedupIndex, event_keys
 from streamer.core.events import Event
+from streamer.core.reconcile import StreamSnapshot
 from streamer.core.records import (
     RecordColumns,
     concat,
@@ -56,15 +57,6 @@ class Accepted:
     pending: int = 0
     late: int = 0
     duplicate: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class CompletePartial:
-    """Top posts and event total of one partition over a complete-minute window."""
-
-    window: Window
-    top: list[PostCounts]
-    total_events: int
 
 
 class PartitionState:
@@ -192,8 +184,10 @@ class PartitionState:
         first, last = self._bounds()
         return window.first_minute >= first - RETAIN_MINUTES and window.last_minute <= last
 
-    def complete_partial(self, window: Window, k: int) -> CompletePartial:
-        """Exact top-k and event total over a past complete-minute window (held minutes)."""
+    def complete_partial(self, window: Window, k: int) -> StreamSnapshot:
+        """This partition's snapshot over a past complete-minute window (held minutes): its
+        exact top-k, event total and next source offset."""
         totals = self.window.totals_over(window.first_minute, window.last_minute)
         top = top_of(self.window.post_of, totals, k)
-        return CompletePartial(window, top, int(totals.sum()))
+        return StreamSnapshot(window, top, int(totals.sum()), [self.partition], [], k,
+                              [self.next_offset])

@@ -1,7 +1,8 @@
 """Reconciliation: the stream's snapshot against ClickHouse over the same window, and drift policy.
 
-The stream merger builds a snapshot and calls `Reconciler.run` every JOB_RECONCILE_INTERVAL_SEC;
-the worker finds `make_stream_reconciler` by name. This module never imports the stream.
+The stream merger builds one `core.reconcile.StreamSnapshot` every JOB_RECONCILE_INTERVAL_SEC and
+hands it to the `BackgroundReconciler` the worker got from `make_stream_reconciler`. This module
+never imports the stream.
 """
 
 from __future__ import annotations
@@ -9,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Protocol
 
 import orjson
 from redis.asyncio import Redis
@@ -22,9 +22,7 @@ from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
 from streamer.core.payloads import reconcile_key, sink_positions_key
 from streamer.core.reconcile import DriftPolicy, ReconcileReport, StreamSnapshot, compare, is_drift
-from streamer.core.scoring import PostCounts
 from streamer.core.topk import merge_partials
-from streamer.core.window import Window
 from streamer.ops.metrics import (
     JOB_DURATION,
     JOB_RUNS,
@@ -40,29 +38,6 @@ FLUSH_MARGIN_S = 2.0
 SINK_WAIT_EXTRA_S = 30.0  # beyond the flush wait, how long to wait for a lagging sink
 SINK_POLL_S = 0.25
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class CompleteWindowView(Protocol):
-    """The stream's own snapshot shape: the exact global top-(2K) over a complete window."""
-
-    @property
-    def window(self) -> Window: ...
-    @property
-    def top(self) -> Sequence[PostCounts]: ...
-    @property
-    def total_events(self) -> int: ...
-    @property
-    def partitions(self) -> Sequence[int]: ...
-
-
-def as_snapshot(view: StreamSnapshot | CompleteWindowView, depth: int) -> StreamSnapshot:
-    """A StreamSnapshot from either shape (a global top-depth bounds absent posts the same way)."""
-    if isinstance(view, StreamSnapshot):
-        return view
-    offsets = getattr(view, "offsets", None)
-    depth = int(getattr(view, "depth", 0) or depth)  # what the snapshot was merged to
-    return StreamSnapshot(view.window, list(view.top), int(view.total_events),
-                          list(view.partitions), [], depth, list(offsets) if offsets else None)
 
 
 def export_metrics(report: ReconcileReport, use_clickhouse: bool) -> None:
@@ -110,18 +85,17 @@ class Reconciler:
         """The trending source the drift policy selects: "stream" or "clickhouse"."""
         return self.policy.mode
 
-    async def run(self, snapshot: StreamSnapshot | CompleteWindowView) -> ReconcileReport:
+    async def run(self, snapshot: StreamSnapshot) -> ReconcileReport:
         """Wait for the sink to flush, query ClickHouse over the window, compare, apply policy."""
         self.settings = self.live.current  # a reload applies from the next run on
         self.policy.runs = self.settings.reconcile_drift_runs
-        snap = as_snapshot(snapshot, 2 * self.settings.job_trending_topk)
-        if snap.offsets:
-            await self.wait_for_sink(snap.offsets)
+        if snapshot.offsets:
+            await self.wait_for_sink(snapshot.offsets)
         else:
             await self.sleep(self.flush_wait_s)
         started = time.perf_counter()
         try:
-            report = await self._run(snap, started)
+            report = await self._run(snapshot, started)
         except Exception:
             JOB_RUNS.labels(job="reconcile", status="failure").inc()
             raise
@@ -197,7 +171,7 @@ class BackgroundReconciler:
         return self.reconciler.mode
 
     async def run(
-        self, snapshot: StreamSnapshot | CompleteWindowView
+        self, snapshot: StreamSnapshot
     ) -> asyncio.Task[ReconcileReport | None] | None:
         """Start a run in the background; None (and a warning) while the previous one runs."""
         if self.task is not None and not self.task.done():
@@ -206,7 +180,7 @@ class BackgroundReconciler:
         self.task = asyncio.create_task(self._guarded(snapshot))
         return self.task
 
-    async def _guarded(self, snapshot: StreamSnapshot | CompleteWindowView) -> ReconcileReport | None:
+    async def _guarded(self, snapshot: StreamSnapshot) -> ReconcileReport | None:
         try:
             return await self.reconciler.run(snapshot)
         except asyncio.CancelledError:

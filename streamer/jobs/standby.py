@@ -33,7 +33,7 @@ from streamer.core.payloads import (
     trending_lock_key,
     trending_meta_key,
 )
-from streamer.core.reconcile import (
+from streamer.core.publish_policy import (
     CHECKS_PER_INTERVAL,
     TAKEOVER_FACTOR,
     StandbyDecision,

@@ -16,7 +16,7 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
 from streamer.core.payloads import TrendingMeta, trending_lock_key, trending_meta_key
-from streamer.core.reconcile import TAKEOVER_FACTOR
+from streamer.core.publish_policy import TAKEOVER_FACTOR
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
 from streamer.jobs.base import Job

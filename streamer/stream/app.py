@@ -10,9 +10,9 @@ import faust
 from faust.types import TP
 
 from streamer.config import Settings
+from streamer.core.records import parse_record_key
 from streamer.kafka_client import faust_credentials
 from streamer.stream import faust_compat
-from streamer.stream.state import parse_record_key
 from streamer.stream.transport import broker_url, register_transport
 
 STATE_TABLE = "state"

@@ -20,10 +20,10 @@ import orjson
 from redis.asyncio import Redis
 
 from streamer.config import Settings
+from streamer.core.partition_state import PartitionState
 from streamer.core.payloads import merge_request_key, partial_key
 from streamer.core.scoring import PostCounts
 from streamer.core.window import Window, window_at
-from streamer.stream.state import PartitionState
 
 
 def encode_posts(posts: Sequence[PostCounts]) -> list[list[int]]:
@@ -109,7 +109,7 @@ class MergeExchange:
         async with self.redis.pipeline(transaction=False) as pipe:
             for partition, state in todo:
                 top = (state.top(req.k) if req.window == current
-                       else state.complete_partial(req.window, req.k).top)
+                       else state.complete_partial(req.window, req.k).posts)
                 doc: dict[str, Any] = {"request": req.request_id, "partition": partition,
                                        "window_start_ms": req.window.start_ms,
                                        "window_end_ms": req.window.end_ms,

@@ -3,7 +3,7 @@
 Every JOB_TRENDING_INTERVAL_SEC the merger (holder of the lock guarding the trending key)
 names the window of its own clock and collects each partition's answer for that window
 (stream/partials.py), so merges do not depend on the workers' clocks agreeing. A merge that
-misses partitions is never published: `core.reconcile.merger_source()` decides between the
+misses partitions is never published: `core.publish_policy.merger_source()` decides between the
 complete merge, the ClickHouse result (mode `clickhouse`) and keeping the current value.
 """
 
@@ -23,7 +23,7 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
 from streamer.config import Settings
 from streamer.core.payloads import TrendingMeta, trending_key, trending_lock_key
-from streamer.core.reconcile import PublishSource, merger_source
+from streamer.core.publish_policy import PublishSource, merger_source
 from streamer.core.scoring import PostCounts
 from streamer.core.topk import merge_partials
 from streamer.core.window import window_at

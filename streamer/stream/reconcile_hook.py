@@ -3,52 +3,41 @@
 Every JOB_RECONCILE_INTERVAL_SEC the merger writes a request naming a complete-minute window
 (`core.window.complete_window_at`). Each worker answers, at its next tick, with each owned
 partition's top-(2K) and event total over that window. Once every partition has answered, the
-merger hands a snapshot to the reconciler (`jobs.reconcile.Reconciler`, written elsewhere;
-jobs never import the stream).
+merger hands their union, one `core.reconcile.StreamSnapshot`, to the reconciler
+(`jobs.reconcile`; jobs never import the stream).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 from redis.asyncio import Redis
 
 from streamer.config import Settings
+from streamer.core.partition_state import PartitionState
 from streamer.core.payloads import complete_snapshot_key, reconcile_request_key
+from streamer.core.reconcile import ReconcileReport, StreamSnapshot
 from streamer.core.scoring import PostCounts
 from streamer.core.topk import merge_partials
 from streamer.core.window import Window, complete_window_at
 from streamer.ops.reload import LiveSettings, live_of
-from streamer.stream.state import PartitionState
 
 log = logging.getLogger("streamer.stream.reconcile")
 
 
 class ReconcileHook(Protocol):
-    """What the merger needs from a reconciler."""
+    """What the merger needs from a reconciler (jobs.reconcile.BackgroundReconciler)."""
 
     @property
     def use_clickhouse(self) -> bool:
         """The drift policy's verdict: publish from ClickHouse instead of the merge."""
 
-    async def run(self, snapshot: Any) -> Any:
-        """Compare the stream's complete-window view with ClickHouse."""
-
-
-@dataclass(frozen=True, slots=True)
-class CompleteSnapshot:
-    """The stream's view of one complete-minute window over all partitions."""
-
-    window: Window
-    top: list[PostCounts]  # exact global top-(2K)
-    total_events: int
-    partitions: list[int]
-    offsets: list[int] | None = None  # next source offset read per partition (-1: unknown)
-    depth: int = 0  # the depth `top` was merged to (0: unknown)
+    async def run(self, snapshot: StreamSnapshot) -> asyncio.Task[ReconcileReport | None] | None:
+        """Start comparing the stream's complete-window snapshot with ClickHouse."""
 
 
 def _rows(posts: list[PostCounts]) -> list[list[int]]:
@@ -90,8 +79,8 @@ class ReconcileRequests:
             if not state.can_compute(window):
                 continue
             partial = state.complete_partial(window, k)
-            doc = {"window_start_ms": window.start_ms, "total_events": partial.total_events,
-                   "top": _rows(partial.top), "offset": state.next_offset}
+            doc = {"window_start_ms": window.start_ms, "total_events": partial.events,
+                   "top": _rows(partial.posts), "offset": state.next_offset}
             await self.redis.set(key, orjson.dumps(doc), px=ttl)
 
     async def drive(self, hook: ReconcileHook, partitions: int, now_ms: int) -> None:
@@ -113,7 +102,8 @@ class ReconcileRequests:
         except Exception as exc:
             log.error("reconcile failed: %s: %s", type(exc).__name__, exc)
 
-    async def _collect(self, partitions: int) -> CompleteSnapshot | None:
+    async def _collect(self, partitions: int) -> StreamSnapshot | None:
+        """The union of every partition's answer to the open request; None until all answered."""
         raw = await self.redis.get(self.request_key)
         if not raw:
             return None
@@ -125,7 +115,7 @@ class ReconcileRequests:
             return None
         partials = [[PostCounts(*row) for row in d["top"]] for d in docs if d]
         total = sum(int(d["total_events"]) for d in docs if d)
-        top = merge_partials(partials, int(req.get("k", self.k)))
+        depth = int(req.get("k", self.k))
         offsets = [int(d.get("offset", -1)) for d in docs if d]
-        return CompleteSnapshot(window, top, total, list(range(partitions)), offsets,
-                                int(req.get("k", self.k)))
+        return StreamSnapshot(window, merge_partials(partials, depth), total,
+                              list(range(partitions)), [], depth, offsets)
