@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, window_at
-from streamer.core.window_state import AddResult, Buckets, PartitionWindow
+from streamer.core.window_state import Buckets, Outcome, PartitionWindow
 
 T0 = 1_795_913_700_000 + 12_345  # a 2026 instant, not on a minute boundary
 
@@ -32,13 +32,13 @@ class Oracle:
         w = window_at(self.now_ms, self.window_minutes)
         return w.first_minute, w.last_minute
 
-    def classify(self, ts_ms: int) -> AddResult:
+    def classify(self, ts_ms: int) -> Outcome:
         """Late before the window, pending after it, counted inside."""
         first, last = self.bounds()
         minute = ts_ms // MINUTE_MS
         if minute < first:
-            return AddResult.LATE
-        return AddResult.PENDING if minute > last else AddResult.COUNTED
+            return Outcome.LATE
+        return Outcome.PENDING if minute > last else Outcome.COUNTED
 
     def counts(self, post_id: int) -> PostCounts:
         """Recount a post's events inside the window."""
@@ -105,7 +105,7 @@ def _apply(state: PartitionWindow, oracle: Oracle, op: tuple[Any, ...]) -> None:
         ts = (oracle.now_ms // MINUTE_MS + minute_offset) * MINUTE_MS + ms
         want = oracle.classify(ts)
         assert state.add(post, type_index, ts) is want
-        if want is not AddResult.LATE:
+        if want is not Outcome.LATE:
             oracle.events.setdefault(post, []).append((ts // MINUTE_MS, type_index, 1))
     elif kind == "load":
         post = int(op[1])
@@ -157,7 +157,7 @@ def test_expiry_is_exact_as_minutes_leave() -> None:
     state = PartitionWindow(2)
     minute = T0 // MINUTE_MS
     state.advance(minute * MINUTE_MS)
-    assert state.add(7, 1, minute * MINUTE_MS) is AddResult.COUNTED
+    assert state.add(7, 1, minute * MINUTE_MS) is Outcome.COUNTED
     state.advance((minute + 1) * MINUTE_MS + MINUTE_MS - 1)  # window [minute, minute+2)
     assert state.counts(7).likes == 1
     state.advance((minute + 2) * MINUTE_MS)  # window [minute+1, minute+3): gone
@@ -171,7 +171,7 @@ def test_pending_event_counts_when_its_minute_opens() -> None:
     state = PartitionWindow(60)
     minute = T0 // MINUTE_MS
     state.advance(T0)
-    assert state.add(3, 3, (minute + 2) * MINUTE_MS + 5) is AddResult.PENDING
+    assert state.add(3, 3, (minute + 2) * MINUTE_MS + 5) is Outcome.PENDING
     assert state.counts(3) == PostCounts(3)
     state.advance((minute + 2) * MINUTE_MS - 1)
     assert state.top(1) == []
@@ -184,7 +184,7 @@ def test_advance_never_goes_backwards() -> None:
     state = PartitionWindow(5)
     later = state.advance(T0 + 10 * MINUTE_MS)
     assert state.advance(T0) == later
-    assert state.add(1, 0, T0) is AddResult.LATE
+    assert state.add(1, 0, T0) is Outcome.LATE
 
 
 def test_buckets_are_a_snapshot() -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 import numpy.typing as npt
@@ -33,20 +32,11 @@ from streamer.core.records import (
 )
 from streamer.core.scoring import PostCounts
 from streamer.core.window import MINUTE_MS, Window
-from streamer.core.window_state import PartitionWindow, top_of
+from streamer.core.window_state import Outcome, PartitionWindow, top_of
 
 RETAIN_MINUTES = 3  # minutes kept after they leave the window, for reconcile partials
 MAX_RECORD_EVENTS = 100_000  # ~2 MB per changelog message at most
 I64 = npt.NDArray[np.int64]
-
-
-class Outcome(Enum):
-    """What happened to one valid event of this partition."""
-
-    COUNTED = "counted"
-    PENDING = "pending"  # valid future ts: counted once its minute opens
-    LATE = "late"
-    DUPLICATE = "duplicate"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,12 +27,13 @@ Buckets = dict[int, list[int]]  # minute -> [views, likes, comments, shares]
 _MAX_CHUNKS = 8  # a minute's small appended blocks are packed into one past this
 
 
-class AddResult(Enum):
-    """What `add` did with an event."""
+class Outcome(Enum):
+    """What happened to one valid event: the one classification of window and partition state."""
 
     COUNTED = "counted"  # inside the current window
     PENDING = "pending"  # ahead of the window (valid future ts); counted once its minute opens
     LATE = "late"  # older than the window start: ignored
+    DUPLICATE = "duplicate"  # its event id was counted already (PartitionState.accept only)
 
 
 class _Minute:
@@ -183,18 +184,18 @@ class PartitionWindow:
             self._top.touch(slots[live])
         self._recent.append((slots, types, minutes))
 
-    def add(self, post_id: int, type_index: int, ts_ms: int, count: int = 1) -> AddResult:
+    def add(self, post_id: int, type_index: int, ts_ms: int, count: int = 1) -> Outcome:
         """Count `count` events of one post at ts_ms; the caller deduplicates first."""
         first, last = self._bounds()
         minute = ts_ms // MINUTE_MS
         if minute < first:
-            return AddResult.LATE
+            return Outcome.LATE
         if count <= 0:
-            return AddResult.COUNTED if minute <= last else AddResult.PENDING
+            return Outcome.COUNTED if minute <= last else Outcome.PENDING
         self.add_batch(np.full(count, post_id, dtype=np.int64),
                        np.full(count, type_index, dtype=np.uint8),
                        np.full(count, minute, dtype=np.int64))
-        return AddResult.PENDING if minute > last else AddResult.COUNTED
+        return Outcome.PENDING if minute > last else Outcome.COUNTED
 
     def load_post(self, post_id: int, buckets: Buckets) -> None:
         """Restore one post's buckets (minutes before the window start are ignored)."""
