@@ -149,12 +149,12 @@ class TestMergeInCluster:
     """Partials share the app id's slot: the merger's MGET works, the merge is exact."""
 
     async def test_two_workers_merge_exactly(
-        self, cluster_settings: Settings, cluster_client: Redis
+        self, cluster_settings: Settings, cluster_client: Redis, clickhouse: ClickHouse
     ) -> None:
         """2+2 partitions answered by two publishers; the cluster holds the exact global top-K."""
         now = wall_ms()
-        a = publisher(cluster_settings, cluster_client, owned_states([0, 1], 4, now))
-        b = publisher(cluster_settings, cluster_client, owned_states([2, 3], 4, now))
+        a = publisher(cluster_settings, cluster_client, owned_states([0, 1], 4, now), clickhouse)
+        b = publisher(cluster_settings, cluster_client, owned_states([2, 3], 4, now), clickhouse)
         assert len({slot_of(partial_key(cluster_settings.streamer_app_id, 1, p)) for p in range(4)}) == 1
         assert await a._hold_lock() and not await b._hold_lock()
         async with answering(b):

@@ -11,6 +11,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
 from streamer.config import Settings
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
@@ -38,14 +39,14 @@ async def answer_until_done(worker: Publisher) -> None:
 
 @pytest.mark.parametrize(("merger_k", "other_k"), [(50, 3), (3, 50), (20, 7), (7, 7)])
 async def test_merger_with_other_topk_publishes_an_exact_list(
-    settings: Settings, redis_client: Redis, merger_k: int, other_k: int
+    settings: Settings, redis_client: Redis, clickhouse: ClickHouse, merger_k: int, other_k: int
 ) -> None:
     """The merger's K decides: the other worker answers at the depth the request names."""
     now = wall_ms()
     merger = publisher(settings.model_copy(update={"job_trending_topk": merger_k}), redis_client,
-                       owned_states([0, 1], 4, now))
+                       owned_states([0, 1], 4, now), clickhouse)
     other = publisher(settings.model_copy(update={"job_trending_topk": other_k}), redis_client,
-                      owned_states([2, 3], 4, now))
+                      owned_states([2, 3], 4, now), clickhouse)
     assert await merger._hold_lock()
     answering = asyncio.create_task(answer_until_done(other))
     await merger.merge(now)

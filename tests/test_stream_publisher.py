@@ -45,7 +45,8 @@ def owned_states(partitions: list[int], total: int, now: int, seed: int = 0) -> 
 
 
 def publisher(settings: Settings, redis: Redis, states: dict[int, PartitionState],
-              ch: ClickHouse | None = None) -> Publisher:
+              ch: ClickHouse) -> Publisher:
+    """A publisher over these states (4 partitions), falling back to `ch`."""
     return Publisher(settings, redis, StubIngestor(states), lambda: 4, ch)  # type: ignore[arg-type]
 
 
@@ -71,12 +72,12 @@ class TestMerge:
     """The merger names the window; every worker answers for it; nothing incomplete passes."""
 
     async def test_complete_merge_is_the_exact_global_topk(
-        self, settings: Settings, redis_client: Redis
+        self, settings: Settings, redis_client: Redis, clickhouse: ClickHouse
     ) -> None:
         """Two workers' answers (2+2 partitions) merge into the global top-K with all partitions."""
         now = wall_ms()
-        a = publisher(settings, redis_client, owned_states([0, 1], 4, now))
-        b = publisher(settings, redis_client, owned_states([2, 3], 4, now))
+        a = publisher(settings, redis_client, owned_states([0, 1], 4, now), clickhouse)
+        b = publisher(settings, redis_client, owned_states([2, 3], 4, now), clickhouse)
         assert await a._hold_lock() and not await b._hold_lock()
         async with answering(b):
             await a.merge(now)
@@ -88,7 +89,7 @@ class TestMerge:
         assert orjson.loads(meta)["mode"] == "stream"
 
     async def test_merge_is_exact_when_a_worker_clock_is_behind(
-        self, settings: Settings, redis_client: Redis
+        self, settings: Settings, redis_client: Redis, clickhouse: ClickHouse
     ) -> None:
         """A worker 5 s behind, just after a minute boundary, still answers for the merger's
         window: it advances to the merger's time, and events of the new minute count."""
@@ -99,8 +100,8 @@ class TestMerge:
             state = states_b.get(partition_for_post(post, 4))
             if state is not None:  # half in the previous minute, half in the new one
                 state.accept(Event(f"b-{post}", post, 1, "share", now - 500 if post % 2 else behind))
-        a = publisher(settings, redis_client, owned_states([0, 1], 4, now))
-        b = publisher(settings, redis_client, states_b)
+        a = publisher(settings, redis_client, owned_states([0, 1], 4, now), clickhouse)
+        b = publisher(settings, redis_client, states_b, clickhouse)
         assert await a._hold_lock()
         async with answering(b):
             await a.merge(now)
@@ -110,32 +111,21 @@ class TestMerge:
         assert decode_trending(raw) == global_top(both, window_at(now, 60))
 
     async def test_missing_partition_keeps_previous_value(
-        self, settings: Settings, redis_client: Redis
+        self, settings: Settings, redis_client: Redis, clickhouse: ClickHouse
     ) -> None:
         """A partition unanswered and the current value outliving the next try: nothing is published."""
         now = wall_ms()
-        pub = publisher(settings, redis_client, owned_states([0, 1, 2], 4, now))
+        pub = publisher(settings, redis_client, owned_states([0, 1, 2], 4, now), clickhouse)
         await redis_client.set(trending_key(1), b"[]", px=600_000)
         assert await pub._hold_lock()
         await pub.merge(now)
         assert await redis_client.get(trending_key(1)) == b"[]"
         assert await redis_client.get(trending_meta_key(1)) is None
 
-    async def test_missing_partition_with_key_expired_never_publishes_the_incomplete_merge(
-        self, settings: Settings, redis_client: Redis
-    ) -> None:
-        """No value to keep and no ClickHouse to fall back to: the key stays absent."""
-        now = wall_ms()
-        pub = publisher(settings, redis_client, owned_states([0, 1, 2], 4, now))
-        assert await pub._hold_lock()
-        await pub.merge(now)
-        assert await redis_client.get(trending_key(1)) is None
-        assert await redis_client.get(trending_meta_key(1)) is None
-
     async def test_missing_partition_with_key_expired_publishes_clickhouse(
         self, settings: Settings, redis_client: Redis, clickhouse: ClickHouse
     ) -> None:
-        """With ClickHouse, the merger publishes its exact result, marked mode clickhouse."""
+        """No value to keep: never the incomplete merge; ClickHouse's exact result, mode clickhouse."""
         now = wall_ms()
         events = [Event(f"ch-{i}", i % 9, 1, "comment", now - 2_000) for i in range(50)]
         await queries.insert_events(clickhouse, events)
@@ -163,11 +153,11 @@ class TestMerge:
         assert meta is not None and orjson.loads(meta)["mode"] == "clickhouse"
 
     async def test_answers_to_another_request_count_as_missing(
-        self, settings: Settings, redis_client: Redis
+        self, settings: Settings, redis_client: Redis, clickhouse: ClickHouse
     ) -> None:
         """An answer left from an earlier request is not merged."""
         now = wall_ms()
-        pub = publisher(settings, redis_client, owned_states([0, 1, 2, 3], 4, now))
+        pub = publisher(settings, redis_client, owned_states([0, 1, 2, 3], 4, now), clickhouse)
         old = await pub.exchange.request(now - 2_000, 50)
         await pub.answer(old)
         new = await pub.exchange.request(now, 50)

@@ -68,7 +68,7 @@ class Publisher:
         redis: Redis,
         ingestor: Ingestor,
         partition_count: Callable[[], int],
-        ch: ClickHouse | None,
+        ch: ClickHouse,
         reconcile: ReconcileHook | None = None,
     ) -> None:
         self.live = live_of(settings)  # read once per tick: a reload applies at the next tick
@@ -238,10 +238,7 @@ class Publisher:
         return True
 
     async def _publish_clickhouse(self, now_ms: int, reason: str) -> None:
-        """The ClickHouse result instead of the merge; nothing when there is no ClickHouse."""
-        if self.ch is None:
-            log.warning("no ClickHouse to fall back to: keeping the current trending value")
-            return
+        """The ClickHouse result instead of the merge."""
         try:
             await publish_clickhouse_trending(self.settings, self.ch, self.redis, now_ms,
                                               self.lock, {"reason": reason})

@@ -113,22 +113,21 @@ class Worker:
         partitions = await self._kafka_partitions()
         redis = self.redis = make_redis(s)
         self.start_clock.step = "opening ClickHouse (CLICKHOUSE_URL)"
-        self.ch = await self._clickhouse(partitions)
+        ch = self.ch = await self._clickhouse(partitions)
         self.start_clock.step = "starting the Faust app"
         self.app, _, table = build_app(s, partitions)
         self.ingestor = self._ingestor(table, partitions)
         live = self.live or s
-        reconcile = make_stream_reconciler(live, self.ch, self.redis) if self.ch is not None else None
-        self.publisher = Publisher(live, self.redis, self.ingestor, lambda: self._partitions(partitions),
-                                   self.ch, reconcile)
+        self.publisher = Publisher(live, redis, self.ingestor, lambda: self._partitions(partitions),
+                                   ch, make_stream_reconciler(live, ch, redis))
         await self.app.start()
         self._spawn(self.publisher.run(self.stop), self._monitor())
         if self.sink is not None:
             self._spawn(self.sink.run(self.stop))
-        self._start_jobs(redis)
+        self._start_jobs(ch, redis)
         log.info("worker running: topic %s with %d partitions", s.kafka_events_topic, partitions)
 
-    async def _clickhouse(self, partitions: int) -> ClickHouse | None:
+    async def _clickhouse(self, partitions: int) -> ClickHouse:
         s = self.settings
         ch = ClickHouse.from_settings(s)
         try:
@@ -200,10 +199,8 @@ class Worker:
         for coro in coros:
             self.tasks.append(asyncio.ensure_future(coro))
 
-    def _start_jobs(self, redis: Redis) -> None:
-        if self.ch is None:
-            return
-        self.runner = JobRunner([SuggestionsJob(self.live or self.settings, self.ch, redis)], redis,
+    def _start_jobs(self, ch: ClickHouse, redis: Redis) -> None:
+        self.runner = JobRunner([SuggestionsJob(self.live or self.settings, ch, redis)], redis,
                                 self.settings.job_max_concurrent, live=self.live)
         self._spawn(self.runner.run_forever())
 
