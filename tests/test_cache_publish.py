@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 
 from streamer.cache import publish
 from streamer.cache.lock import RedisLock
-from streamer.cache.publish import publish_suggestions, publish_trending, write_atomically
+from streamer.cache.publish import publish_trending, write_atomically
+from streamer.cache.suggestions import RunStore
 from streamer.config import Settings
 from streamer.core.payloads import TrendingMeta, suggestions_key, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
@@ -108,9 +109,6 @@ async def test_write_with_taken_over_lock_raises_and_keeps_old_values(redis_clie
         await publish_trending(redis_client, 1, [PostCounts(9, 9)], meta(NOW + 1), 90_000, old)
     assert not old.held
     assert await redis_client.mget(trending_key(1), trending_meta_key(1)) == before
-    with pytest.raises(LockLost):
-        await publish_suggestions(redis_client, {4: [Suggestion(5, 1.0, 1)]}, 1200, old)
-    assert await redis_client.exists(suggestions_key(4)) == 0
 
 
 async def test_write_with_expired_lock_raises(redis_client: Redis) -> None:
@@ -146,10 +144,10 @@ async def test_lock_taken_between_check_and_exec_aborts_the_write(
 
 
 async def test_suggestions_batch_with_ttl_and_empty_lists(redis_client: Redis, settings: Settings) -> None:
-    """Each user's key gets its array (or `[]`) and the suggestions TTL, in one MULTI/EXEC."""
+    """The suggestions job's write: each user's array (or `[]`) with the TTL, one pipeline."""
     await redis_client.config_resetstat()
     batch = {1: [Suggestion(7, 1.5, 2), Suggestion(8, 0.5, 1)], 2: []}
-    await publish_suggestions(redis_client, batch, settings.suggestions_ttl_s)
+    await RunStore(redis_client, settings.streamer_app_id).write(batch, settings.suggestions_ttl_s * 1000)
     assert js(await redis_client.get(suggestions_key(1))) == [
         {"user_id": 7, "score": 1.5, "mutual_count": 2},
         {"user_id": 8, "score": 0.5, "mutual_count": 1},
@@ -158,7 +156,7 @@ async def test_suggestions_batch_with_ttl_and_empty_lists(redis_client: Redis, s
     for user in batch:
         assert 1_190_000 < await redis_client.pttl(suggestions_key(user)) <= 1_200_000
     stats = await redis_client.info("commandstats")
-    assert stats["cmdstat_exec"]["calls"] == 1
+    assert stats["cmdstat_set"]["calls"] == 2 and "cmdstat_exec" not in stats  # no MULTI/EXEC
 
 
 async def test_own_keep_alive_between_check_and_exec_does_not_lose_the_write(

@@ -12,8 +12,9 @@ from redis.asyncio import Redis
 
 from streamer.cache.fencing import slot_of, slot_tag
 from streamer.cache.lock import RedisLock
-from streamer.cache.publish import publish_suggestions, publish_trending
+from streamer.cache.publish import publish_trending
 from streamer.cache.redis_client import is_cluster, make_redis
+from streamer.cache.suggestions import RunStore
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
@@ -98,7 +99,7 @@ class TestFencedWrites:
         now = wall_ms()
         await publish_trending(cluster_client, 1, posts(7), meta_at(now, 6), 90_000)
         batch = {u: [Suggestion(u + 2, 0.5, 1)] for u in range(40)}
-        await publish_suggestions(cluster_client, batch, 600)
+        await RunStore(cluster_client, "cluster-app").write(batch, 600_000)
         raw, meta = await cluster_client.get(trending_key(1)), await cluster_client.get(trending_meta_key(1))
         assert raw is not None and decode_trending(raw) == posts(7)
         assert meta is not None and orjson.loads(meta)["mark"] == 6
@@ -134,15 +135,14 @@ class TestFencedWrites:
         assert raw is not None and decode_trending(raw) == posts(4)
 
     async def test_suggestion_batch_across_slots(self, cluster_client: Redis) -> None:
-        """A batch of users spread over every master is written, each key with its TTL."""
-        lock = RedisLock(cluster_client, "suggestions", 60_000)
-        assert await lock.acquire()
+        """The suggestions job's pipeline over users spread on every master: each key written."""
         batch = {u: [Suggestion(u + 1, 1.5, 2)] for u in range(200)}
         assert len({slot_of(suggestions_key(u)) for u in batch}) > 100
-        await publish_suggestions(cluster_client, batch, 600, lock)
+        await RunStore(cluster_client, "cluster-app").write(batch, 600_000)
         for u in (0, 77, 199):
             raw = await cluster_client.get(suggestions_key(u))
             assert raw is not None and orjson.loads(raw)[0]["user_id"] == u + 1
+            assert 0 < await cluster_client.pttl(suggestions_key(u)) <= 600_000
 
 
 class TestMergeInCluster:

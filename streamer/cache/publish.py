@@ -1,4 +1,5 @@
-"""Atomic cache writes: trending + meta together; suggestions one pipeline per batch; fenced.
+"""Atomic cache writes: trending + meta together, fenced by the publisher's lock (suggestions
+are written by `cache.suggestions.RunStore`, one pipeline per batch).
 
 Single server and Sentinel: one MULTI/EXEC under WATCH of the lock. Cluster: per slot, fenced."""
 
@@ -15,14 +16,11 @@ from streamer.cache.redis_client import is_cluster
 from streamer.core.payloads import (
     TrendingMeta,
     encode_meta,
-    encode_suggestions,
     encode_trending,
-    suggestions_key,
     trending_key,
     trending_meta_key,
 )
 from streamer.core.scoring import PostCounts
-from streamer.core.suggest import Suggestion
 from streamer.errors import LockLost
 
 
@@ -88,17 +86,6 @@ async def publish_trending(
         trending_meta_key(window_hours): encode_meta(meta),
     }
     await write_atomically(redis, values, ttl_ms, lock)
-
-
-async def publish_suggestions(
-    redis: Redis,
-    batch: Mapping[int, Sequence[Suggestion]],
-    ttl_s: int,
-    lock: RedisLock | None = None,
-) -> None:
-    """One pipeline for a batch of users, each key with its TTL."""
-    values = {suggestions_key(u): encode_suggestions(items) for u, items in batch.items()}
-    await write_atomically(redis, values, ttl_s * 1000, lock)
 
 
 async def read_together(redis: Redis, keys: Sequence[str]) -> list[bytes | str | None]:
