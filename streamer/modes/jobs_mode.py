@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from redis.asyncio import Redis
+
 from streamer.cache.redis_client import make_redis
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
@@ -24,6 +26,23 @@ from streamer.ops.http import start_http
 from streamer.ops.reload import LiveSettings, start_reloading
 
 log = logging.getLogger("streamer.jobs")
+
+
+def select_jobs(
+    live: LiveSettings, ch: ClickHouse, redis: Redis, once: bool, only: str | None, force: bool,
+    full: bool,
+) -> tuple[list[Job], StandbyTrending | None]:
+    """The jobs the flags ask for; trending runs as a standby unless `--once` or `--force`."""
+    jobs: list[Job] = []
+    standby: StandbyTrending | None = None
+    if only in (None, "trending"):
+        if once or force:
+            jobs.append(ClickHouseTrendingJob(live, ch, redis, standby=not force))
+        else:
+            standby = StandbyTrending(live, ch, redis)
+    if only in (None, "suggestions"):
+        jobs.append(SuggestionsJob(live, ch, redis, full=full, once=once))
+    return jobs, standby
 
 
 async def run_jobs(
@@ -41,37 +60,37 @@ async def run_jobs(
     if ch.embedded:
         await create_schema(ch)  # a fresh embedded directory has no tables yet
     redis = make_redis(settings)
-    jobs: list[Job] = []
-    standby: StandbyTrending | None = None
-    if only in (None, "trending"):
-        if once or force:
-            jobs.append(ClickHouseTrendingJob(live, ch, redis, standby=not force))
-        else:
-            standby = StandbyTrending(live, ch, redis)
-    if only in (None, "suggestions"):
-        jobs.append(SuggestionsJob(live, ch, redis, full=full, once=once))
+    jobs, standby = select_jobs(live, ch, redis, once, only, force, full)
     runner = JobRunner(jobs, redis, settings.job_max_concurrent, live=live)
     try:
         if once:
             return 0 if await runner.run_all_once() else 1
-
-        async def ready() -> tuple[bool, str]:
-            await redis.ping()
-            role = f"; trending standby {standby.state}" if standby is not None else ""
-            return True, "redis reachable" + role
-
-        http = await start_http(settings.streamer_web_port, ready)
-        names = [j.name for j in jobs] + (["trending (standby)"] if standby else [])
-        log.info("jobs mode running: %s", ", ".join(names))
-        tasks = [asyncio.create_task(runner.run_forever())] if jobs else []
-        if standby is not None:
-            tasks.append(asyncio.create_task(standby.run_forever(stop)))
-        await stop.wait()
-        log.info("stopping jobs mode")
-        runner.stop()
-        await asyncio.gather(*tasks, *reloaders)
-        await http.cleanup()
-        return 0
+        return await serve_jobs(live, redis, runner, standby, stop, reloaders)
     finally:
         await redis.aclose()
         ch.close()
+
+
+async def serve_jobs(
+    live: LiveSettings, redis: Redis, runner: JobRunner, standby: StandbyTrending | None,
+    stop: asyncio.Event, reloaders: list[asyncio.Task[None]],
+) -> int:
+    """Run the jobs on their intervals (and the standby) with HTTP, until `stop` is set."""
+
+    async def ready() -> tuple[bool, str]:
+        await redis.ping()
+        role = f"; trending standby {standby.state}" if standby is not None else ""
+        return True, "redis reachable" + role
+
+    http = await start_http(live.current.streamer_web_port, ready)
+    names = [j.name for j in runner.jobs] + (["trending (standby)"] if standby else [])
+    log.info("jobs mode running: %s", ", ".join(names))
+    tasks = [asyncio.create_task(runner.run_forever())] if runner.jobs else []
+    if standby is not None:
+        tasks.append(asyncio.create_task(standby.run_forever(stop)))
+    await stop.wait()
+    log.info("stopping jobs mode")
+    runner.stop()
+    await asyncio.gather(*tasks, *reloaders)
+    await http.cleanup()
+    return 0

@@ -31,12 +31,10 @@ class StateTable(faust.Table[bytes, bytes]):
             await self.on_recovered({tp.partition for tp in active_tps})
 
 
-def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.TopicT, StateTable]:
-    """Faust app with our transport, no web server, consumer timings from settings."""
-    register_transport()
+def app_options(settings: Settings, partitions: int) -> dict[str, Any]:
+    """faust.App settings: our transport, no web server, consumer timings from settings."""
     data_dir = settings.streamer_data_dir.resolve()
-    app = faust.App(
-        settings.streamer_app_id,
+    return dict(
         broker=broker_url(settings.kafka_bootstrap_servers),
         broker_credentials=faust_credentials(settings),  # TLS / SASL, as every other client
         store="memory://" if settings.streamer_table_store == "memory" else "rocksdb://",
@@ -63,6 +61,12 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.Top
         consumer_max_fetch_size=4 * 1024 * 1024,  # per partition and fetch; 1 MiB starved batches
         Table=StateTable,
     )
+
+
+def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.TopicT, StateTable]:
+    """The worker's Faust app, its events topic and its state table (rebuilt from the changelog)."""
+    register_transport()
+    app = faust.App(settings.streamer_app_id, **app_options(settings, partitions))
     topic = app.topic(
         settings.kafka_events_topic, key_serializer="raw", value_serializer="raw",
         partitions=partitions,
