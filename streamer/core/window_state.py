@@ -98,9 +98,9 @@ class PartitionWindow:
     def __len__(self) -> int:
         return len(self.slot_of)
 
-    @property
-    def minutes(self) -> dict[int, _Minute]:
-        """Held minute blocks (recent batches sorted into their minutes first)."""
+    def held_minutes(self) -> dict[int, _Minute]:
+        """Held minute blocks. add_batch only appends (the hot path); the batches added since
+        are sorted into their minute blocks here, before any minute operation reads them."""
         if self._recent:
             self._flush()
         return self._minutes
@@ -121,7 +121,7 @@ class PartitionWindow:
     def nbytes(self) -> int:
         """Bytes of the packed arrays (the slot dict excluded)."""
         arrays = self.totals.nbytes + self.held.nbytes + self.post_of.nbytes
-        return arrays + sum(m.nbytes() for m in self.minutes.values())
+        return arrays + sum(m.nbytes() for m in self.held_minutes().values())
 
     def _bounds(self) -> tuple[int, int]:
         if self.first_minute is None or self.last_minute is None:
@@ -138,7 +138,7 @@ class PartitionWindow:
         if last <= self.last_minute:
             return Window(self.first_minute * MINUTE_MS, (self.last_minute + 1) * MINUTE_MS)
         old_first, old_last = self.first_minute, self.last_minute
-        for minute in sorted(self.minutes):
+        for minute in sorted(self.held_minutes()):
             inside_before = old_first <= minute <= old_last
             inside_now = first <= minute <= last
             if inside_now and not inside_before:
@@ -212,7 +212,7 @@ class PartitionWindow:
         slot = self.slot_of.get(post_id)
         if slot is None:
             return
-        for block in self.minutes.values():
+        for block in self.held_minutes().values():
             slots, types = block.columns()
             keep = slots != slot
             block.chunks = [(slots[keep], types[keep])]
@@ -243,7 +243,7 @@ class PartitionWindow:
         out: Buckets = {}
         if slot is None:
             return out
-        for minute, block in sorted(self.minutes.items()):
+        for minute, block in sorted(self.held_minutes().items()):
             slots, types = block.columns()
             counts = np.bincount(types[slots == slot], minlength=4).tolist()
             if any(counts):
@@ -254,7 +254,7 @@ class PartitionWindow:
         """Per-slot totals over held minutes lo..hi (each must be in the window or retained)."""
         first, last = self._bounds()
         acc = self.totals.copy()
-        for minute, block in self.minutes.items():
+        for minute, block in self.held_minutes().items():
             inside, wanted = first <= minute <= last, lo <= minute <= hi
             if inside != wanted:
                 slots, types = block.columns()
@@ -276,17 +276,17 @@ class PartitionWindow:
         return block
 
     def _fold(self, minute: int, sign: int) -> None:
-        slots, types = self.minutes[minute].columns()
+        slots, types = self.held_minutes()[minute].columns()
         scatter_add(self.totals, slots, types, sign)
         if sign > 0:
             self._top.touch(slots)
 
     def _drop_before(self, minute: int) -> None:
-        old = [m for m in self.minutes if m < minute]
+        old = [m for m in self.held_minutes() if m < minute]
         if not old:
             return
         for m in old:
-            slots, _ = self.minutes.pop(m).columns()
+            slots, _ = self.held_minutes().pop(m).columns()
             np.subtract.at(self.held, slots, 1)
         self._release(np.flatnonzero((self.held == 0) & (self.post_of >= 0)))
 
