@@ -5,28 +5,18 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import redis as sync_redis
+from redis.exceptions import RedisError
 
 from streamer.demo.services import LocalService, free_port, redis_server_binary, wait_for_port
+from tests.waiting import wait_until
 
 SERVICE = "mymaster"
-
-
-def wait_until(what: str, check: object, timeout_s: float = 30.0) -> None:
-    """Poll `check()` until truthy (exceptions count as not yet); AssertionError at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():  # type: ignore[operator]
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not reached in {timeout_s:.0f}s")
 
 
 def _server(root: Path, name: str, *args: str) -> LocalService:
@@ -103,14 +93,15 @@ def sentinel_setup(root: Path) -> Iterator[SentinelSetup]:
     try:
         setup.sentinels = [_sentinel(root, f"sentinel-{i}", master.port) for i in range(3)]
         repl = sync_redis.Redis(port=replica.port)
-        wait_until("replica in sync",
-                   lambda: repl.info("replication")["master_link_status"] == "up")
+        wait_until(lambda: repl.info("replication")["master_link_status"] == "up", 30,
+                   "replica in sync", ignoring=(RedisError,))
         repl.close()
         for s in setup.sentinels:
             client = sync_redis.Redis(port=s.port)
-            wait_until("sentinels see each other and the replica", lambda c=client: (
+            wait_until(lambda c=client: (  # type: ignore[misc]
                 c.execute_command("SENTINEL", "CKQUORUM", SERVICE)
-                and c.execute_command("SENTINEL", "REPLICAS", SERVICE)))
+                and c.execute_command("SENTINEL", "REPLICAS", SERVICE)), 30,
+                "sentinels see each other and the replica", ignoring=(RedisError,))
             client.close()
         yield setup
     finally:
@@ -149,8 +140,8 @@ def cluster_setup(root: Path) -> Iterator[ClusterSetup]:
                        capture_output=True, timeout=60)
         for node in nodes:
             client = sync_redis.Redis(port=node.port)
-            wait_until("cluster state ok",
-                       lambda c=client: c.cluster("info")["cluster_state"] == "ok")
+            wait_until(lambda c=client: c.cluster("info")["cluster_state"] == "ok", 30,  # type: ignore[misc]
+                       "cluster state ok", ignoring=(RedisError,))
             client.close()
         yield setup
     finally:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from streamer.ops.metrics import (
     REGISTRY,
 )
 from streamer.ops.reload import LiveSettings, start_reloading, watch
+from tests.waiting import await_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,14 +36,6 @@ def holder(tmp_path: Path, text: str, **env: str) -> tuple[LiveSettings, Path]:
     path.write_text(text)
     full = {"STREAMER_CONFIG_FILE": str(path), **env}
     return LiveSettings(load_settings(full), full), path
-
-
-async def until(pred: object, limit_s: float = 20.0) -> None:
-    """Wait until pred() is true (the limit only guards against hanging)."""
-    deadline = time.monotonic() + limit_s
-    while not pred():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
 
 
 class TestReload:
@@ -140,7 +132,7 @@ class TestWatcher:
         tmp = tmp_path / "next.conf"  # replaced the way a ConfigMap volume does: atomically
         tmp.write_text("JOB_TRENDING_TOPK=4\n")
         os.replace(tmp, path)
-        await until(lambda: live.current.job_trending_topk == 4)
+        await await_until(lambda: live.current.job_trending_topk == 4, 20, "top-K 4 applied")
         stop.set()
         await task
 
@@ -151,10 +143,10 @@ class TestWatcher:
         task = start_reloading(live, stop)
         before = reloads("unchanged")
         os.kill(os.getpid(), signal.SIGHUP)
-        await until(lambda: reloads("unchanged") == before + 1)
+        await await_until(lambda: reloads("unchanged") == before + 1, 20, "one unchanged reload")
         path.write_text("JOB_TRENDING_TOPK=8\n")
         os.kill(os.getpid(), signal.SIGHUP)
-        await until(lambda: live.current.job_trending_topk == 8)
+        await await_until(lambda: live.current.job_trending_topk == 8, 20, "top-K 8 applied")
         stop.set()
         await task
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
@@ -185,9 +177,9 @@ async def test_runner_replans_its_wait_after_a_reload(tmp_path: Path, redis_clie
     job = CountingJob(live)
     runner = JobRunner([job], redis_client, 1, live=live)
     task = asyncio.create_task(runner.run_forever())
-    await until(lambda: job.runs == 1)
+    await await_until(lambda: job.runs == 1, 20, "the first run")
     path.write_text("JOB_SUGGESTION_INTERVAL_SEC=1\n")
     assert live.reload("test") == "applied"
-    await until(lambda: job.runs >= 3)
+    await await_until(lambda: job.runs >= 3, 20, "three runs")
     runner.stop()
     await task

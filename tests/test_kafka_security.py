@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,12 +142,14 @@ class TestMutualTls:
         assert code == 0, worker.tail()
 
 
-def run_failing(command: str, env: dict[str, str]) -> tuple[int, float, str]:
-    """Run `streamer COMMAND` to its end: exit code, seconds taken, stderr."""
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "streamer", command], env=env,
-                          capture_output=True, text=True, timeout=FAIL_WITHIN_S + 30)
-    return proc.returncode, time.monotonic() - started, proc.stderr
+def run_failing(command: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run `streamer COMMAND`, which must end within the contract's FAIL_WITHIN_S: exit code, stderr."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "streamer", command], env=env,
+                              capture_output=True, text=True, timeout=FAIL_WITHIN_S)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"`streamer {command}` still running after {FAIL_WITHIN_S} s") from exc
+    return proc.returncode, proc.stderr
 
 
 def assert_one_line(stderr: str, *needles: str) -> None:
@@ -175,16 +176,16 @@ class TestRefusedTls:
         """The broker's certificate does not verify against KAFKA_SSL_CAFILE."""
         env = {**base_env(redis_url, tmp_path), **tls_kafka.env(),
                "KAFKA_SSL_CAFILE": str(tls_kafka.pki.other_ca)}
-        code, took_s, stderr = run_failing(command, env)
-        assert code not in (0, 2) and took_s < FAIL_WITHIN_S, stderr
+        code, stderr = run_failing(command, env)
+        assert code not in (0, 2), stderr
         assert_one_line(stderr, "KAFKA_SSL_CAFILE", "certificate verif")
 
     def test_missing_client_certificate(self, tls_kafka: TlsKafka, redis_url: str,
                                         tmp_path: Path) -> None:
         """The broker requires a client certificate and none is configured."""
         env = {**base_env(redis_url, tmp_path), **tls_kafka.env(mutual=False)}
-        code, took_s, stderr = run_failing("worker", env)
-        assert code not in (0, 2) and took_s < FAIL_WITHIN_S, stderr
+        code, stderr = run_failing("worker", env)
+        assert code not in (0, 2), stderr
         assert_one_line(stderr, "KAFKA_SSL_CERTFILE", "CERTIFICATE_REQUIRED")
 
 
@@ -217,8 +218,8 @@ class TestRefusedSasl:
         env = {**base_env(redis_url, tmp_path), "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{auth_kafka}",
                "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": mechanism,
                "KAFKA_SASL_USERNAME": "nobody", "KAFKA_SASL_PASSWORD": "pw-never-shown"}
-        code, took_s, stderr = run_failing(command, env)
-        assert code not in (0, 2) and took_s < FAIL_WITHIN_S, stderr
+        code, stderr = run_failing(command, env)
+        assert code not in (0, 2), stderr
         assert_one_line(stderr, "SASL authentication failed", "rejected the SCRAM login")
         assert "pw-never-shown" not in stderr
 
@@ -232,7 +233,7 @@ class TestRefusedSasl:
                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka_service.port}",
                "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": mechanism,
                "KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": "pw-never-shown"}
-        code, took_s, stderr = run_failing(command, env)
-        assert code not in (0, 2) and took_s < FAIL_WITHIN_S, stderr
+        code, stderr = run_failing(command, env)
+        assert code not in (0, 2), stderr
         assert_one_line(stderr, "SASL authentication failed", "KAFKA_SASL_MECHANISM")
         assert "pw-never-shown" not in stderr

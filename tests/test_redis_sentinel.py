@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from streamer.cache.lock import RedisLock
 from streamer.cache.redis_client import make_redis
@@ -22,8 +22,9 @@ from streamer.clock import wall_ms
 from streamer.config import Settings, load_settings
 from streamer.core.window import Window
 from streamer.demo.services import LocalService
-from tests.redis_ha import SERVICE, SentinelSetup, sentinel_setup, wait_until
+from tests.redis_ha import SERVICE, SentinelSetup, sentinel_setup
 from tests.stream_helpers import Cluster, keyed, oracle, produce, random_events, read_trending, settle_exact
+from tests.waiting import await_until
 
 INTERVAL_S = 2
 
@@ -43,18 +44,6 @@ async def master_client(sentinels: SentinelSetup) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-async def eventually(what: str, probe: Any, timeout_s: float = 30.0) -> Any:
-    """Await `probe()` until it returns a truthy value; errors count as not yet."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            result = await probe()
-            if result:
-                return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what}: not reached in {timeout_s:.0f}s")
-
-
 class TestSentinelClient:
     """make_redis() on a redis+sentinel:// URL."""
 
@@ -69,7 +58,8 @@ class TestSentinelClient:
         old_port = sentinels.master_port()
         sync_redis.Redis(port=sentinels.sentinels[0].port).execute_command(  # type: ignore[no-untyped-call]
             "SENTINEL", "FAILOVER", SERVICE)
-        wait_until("a new master", lambda: sentinels.master_port() != old_port)
+        await await_until(lambda: sentinels.master_port() != old_port, 30, "a new master",
+                          ignoring=(RedisError,))
         assert sentinels.master_port() == sentinels.replica.port
         promoted = sync_redis.Redis(port=sentinels.replica.port)
 
@@ -79,7 +69,8 @@ class TestSentinelClient:
             await master_client.set("k", b"2")
             return bool(promoted.get("k") == b"2")
 
-        await eventually("a write on the new master", write_lands_on_new_master)
+        await await_until(write_lands_on_new_master, 30, "a write on the new master",
+                          ignoring=(RedisError,))
 
 
 @dataclass
@@ -133,12 +124,13 @@ class TestWorkerAcrossFailover:
             got, want, _ = await settle_exact(master_client, events, 4)
             assert got == want and want, w.tail()
             watcher = asyncio.create_task(watch(master_client, events, stop, seen))
-            await eventually("two publishes watched", lambda: _count(seen, 2))
+            await await_until(lambda: _count(seen, 2), 30, "two publishes watched")
             killed_ms, old_port = wall_ms(), sentinels.master.port
             sentinels.master.kill()
-            wait_until("the sentinels promote the replica", lambda: sentinels.master_port() != old_port)
-            await eventually("three publishes after the kill",
-                             lambda: _count(seen, 3, after_ms=killed_ms), timeout_s=60)
+            await await_until(lambda: sentinels.master_port() != old_port, 30,
+                              "the sentinels promote the replica", ignoring=(RedisError,))
+            await await_until(lambda: _count(seen, 3, after_ms=killed_ms), 60,
+                              "three publishes after the kill")
             stop.set()
             await watcher
             assert sentinels.master_port() == sentinels.replica.port

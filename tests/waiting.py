@@ -1,6 +1,7 @@
 """The one way tests wait: poll a condition until it holds or a deadline passes.
 
-Fixed sleeps are not synchronisation; every wait in the suite goes through these two.
+Fixed sleeps are not synchronisation; every wait in the suite goes through these helpers.
+`ignoring`: exception types that count as "not yet" (a server still starting or failing over).
 """
 
 from __future__ import annotations
@@ -12,30 +13,43 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 Check = Callable[[], Any]  # returns a truthy value when done (or an awaitable of one)
+Errors = tuple[type[BaseException], ...]
 
 
-def wait_until(check: Check, timeout_s: float, what: str, step_s: float = 0.1) -> float:
+def wait_until(check: Check, timeout_s: float, what: str, step_s: float = 0.1,
+               ignoring: Errors = ()) -> float:
     """Poll a condition; seconds it took; AssertionError naming `what` on timeout."""
     started = time.monotonic()
-    while not check():
+    while not _holds_now(check, ignoring):
         assert time.monotonic() - started < timeout_s, f"timed out after {timeout_s}s waiting for {what}"
         time.sleep(step_s)
     return time.monotonic() - started
 
 
-async def await_until(check: Check, timeout_s: float, what: str, step_s: float = 0.1) -> float:
+async def await_until(check: Check, timeout_s: float, what: str, step_s: float = 0.1,
+                      ignoring: Errors = ()) -> float:
     """Async twin of wait_until (the loop runs while it waits); check may be a coroutine function."""
     started = time.monotonic()
-    while not await _holds(check):
+    while not await _holds(check, ignoring):
         assert time.monotonic() - started < timeout_s, f"timed out after {timeout_s}s waiting for {what}"
         await asyncio.sleep(step_s)
     return time.monotonic() - started
 
 
-async def _holds(check: Check) -> bool:
-    result = check()
-    if inspect.isawaitable(result):
-        result = await result
+def _holds_now(check: Check, ignoring: Errors) -> bool:
+    try:
+        return bool(check())
+    except ignoring:
+        return False
+
+
+async def _holds(check: Check, ignoring: Errors = ()) -> bool:
+    try:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+    except ignoring:
+        return False
     return bool(result)
 
 
