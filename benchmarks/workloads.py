@@ -38,8 +38,12 @@ def core_ingest(events: list[EventTuple]) -> tuple[PartitionWindow, DedupIndex]:
     return state  # type: ignore[return-value]  # core_ingest_iter's state is this pair
 
 
-def naive_ingest(events: list[EventTuple]) -> dict[int, list[int]]:
+def naive_ingest(events: Iterable[EventTuple]) -> dict[int, list[int]]:
     """Baseline: a set of seen ids and a dict of four counters per post, no window, no index."""
+    return _naive(events)[1]
+
+
+def _naive(events: Iterable[EventTuple]) -> tuple[set[str], dict[int, list[int]]]:
     seen: set[str] = set()
     counts: dict[int, list[int]] = {}
     for event_id, post_id, type_index, _ts in events:
@@ -50,7 +54,7 @@ def naive_ingest(events: list[EventTuple]) -> dict[int, list[int]]:
         if counters is None:
             counters = counts[post_id] = [0, 0, 0, 0]
         counters[type_index] += 1
-    return counts
+    return seen, counts
 
 
 def build_partitions(
@@ -107,14 +111,5 @@ def core_ingest_iter(events: Iterable[EventTuple]) -> tuple[object, int, int]:
 
 def naive_ingest_iter(events: Iterable[EventTuple]) -> tuple[object, int, int]:
     """naive_ingest over an iterator; returns (state, active posts, events counted)."""
-    seen: set[str] = set()
-    counts: dict[int, list[int]] = {}
-    for event_id, post_id, type_index, _ts in events:
-        if event_id in seen:
-            continue
-        seen.add(event_id)
-        counters = counts.get(post_id)
-        if counters is None:
-            counters = counts[post_id] = [0, 0, 0, 0]
-        counters[type_index] += 1
+    seen, counts = _naive(events)
     return (seen, counts), len(counts), len(seen)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -121,26 +122,73 @@ async def test_write_with_expired_lock_raises(redis_client: Redis) -> None:
     assert await redis_client.exists("k") == 0
 
 
+Interleave = Callable[[Callable[[sync_redis.Redis], object]], None]
+
+
+@pytest.fixture
+def between_check_and_exec(
+    redis_service: LocalService, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Interleave]:
+    """Run `action(other client)` on every write attempt after WATCH and the holder GET, before
+    EXEC: the moment another client (or our own keep-alive) touches the lock key."""
+    other = sync_redis.Redis(port=redis_service.port)
+
+    def install(action: Callable[[sync_redis.Redis], object]) -> None:
+        real_text = publish._text
+
+        def text_then_act(raw: bytes | str) -> str:
+            out = real_text(raw)
+            action(other)
+            return out
+
+        monkeypatch.setattr(publish, "_text", text_then_act)
+
+    yield install
+    other.close()
+
+
 async def test_lock_taken_between_check_and_exec_aborts_the_write(
-    redis_client: Redis, redis_service: LocalService, monkeypatch: pytest.MonkeyPatch
+    redis_client: Redis, between_check_and_exec: Interleave
 ) -> None:
     """WATCH: if the lock changes after the holder check, EXEC fails and nothing is written."""
     lock = RedisLock(redis_client, "trending", 60_000)
     assert await lock.acquire()
-    other = sync_redis.Redis(port=redis_service.port)
-    real_text = publish._text
-
-    def text_then_steal(raw: bytes | str) -> str:
-        out = real_text(raw)
-        other.set(lock.key, "thief", px=60_000)  # happens after WATCH and GET, before EXEC
-        return out
-
-    monkeypatch.setattr(publish, "_text", text_then_steal)
+    between_check_and_exec(lambda other: other.set(lock.key, "thief", px=60_000))
     with pytest.raises(LockLost):
         await write_atomically(redis_client, {"k": b"v"}, 10_000, lock)
-    other.close()
     assert await redis_client.exists("k") == 0
     assert not lock.held
+
+
+async def test_own_keep_alive_between_check_and_exec_does_not_lose_the_write(
+    redis_client: Redis, between_check_and_exec: Interleave
+) -> None:
+    """Our own renewal (PEXPIRE on the lock key) aborts EXEC once; the write is retried."""
+    lock = RedisLock(redis_client, "trending", 60_000)
+    assert await lock.acquire()
+    renewals: list[object] = []
+
+    def renew_once(other: sync_redis.Redis) -> None:
+        if not renewals:
+            renewals.append(other.pexpire(lock.key, 60_000))  # what keep_alive does
+
+    between_check_and_exec(renew_once)
+    await write_atomically(redis_client, {"k": b"v"}, 10_000, lock)
+    assert renewals == [True]
+    assert await redis_client.get("k") == b"v"
+    assert lock.held
+
+
+async def test_lock_key_touched_on_every_attempt_gives_up(
+    redis_client: Redis, between_check_and_exec: Interleave
+) -> None:
+    """If every attempt is aborted, the write raises LockLost instead of looping forever."""
+    lock = RedisLock(redis_client, "trending", 60_000)
+    assert await lock.acquire()
+    between_check_and_exec(lambda other: other.pexpire(lock.key, 60_000))
+    with pytest.raises(LockLost):
+        await write_atomically(redis_client, {"k": b"v"}, 10_000, lock)
+    assert await redis_client.exists("k") == 0
 
 
 async def test_suggestions_batch_with_ttl_and_empty_lists(redis_client: Redis, settings: Settings) -> None:
@@ -157,48 +205,3 @@ async def test_suggestions_batch_with_ttl_and_empty_lists(redis_client: Redis, s
         assert 1_190_000 < await redis_client.pttl(suggestions_key(user)) <= 1_200_000
     stats = await redis_client.info("commandstats")
     assert stats["cmdstat_set"]["calls"] == 2 and "cmdstat_exec" not in stats  # no MULTI/EXEC
-
-
-async def test_own_keep_alive_between_check_and_exec_does_not_lose_the_write(
-    redis_client: Redis, redis_service: LocalService, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Our own renewal (PEXPIRE on the lock key) aborts EXEC once; the write is retried."""
-    lock = RedisLock(redis_client, "trending", 60_000)
-    assert await lock.acquire()
-    other = sync_redis.Redis(port=redis_service.port)
-    real_text = publish._text
-    renewals: list[object] = []
-
-    def text_then_renew(raw: bytes | str) -> str:
-        out = real_text(raw)
-        if not renewals:
-            renewals.append(other.pexpire(lock.key, 60_000))  # what keep_alive does
-        return out
-
-    monkeypatch.setattr(publish, "_text", text_then_renew)
-    await write_atomically(redis_client, {"k": b"v"}, 10_000, lock)
-    other.close()
-    assert renewals == [True]
-    assert await redis_client.get("k") == b"v"
-    assert lock.held
-
-
-async def test_lock_key_touched_on_every_attempt_gives_up(
-    redis_client: Redis, redis_service: LocalService, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """If every attempt is aborted, the write raises LockLost instead of looping forever."""
-    lock = RedisLock(redis_client, "trending", 60_000)
-    assert await lock.acquire()
-    other = sync_redis.Redis(port=redis_service.port)
-    real_text = publish._text
-
-    def text_then_renew(raw: bytes | str) -> str:
-        out = real_text(raw)
-        other.pexpire(lock.key, 60_000)
-        return out
-
-    monkeypatch.setattr(publish, "_text", text_then_renew)
-    with pytest.raises(LockLost):
-        await write_atomically(redis_client, {"k": b"v"}, 10_000, lock)
-    other.close()
-    assert await redis_client.exists("k") == 0

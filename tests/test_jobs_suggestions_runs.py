@@ -65,6 +65,20 @@ async def activate(ch: ClickHouse, users: set[int], tag: str) -> None:
     await queries.insert_events(ch, events)
 
 
+async def load_world(ch: ClickHouse, edges: set[Edge], active: set[int]) -> World:
+    """Follows and active users into ClickHouse (tag "a"): the world the oracle checks against."""
+    await queries.insert_follows(ch, [(a, b, NOW) for a, b in sorted(edges)])
+    await activate(ch, active, "a")
+    return World(set(edges), set(active))
+
+
+async def random_world(ch: ClickHouse, seed: int, users: int, follows: int) -> World:
+    """A seeded random graph over `users` accounts (all active), loaded into ClickHouse."""
+    rng = random.Random(seed)
+    edges = {(rng.randrange(users), rng.randrange(users)) for _ in range(follows)}
+    return await load_world(ch, edges, set(range(users)))
+
+
 async def unfollow(ch: ClickHouse, edges: set[Edge]) -> None:
     """Delete follow rows (an unfollow as a platform's pipeline would apply it)."""
     if edges:
@@ -106,9 +120,7 @@ async def test_incremental_run_equals_the_oracle_key_for_key(
     """Full run, then follows added and deleted, users newly active, keys gone: incremental == oracle."""
     await reset(clickhouse, redis_client)
     s = small(settings)
-    world = World(set(edges), set(active))
-    await queries.insert_follows(clickhouse, [(a, b, NOW) for a, b in sorted(edges)])
-    await activate(clickhouse, active, "a")
+    world = await load_world(clickhouse, edges, active)
     await run_ok(job(s, clickhouse, redis_client), redis_client)
     await check_all(redis_client, world, 4)
     rng = random.Random(seed)
@@ -129,15 +141,12 @@ async def test_unchanged_users_are_renewed_not_rewritten(
     clickhouse: ClickHouse, redis_client: Redis, redis_url: str, settings: Settings
 ) -> None:
     """After one new follow, only that user and its followers are written; the rest renewed."""
-    rng = random.Random(3)
-    edges = {(rng.randrange(30), rng.randrange(30)) for _ in range(150)}
-    await queries.insert_follows(clickhouse, [(a, b, NOW) for a, b in sorted(edges)])
-    await activate(clickhouse, set(range(30)), "a")
+    world = await random_world(clickhouse, 3, 30, 150)
     s = small(settings)
     await run_ok(job(s, clickhouse, redis_client), redis_client)
     await queries.insert_follows(clickhouse, [(7, 35, NOW)])  # 35: a new account
-    edges.add((7, 35))
-    affected = {7} | {a for a, b in edges if b == 7}
+    world.edges.add((7, 35))
+    affected = {7} | {a for a, b in world.edges if b == 7}
     unchanged = suggestions_key(min(set(range(30)) - affected))
     await redis_client.pexpire(unchanged, 50_000)  # as if written long ago
     async with KeyWrites(redis_url) as writes:
@@ -145,7 +154,7 @@ async def test_unchanged_users_are_renewed_not_rewritten(
         await writes.settle(len(affected))
     assert {int(k.rsplit(":", 1)[1]) for k in writes.counts} == affected
     assert await redis_client.pttl(unchanged) > 1_000_000  # renewed to the full TTL
-    await check_all(redis_client, World(edges, set(range(30))), 4)
+    await check_all(redis_client, world, 4)
 
 
 async def test_full_every_and_full_flag(
@@ -171,10 +180,7 @@ async def test_dead_replica_leaves_its_shard_to_others(
     clickhouse: ClickHouse, redis_client: Redis, redis_url: str, settings: Settings
 ) -> None:
     """A shard claimed by a replica that died is skipped, then taken over once the claim expires."""
-    rng = random.Random(5)
-    edges = {(rng.randrange(40), rng.randrange(40)) for _ in range(200)}
-    await queries.insert_follows(clickhouse, [(a, b, NOW) for a, b in sorted(edges)])
-    await activate(clickhouse, set(range(40)), "a")
+    world = await random_world(clickhouse, 5, 40, 200)
     s = small(settings, job_suggestion_shards=4)
     first = job(s, clickhouse, redis_client)
     run = await first._plan(None)
@@ -190,7 +196,7 @@ async def test_dead_replica_leaves_its_shard_to_others(
         await other.redis.aclose()
         await writes.settle(40)
     assert sorted(writes.counts.values()) == [1] * 40  # shard 2 written once, by the survivor
-    await check_all(redis_client, World(edges, set(range(40))), 4)
+    await check_all(redis_client, world, 4)
 
 
 async def test_fence_refuses_a_replica_whose_claim_was_taken(
@@ -239,17 +245,14 @@ async def test_same_sql_over_http(
     for statement in ddl("nova"):
         fake_ch.sql(statement)
     http = ClickHouse(fake_ch.url, "nova", 30_000)
-    rng = random.Random(8)
-    edges = {(rng.randrange(25), rng.randrange(25)) for _ in range(120)}
-    await queries.insert_follows(http, [(a, b, NOW) for a, b in sorted(edges)])
-    await activate(http, set(range(25)), "a")
+    world = await random_world(http, 8, 25, 120)
     s = small(settings).model_copy(update={"clickhouse_url": fake_ch.url})
     await run_ok(job(s, http, redis_client), redis_client)
-    await check_all(redis_client, World(edges, set(range(25))), 4)
+    await check_all(redis_client, world, 4)
     await queries.insert_follows(http, [(3, 40, NOW)])
-    edges.add((3, 40))
+    world.edges.add((3, 40))
     second = job(s, http, redis_client)
     await run_ok(second, redis_client)
     assert (await second.store.state()).mode == "incremental"  # type: ignore[union-attr]
-    await check_all(redis_client, World(edges, set(range(25))), 4)
+    await check_all(redis_client, world, 4)
     http.close()
