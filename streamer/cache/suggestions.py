@@ -62,6 +62,8 @@ redis.call('hset', KEYS[2], unpack(ARGV, 2))
 return 1
 """
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_EXTEND = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], "
+           "ARGV[2]) end return 0")
 PLAN_TTL_MS = 86_400_000
 
 
@@ -132,6 +134,10 @@ class RunStore:
         if await self.redis.set(self.lock_key, token, nx=True, px=self.lock_ttl_ms):
             return True
         return await self.lock_holder() == token
+
+    async def extend_run_lock(self, token: str) -> bool:
+        """Keep the run lock for `token` another lock_ttl_ms; False when it is no longer ours."""
+        return bool(await self.redis.eval(_EXTEND, 1, self.lock_key, token, self.lock_ttl_ms))
 
     async def release_run_lock(self, token: str) -> None:
         """Drop the run lock if `token` holds it."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from streamer.cache.lock import RedisLock
-from streamer.cache.suggestions import RunState, RunStore, new_run_token
+from streamer.cache.suggestions import PLAN_TTL_MS, RunState, RunStore, new_run_token
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
@@ -45,6 +45,9 @@ Ranked = dict[int, list[Suggestion]]
 # finding who follows them.
 MAX_CHANGED_SHARE = 0.25
 MIN_CHANGED_FOR_FULL = 10_000
+# A run still open this long after its plan is given up and planned anew: its plan keys
+# (PLAN_TTL_MS) would expire before it could end, e.g. after every replica was down for a day.
+ABANDON_AFTER_MS = PLAN_TTL_MS // 2
 
 
 @dataclass(slots=True)
@@ -112,7 +115,8 @@ class SuggestionsJob(Job):
     async def run(self, lock: RedisLock | None) -> str:
         """Join the run in progress or plan a new one, then work shards until none is left."""
         state = await self.store.state()
-        if state is None or state.status != "running" or self.full_requested:
+        abandoned = state is not None and self._abandoned(state)
+        if state is None or state.status != "running" or self.full_requested or abandoned:
             planned = await self._plan(state)
             if planned is None:
                 return f"skipped: run {await self.store.lock_holder()} holds the suggestion keys"
@@ -126,6 +130,14 @@ class SuggestionsJob(Job):
         return (f"run {state.run_no} ({state.mode}, {state.users} active users): "
                 f"{tally.recomputed} recomputed, {tally.renewed} renewed, {tally.stale} stale "
                 f"in {tally.shards} shards; {end}")
+
+    def _abandoned(self, state: RunState) -> bool:
+        """A run in progress for longer than ABANDON_AFTER_MS: release its lock, plan anew."""
+        if state.status != "running" or self.clock() - state.plan_ms <= ABANDON_AFTER_MS:
+            return False
+        log.warning("suggestions run %d was planned %.1f h ago and never finished: planning a "
+                    "new run", state.run_no, (self.clock() - state.plan_ms) / 3_600_000)
+        return True
 
     def _full_reason(self, state: RunState | None, prev: Snapshot | None, params: str) -> str:
         """Why this run must recompute everyone ('' = incremental is exact)."""
@@ -144,11 +156,22 @@ class SuggestionsJob(Job):
         token = new_run_token()
         if not await self.store.take_run_lock(token):
             return None
+        keeper = asyncio.create_task(self._keep_run_lock(token))  # planning may outlast the TTL
         try:
             return await self._store_plan(state, token)
         except BaseException:
             await self.store.release_run_lock(token)  # let the next attempt plan at once
             raise
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+
+    async def _keep_run_lock(self, token: str) -> None:
+        """Extend the run lock every third of its TTL until cancelled or no longer ours."""
+        while True:
+            await asyncio.sleep(self.store.lock_ttl_ms / 3000)
+            if not await self.store.extend_run_lock(token):
+                return  # start_run's own check then fails the plan with LockLost
 
     async def _store_plan(self, state: RunState | None, token: str) -> RunState:
         """Compute what the run must do and store it under the run lock `token`."""
@@ -171,7 +194,7 @@ class SuggestionsJob(Job):
         shards = split_shards(users, s.job_suggestion_shards)
         run = RunState(token, (state.run_no if state else 0) + 1, "running",
                        "full" if why else "incremental", now_ms, len(shards), len(users),
-                       0 if why else (state.runs_since_full + 1 if state else 0))
+                       0 if why or state is None else state.runs_since_full + 1)
         snapshot = encode_snapshot(Snapshot(fingerprints, frozenset(users), params))
         await self.store.start_run(run, [encode_shard(sh, recompute) for sh in shards], snapshot)
         log.info("suggestions run %d planned: %s%s, %d active users, %d to recompute, %d shards",
@@ -212,23 +235,22 @@ class SuggestionsJob(Job):
             raise LockLost(f"suggestions run {run.run_no}: plan of shard {shard} is gone")
         compute = await self._renew(run, shard, claim, decode_shard(raw), tally)
         block = self.settings.job_suggestion_block_users
-        pending: tuple[asyncio.Task[Ranked], list[int]] | None = None
+        in_flight: list[tuple[asyncio.Task[Ranked], list[int]]] = []  # the block written, the next
         try:
             for start in range(0, len(compute), block):
                 users = compute[start : start + block]
-                task = asyncio.create_task(self._query(users))
-                if pending is not None:
-                    await self._write(run, shard, claim, *pending)
-                pending = (task, users)
+                in_flight.append((asyncio.create_task(self._query(users)), users))
+                if len(in_flight) == 2:
+                    await self._write(run, shard, claim, *in_flight[0])
+                    in_flight.pop(0)
                 tally.recomputed += len(users)
                 self._check_deadline(run, len(users), tally)
-            if pending is not None:
-                await self._write(run, shard, claim, *pending)
-                pending = None
-        finally:
-            if pending is not None:
-                pending[0].cancel()
-                await asyncio.gather(pending[0], return_exceptions=True)
+            if in_flight:
+                await self._write(run, shard, claim, *in_flight.pop())
+        finally:  # a write that failed: no prefetched query may outlive the shard
+            for task, _ in in_flight:
+                task.cancel()
+            await asyncio.gather(*(task for task, _ in in_flight), return_exceptions=True)
 
     async def _renew(
         self, run: RunState, shard: int, claim: str, part: list[tuple[int, bool]], tally: Tally
