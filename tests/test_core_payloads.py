@@ -90,13 +90,12 @@ class TestKeysOfOneDeployment:
             merge_request_key,
             partial_key,
             reconcile_request_key,
-            run_state_key,
             sink_positions_key,
         )
 
         keys = [partial_key("blue", 1, 3), merge_request_key("blue", 1),
                 reconcile_request_key("blue", 1), complete_snapshot_key("blue", 1, 0),
-                sink_positions_key("blue"), run_state_key("blue", "suggestions")]
+                sink_positions_key("blue")]
         assert all(hash_tag(k) == "blue" for k in keys)
         assert len(set(keys)) == len(keys)
         assert partial_key("blue", 1, 3) != partial_key("green", 1, 3)

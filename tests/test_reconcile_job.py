@@ -223,7 +223,9 @@ class TestStreamHook:
         hook = make_stream_reconciler(rsettings, clickhouse, redis_client)
         rec = hook.reconciler
         assert rec.flush_wait_s == rsettings.streamer_sink_flush_ms / 1000 + 2.0
-        rec.flush_wait_s = 0.0
+        rec.settings = rsettings.model_copy(update={"streamer_sink_flush_ms": 5_000})  # a reload
+        assert rec.flush_wait_s == 7.0
+        rec.fixed_flush_wait_s = 0.0
         assert (await rec.run(view)).agrees
         await queries.insert_events(clickhouse, extra(7777, "share", 40, window, "x-"))
         report = await rec.run(view)

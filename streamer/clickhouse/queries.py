@@ -95,16 +95,7 @@ async def distinct_events(
 
 async def active_users(ch: ClickHouse, now_ms: int, days: int = 7) -> list[int]:
     """Users with any event in [now - days, now + 5 min] (event time), ascending."""
-    sql = f"""
-        SELECT DISTINCT user_id FROM {ch.database}.post_events
-        WHERE event_time >= fromUnixTimestamp64Milli({{start_ms:Int64}}, 'UTC')
-          AND event_time <= fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')
-          AND event_type IN ({_TYPES_SQL})
-        ORDER BY user_id
-    """
-    start_ms = now_ms - days * 86_400_000
-    rows = await ch.rows(sql, {"start_ms": start_ms, "end_ms": now_ms + FUTURE_TOLERANCE_MS})
-    return [int(r[0]) for r in rows]
+    return sorted(await active_users_by_activity(ch, now_ms, days))
 
 
 # One query per block of users. Each subquery is written once (a CTE would be inlined and
@@ -157,7 +148,8 @@ async def suggestions(
 
 
 async def active_users_by_activity(ch: ClickHouse, now_ms: int, days: int = 7) -> list[int]:
-    """Active users (as active_users), most events first, then user_id: who to refresh first."""
+    """Users with any event in [now - days, now + 5 min] (event time), most events first, then
+    user_id: who to refresh first."""
     sql = f"""
         SELECT user_id FROM {ch.database}.post_events
         WHERE event_time >= fromUnixTimestamp64Milli({{start_ms:Int64}}, 'UTC')

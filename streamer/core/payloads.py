@@ -103,11 +103,6 @@ def trending_lock_key(window_hours: int, role: str) -> str:
     return guard_lock_key(trending_key(window_hours), role)
 
 
-def suggestions_lock_key() -> str:
-    """The lock guarding the suggestion keys."""
-    return guard_lock_key(SUGGESTIONS_PREFIX, "jobs")
-
-
 def fence_counter_key(lock: str) -> str:
     """Counter handing out fencing numbers; shares the lock's slot (and all its sibling locks)."""
     return f"{{{hash_tag(lock)}}}:fence"
@@ -156,11 +151,6 @@ def complete_snapshot_key(app_id: str, window_hours: int, partition: int) -> str
 def sink_positions_key(app_id: str) -> str:
     """Hash: partition -> next offset the ClickHouse sink has written and committed."""
     return _internal(app_id, "sink:positions")
-
-
-def run_state_key(app_id: str, job: str) -> str:
-    """Run state a job keeps between its runs (e.g. what changed since the last run)."""
-    return _internal(app_id, f"run:{job}")
 
 
 def encode_trending(posts: Sequence[PostCounts]) -> bytes:

@@ -66,14 +66,18 @@ class Reconciler:
         self.settings = settings = self.live.current
         self.ch = ch
         self.redis = redis
-        self.flush_wait_s = (
-            settings.streamer_sink_flush_ms / 1000 + FLUSH_MARGIN_S
-            if flush_wait_s is None else flush_wait_s
-        )
+        self.fixed_flush_wait_s = flush_wait_s  # None: from STREAMER_SINK_FLUSH_MS at each run
         self.clock = clock
         self.sleep = sleep
         self.policy = DriftPolicy(settings.reconcile_drift_runs)
         self.last_report: ReconcileReport | None = None
+
+    @property
+    def flush_wait_s(self) -> float:
+        """How long a run waits for the sink to write the window (reloaded settings apply)."""
+        if self.fixed_flush_wait_s is not None:
+            return self.fixed_flush_wait_s
+        return self.settings.streamer_sink_flush_ms / 1000 + FLUSH_MARGIN_S
 
     @property
     def use_clickhouse(self) -> bool:
