@@ -254,3 +254,17 @@ class TestStreamHook:
         report = await task
         assert report is not None and report.agrees and hook.mode == "stream"
         assert not hook.use_clickhouse
+
+    async def test_stop_cancels_a_run_in_progress(
+        self, rsettings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        loaded: tuple[Window, list[Event]],
+    ) -> None:
+        """The worker stops while a run waits for the sink: stop() cancels it and waits."""
+        window, events = loaded
+        hook = make_stream_reconciler(rsettings, clickhouse, redis_client)
+        hook.reconciler.sleep = lambda _: asyncio.Event().wait()  # type: ignore[assignment,return-value]
+        task = await hook.run(snapshot_from(events, window))
+        assert task is not None and not task.done()
+        await hook.stop()
+        assert task.cancelled()
+        await hook.stop()  # nothing running: a no-op

@@ -18,6 +18,7 @@ from streamer.core.partition_state import PartitionState
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
 from streamer.core.window import Window, window_at
+from streamer.jobs.reconcile import make_stream_reconciler
 from streamer.stream.partitioning import partition_for_post
 from streamer.stream.publisher import Publisher
 
@@ -151,6 +152,25 @@ class TestMerge:
         await pub.merge(now)
         meta = await redis_client.get(trending_meta_key(1))
         assert meta is not None and orjson.loads(meta)["mode"] == "clickhouse"
+
+    async def test_drift_publishes_clickhouse_without_a_merge(
+        self, settings: Settings, redis_client: Redis, clickhouse: ClickHouse
+    ) -> None:
+        """The drift policy chose ClickHouse: its result is published and no request is made."""
+        now = wall_ms()
+        await queries.insert_events(clickhouse, [Event(f"d-{i}", i % 5, 1, "share", now - 2_000)
+                                                 for i in range(20)])
+        hook = make_stream_reconciler(settings, clickhouse, redis_client)
+        hook.reconciler.policy.use_clickhouse = True  # as after JOB_RECONCILE drift runs
+        pub = Publisher(settings, redis_client, StubIngestor(owned_states([0, 1, 2, 3], 4, now)),  # type: ignore[arg-type]
+                        lambda: 4, clickhouse, hook)
+        assert await pub._hold_lock()
+        await pub.merge(now)
+        raw, meta = await redis_client.get(trending_key(1)), await redis_client.get(trending_meta_key(1))
+        assert raw is not None and meta is not None
+        assert orjson.loads(meta)["mode"] == "clickhouse" and orjson.loads(meta)["reason"] == "drift"
+        assert decode_trending(raw) == await queries.trending(clickhouse, window_at(now, 60), 50)
+        assert await pub.exchange.current() is None  # no merge request was written
 
     async def test_answers_to_another_request_count_as_missing(
         self, settings: Settings, redis_client: Redis, clickhouse: ClickHouse

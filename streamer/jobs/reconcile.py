@@ -184,6 +184,12 @@ class BackgroundReconciler:
         self.task = asyncio.create_task(self._guarded(snapshot))
         return self.task
 
+    async def stop(self) -> None:
+        """Cancel a run still in progress and wait for it (before Redis and ClickHouse close)."""
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
     async def _guarded(self, snapshot: StreamSnapshot) -> ReconcileReport | None:
         try:
             return await self.reconciler.run(snapshot)

@@ -99,6 +99,8 @@ class Publisher:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
+            if self.reconcile is not None:
+                await self.reconcile.stop()
             await self.lock.release()
 
     async def _renew_lock(self, stop: asyncio.Event) -> None:
@@ -191,6 +193,9 @@ class Publisher:
     async def merge(self, now_ms: int) -> None:
         """Publish the complete merge, else what merger_source says (ClickHouse or nothing)."""
         s = self.settings
+        if self.reconcile is not None and self.reconcile.use_clickhouse:  # drift: no merge needed
+            await self._publish_clickhouse(now_ms, "drift")
+            return
         started = time.perf_counter()
         req, answers = await self.gather(now_ms, self.partition_count())
         MERGE_MISSING_PARTITIONS.set(len(answers.missing))
@@ -210,7 +215,7 @@ class Publisher:
             log.warning("merge misses partitions %s (no answer for [%d, %d)): %s", answers.missing,
                         req.window.start_ms, req.window.end_ms, source.value)
         if source is PublishSource.CLICKHOUSE:
-            await self._publish_clickhouse(now_ms, "incomplete merge" if answers.missing else "drift")
+            await self._publish_clickhouse(now_ms, "incomplete merge")
 
     async def _source(self, now_ms: int, complete: bool) -> PublishSource:
         """merger_source() with this worker's facts: drift verdict, last complete merge, key TTL."""

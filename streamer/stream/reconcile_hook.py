@@ -39,6 +39,9 @@ class ReconcileHook(Protocol):
     async def run(self, snapshot: StreamSnapshot) -> asyncio.Task[ReconcileReport | None] | None:
         """Start comparing the stream's complete-window snapshot with ClickHouse."""
 
+    async def stop(self) -> None:
+        """Cancel a comparison still running (the worker is stopping)."""
+
 
 def _rows(posts: list[PostCounts]) -> list[list[int]]:
     return [[p.post_id, p.views, p.likes, p.comments, p.shares] for p in posts]
@@ -74,7 +77,7 @@ class ReconcileRequests:
         k = int(req.get("k", self.k))  # the requester's depth decides, whatever ours is now
         window = Window(int(req["window_start_ms"]), int(req["window_end_ms"]))
         ttl = max(self.interval_ms, 120_000)
-        for partition, state in states.items():
+        for partition, state in list(states.items()):  # a rebalance may change it meanwhile
             key = complete_snapshot_key(self.app_id, self.hours, partition)
             if not state.can_compute(window):
                 continue

@@ -217,14 +217,22 @@ class Worker:
         """Exit on fatal errors; keep the per-partition lag gauge current."""
         assert self.ingestor is not None and self.app is not None
         while not self.stop.is_set():
-            if self.ingestor.fatal is not None or self.app.crashed:
-                log.critical("fatal: %r", self.ingestor.fatal or self.app.crash_reason)
+            failed = self._failed_task()
+            if self.ingestor.fatal is not None or self.app.crashed or failed is not None:
+                log.critical("fatal: %r", self.ingestor.fatal or self.app.crash_reason or failed)
                 self.exit_code = 1
                 self.shutdown.begin("fatal error", 1)
                 return
             self._update_lag()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 1.0)
+
+    def _failed_task(self) -> BaseException | None:
+        """The error of a background task (publisher, sink, jobs) that died before the stop."""
+        for task in self.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return task.exception()
+        return None
 
     def _update_lag(self) -> None:
         assert self.ingestor is not None and self.app is not None
