@@ -3,14 +3,18 @@
 - `redis://[[user]:password@]host[:port][/db]`, `rediss://…` (TLS): one server.
 - `redis+sentinel://[[user]:password@]host:port[,host:port]/service_name[/db]` (`rediss+sentinel`
   for TLS): the master of `service_name` as the Sentinels name it; the password is the data
-  nodes'. Sentinels that want their own password take `?sentinel_password=…`.
+  nodes'. Sentinels that want their own password take `?sentinel_password=…`, the only query
+  option of this form.
 - `redis+cluster://[[user]:password@]host:port[,host:port]` (`rediss+cluster` for TLS): the
-  startup nodes of a Redis Cluster (database 0 only, as Cluster has no other).
+  startup nodes of a Redis Cluster (database 0 only, as Cluster has no other); no query options.
+
+A one-server URL keeps every query option redis-py knows (`from_url`); the other forms refuse
+options they would otherwise drop silently.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -36,7 +40,6 @@ class RedisTarget:
     username: str | None = None
     password: str | None = None
     sentinel_password: str | None = None
-    query: dict[str, str] = field(default_factory=dict)
 
 
 def _hosts(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
@@ -89,7 +92,10 @@ def parse_redis_url(url: str) -> RedisTarget:
         service, db = unquote(path[0]), _db(path[1] if len(path) > 1 else "")
     elif path and path != ["0"]:
         raise ValueError("a Redis Cluster has database 0 only: no path after the nodes")
-    return RedisTarget(
-        kind, tls, hosts, db, service, unquote(user) or None,
-        unquote(password) if colon else None, query.pop("sentinel_password", None), query,
-    )
+    sentinel_password = query.pop("sentinel_password", None) if kind == "sentinel" else None
+    if kind != "server" and query:
+        allowed = " (only ?sentinel_password=)" if kind == "sentinel" else ""
+        raise ValueError(f"query option(s) {', '.join(sorted(query))} not supported in a "
+                         f"{scheme.lower()}:// URL{allowed}")
+    return RedisTarget(kind, tls, hosts, db, service, unquote(user) or None,
+                       unquote(password) if colon else None, sentinel_password)

@@ -123,6 +123,7 @@ def test_redis_url_accepted(url: str) -> None:
      "redis://h:0/0", "redis://h:70000/0", "redis://[bad/0", "redis://a:1,b:2/0",
      "redis+sentinel://s1:26379", "redis+sentinel://s1:26379/svc/x", "redis+sentinel://s1:1/a/1/2",
      "redis+sentinel://s1:26379,:1/svc", "redis+cluster://n1:7000/3", "redis+cluster://n1:x",
+     "redis+sentinel://s1/svc?ssl_ca_certs=/ca.pem", "redis+cluster://n1:7000?sentinel_password=x",
      "redis+cluster://", "redis+clusters://n1:7000"],
 )
 def test_redis_url_rejected(url: str) -> None:
