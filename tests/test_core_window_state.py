@@ -6,13 +6,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, window_at
-from streamer.core.window_state import Buckets, Outcome, PartitionWindow
+from streamer.core.window_state import Buckets, Outcome, PartitionWindow, count_into
 
 T0 = 1_795_913_700_000 + 12_345  # a 2026 instant, not on a minute boundary
 
@@ -208,3 +209,14 @@ def test_load_post_copies_its_input() -> None:
     state.add(5, 0, T0)
     assert given_buckets == {minute: [1, 0, 0, 0]}
     assert state.counts(5).views == 2
+
+
+@given(st.integers(1, 50), st.lists(st.integers(0, 49), max_size=300), st.sampled_from([1, -1]))
+def test_count_into_equals_add_at(size: int, slots: list[int], sign: int) -> None:
+    """Both branches of count_into (ufunc.at for few slots, bincount for many) count exactly."""
+    picked = np.array([s % size for s in slots], dtype=np.int32)
+    want = np.full(size, 1000, dtype=np.int32)
+    np.add.at(want, picked, sign)
+    got = np.full(size, 1000, dtype=np.int32)
+    count_into(got, picked, sign)
+    assert got.tolist() == want.tolist()

@@ -44,16 +44,17 @@ def process_batch(
     expired = state.advance(now_ms)
     cols, dead = decode_batch(values, now_ms)
     mine = state.window.holds(cols.post_ids)  # posts held here are ours: no hash needed
-    if not mine.all():
-        unknown = np.flatnonzero(~mine)
-        mine[unknown] = partitions_of(cols.post_ids[unknown], partitions) == state.partition
     forwards: list[Forward] = []
     if not mine.all():
-        foreign = np.flatnonzero(~mine)
-        targets = partitions_of(cols.post_ids[foreign], partitions).tolist()
+        unknown = np.flatnonzero(~mine)
+        parts = partitions_of(cols.post_ids[unknown], partitions)  # hashed once
+        mine[unknown] = parts == state.partition
+        elsewhere = parts != state.partition
+        foreign, targets = unknown[elsewhere], parts[elsewhere].tolist()
         for i, target in zip(foreign.tolist(), targets, strict=True):
             post = int(cols.post_ids[i])
             forwards.append(Forward(target, post_key(post), cols.encode_one(i)))
-        cols = cols.take(np.flatnonzero(mine))
+        if len(foreign):
+            cols = cols.take(np.flatnonzero(mine))
     accepted = state.accept_columns(cols.event_ids, cols.post_ids, cols.types, cols.ts_ms)
     return BatchResult(expired, state.take_records(), dead, forwards, accepted)

@@ -99,14 +99,15 @@ class _Run:
 
     __slots__ = ("high", "low", "minutes")
 
-    def __init__(self, high: U64, low: U64, minutes: npt.NDArray[np.int64],
+    def __init__(self, high: U64, low: U64, minutes: npt.NDArray[np.int32] | npt.NDArray[np.int64],
                  ordered: bool = False) -> None:
         if ordered:
-            self.high, self.low, self.minutes = high, low, minutes.astype(np.int32)
+            self.high, self.low = high, low
+            self.minutes = minutes.astype(np.int32, copy=False)
         else:
             order = np.argsort(high, kind="stable")
             self.high, self.low = high[order], low[order]
-            self.minutes = minutes[order].astype(np.int32)
+            self.minutes = minutes[order].astype(np.int32, copy=False)
 
     def __len__(self) -> int:
         return len(self.high)
@@ -146,10 +147,6 @@ class DedupIndex:
     def __contains__(self, event_id: str) -> bool:
         high, low = event_keys([event_id])
         return bool(self.seen(high, low)[0])
-
-    def nbytes(self) -> int:
-        """Bytes held by the key arrays."""
-        return sum(r.high.nbytes + r.low.nbytes + r.minutes.nbytes for r in self._runs)
 
     def seen(self, high: U64, low: U64) -> Mask:
         """Which keys are already remembered."""
@@ -194,4 +191,4 @@ class DedupIndex:
         while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
             b, a = runs.pop(), runs.pop()
             runs.append(_Run(np.concatenate([a.high, b.high]), np.concatenate([a.low, b.low]),
-                             np.concatenate([a.minutes, b.minutes]).astype(np.int64)))
+                             np.concatenate([a.minutes, b.minutes])))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +29,7 @@ from streamer.core.dedup import U64, event_keys
 I64 = npt.NDArray[np.int64]
 VERSION = 2
 _HEADER = struct.Struct("<BIqqBB")
-_WIDTHS = (np.uint8, np.uint16, np.uint32, np.uint64)
+_WIDTHS = tuple(np.dtype(f"<u{n}") for n in (1, 2, 4, 8))  # little-endian, as the header
 
 
 def record_key(partition: int, writer: str, seq: int) -> bytes:
@@ -56,7 +57,7 @@ class RecordColumns:
         return len(self.post_ids)
 
 
-def _width(max_value: int) -> type[np.unsignedinteger]:
+def _width(max_value: int) -> np.dtype[Any]:
     for dtype in _WIDTHS:
         if max_value <= np.iinfo(dtype).max:
             return dtype

@@ -73,11 +73,6 @@ class TopIndex:
             self._touched.append(slots)
             self._touched_n += len(slots)
 
-    def invalidate(self) -> None:
-        """Forget the candidates: the next query does a full selection."""
-        self.candidates = None
-        self._touched, self._touched_n = [], 0
-
     def top(self, k: int, post_of: I64, totals: Counters) -> list[PostCounts]:
         """The k best posts (rank desc, post_id asc), exactly."""
         if k <= 0:

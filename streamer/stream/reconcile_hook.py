@@ -83,7 +83,7 @@ class ReconcileRequests:
                 continue
             partial = state.complete_partial(window, k)
             doc = {"window_start_ms": window.start_ms, "total_events": partial.events,
-                   "top": _rows(partial.posts), "offset": state.next_offset}
+                   "top": _rows(partial.posts), "offset": (partial.offsets or [-1])[0]}
             await self.redis.set(key, orjson.dumps(doc), px=ttl)
 
     async def drive(self, hook: ReconcileHook, partitions: int, now_ms: int) -> None:
