@@ -63,8 +63,8 @@ def app_options(settings: Settings, partitions: int) -> dict[str, Any]:
     )
 
 
-def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.TopicT, StateTable]:
-    """The worker's Faust app, its events topic and its state table (rebuilt from the changelog)."""
+def build_app(settings: Settings, partitions: int) -> tuple[faust.App, StateTable]:
+    """The worker's Faust app (subscribed to the events topic) and its state table."""
     register_transport()
     app = faust.App(settings.streamer_app_id, **app_options(settings, partitions))
     topic = app.topic(
@@ -88,7 +88,7 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, faust.Top
         async for _ in stream:  # pragma: no cover - never reached
             pass
 
-    return app, topic, cast(StateTable, table)
+    return app, cast(StateTable, table)
 
 
 class TableWriter:

@@ -29,14 +29,11 @@ from streamer.core.topk import merge_partials
 from streamer.core.window import window_at
 from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
-from streamer.jobs.trending import publish_clickhouse_trending
+from streamer.jobs.trending import publish_clickhouse_trending, record_publish
 from streamer.ops.metrics import (
     MERGE_MISSING_PARTITIONS,
-    MODE,
     PUBLISH_AGE,
-    PUBLISH_DURATION,
     PUBLISH_INCOMPLETE,
-    PUBLISH_TOTAL,
 )
 from streamer.ops.reload import LiveSettings, live_of
 from streamer.stream.ingest import Ingestor
@@ -204,11 +201,8 @@ class Publisher:
             posts = merge_partials(answers.partials, s.job_trending_topk)
             extra = {"tick": now_ms // self.interval_ms, "request": req.request_id}
             meta = TrendingMeta(now_ms, req.window, "stream", answers.present, (), extra)
-            if await self._publish(posts, meta):
+            if await self._publish(posts, meta, started):
                 self.last_complete_ms = now_ms
-                PUBLISH_DURATION.observe(time.perf_counter() - started)
-                MODE.labels(mode="stream").set(1)
-                MODE.labels(mode="clickhouse").set(0)
             return
         if answers.missing:
             PUBLISH_INCOMPLETE.inc()
@@ -229,7 +223,8 @@ class Publisher:
             fallback_after_ms=s.streamer_fallback_after_sec * 1000,
         )
 
-    async def _publish(self, posts: list[PostCounts], meta: TrendingMeta) -> bool:
+    async def _publish(self, posts: list[PostCounts], meta: TrendingMeta, started: float) -> bool:
+        """Write the merge under the merge lock; False when another worker took it over."""
         s = self.settings
         try:
             await publish_trending(self.redis, s.job_trending_window_hours, posts, meta,
@@ -237,9 +232,8 @@ class Publisher:
         except LockLost:
             log.warning("lost the merge lock while publishing; another worker merges now")
             return False
-        PUBLISH_TOTAL.labels(mode=meta.mode).inc()
+        record_publish(meta.mode, started)
         self.last_publish_ms = meta.generated_at_ms
-        PUBLISH_AGE.set(0)
         return True
 
     async def _publish_clickhouse(self, now_ms: int, reason: str) -> None:

@@ -28,7 +28,7 @@ from streamer.kafka_admin import prepare_topics
 from streamer.kafka_client import KafkaSecurityError
 from streamer.ops.http import start_http
 from streamer.ops.metrics import CONSUMER_LAG
-from streamer.ops.reload import LiveSettings, start_reloading
+from streamer.ops.reload import LiveSettings, live_of, start_reloading
 from streamer.ops.shutdown import Shutdown
 from streamer.stream import faust_compat
 from streamer.stream.app import StateTable, TableWriter, build_app
@@ -62,9 +62,8 @@ class Worker:
         self.runner: JobRunner | None = None
         self.app: faust.App | None = None
         self.ingestor: Ingestor | None = None
-        self.publisher: Publisher | None = None
         self.start_clock = StartClock(settings.streamer_start_timeout_sec)
-        self.live = live  # reloads (STREAMER_CONFIG_FILE, SIGHUP) reach the loops
+        self.live = live or live_of(settings)  # reloads (STREAMER_CONFIG_FILE, SIGHUP) reach the loops
 
     async def run(self) -> int:
         """Serve HTTP at once (503 until ready), start the rest, run until stop, stop in time."""
@@ -115,13 +114,12 @@ class Worker:
         self.start_clock.step = "opening ClickHouse (CLICKHOUSE_URL)"
         ch = self.ch = await self._clickhouse(partitions)
         self.start_clock.step = "starting the Faust app"
-        self.app, _, table = build_app(s, partitions)
+        self.app, table = build_app(s, partitions)
         self.ingestor = self._ingestor(table, partitions)
-        live = self.live or s
-        self.publisher = Publisher(live, redis, self.ingestor, lambda: self._partitions(partitions),
-                                   ch, make_stream_reconciler(live, ch, redis))
+        publisher = Publisher(self.live, redis, self.ingestor, lambda: self._partitions(partitions),
+                              ch, make_stream_reconciler(self.live, ch, redis))
         await self.app.start()
-        self._spawn(self.publisher.run(self.stop), self._monitor())
+        self._spawn(publisher.run(self.stop), self._monitor())
         if self.sink is not None:
             self._spawn(self.sink.run(self.stop))
         self._start_jobs(ch, redis)
@@ -149,7 +147,7 @@ class Worker:
                 await redis.hset(sink_positions_key(s.streamer_app_id),
                                  mapping={str(p): o for p, o in offsets.items()})
 
-        self.sink = (ClickHouseSinkConsumer(self.live or s, partitions, insert, publish_positions)
+        self.sink = (ClickHouseSinkConsumer(self.live, partitions, insert, publish_positions)
                      if sink_on else None)
         return ch
 
@@ -200,7 +198,7 @@ class Worker:
             self.tasks.append(asyncio.ensure_future(coro))
 
     def _start_jobs(self, ch: ClickHouse, redis: Redis) -> None:
-        self.runner = JobRunner([SuggestionsJob(self.live or self.settings, ch, redis)], redis,
+        self.runner = JobRunner([SuggestionsJob(self.live, ch, redis)], redis,
                                 self.settings.job_max_concurrent, live=self.live)
         self._spawn(self.runner.run_forever())
 
