@@ -13,11 +13,12 @@ from redis.asyncio import Redis
 
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
-from streamer.config import Settings
+from streamer.config import Settings, load_settings
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import Window
-from streamer.stream.partials import MergeRequest
+from streamer.ops.reload import LiveSettings
+from streamer.stream.partials import MergeExchange, MergeRequest
 from streamer.stream.publisher import Publisher
 from tests.test_stream_publisher import owned_states, publisher
 
@@ -66,3 +67,19 @@ class TestRequestDepth:
         """What a worker parses is what the merger asked for."""
         req = MergeRequest("id-1", Window(now_ms, now_ms + 60_000), now_ms, k)
         assert MergeRequest.from_json(req.to_json()) == req
+
+
+async def test_merge_requests_live_as_long_as_the_reloaded_interval(
+    settings: Settings, redis_client: Redis
+) -> None:
+    """JOB_TRENDING_INTERVAL_SEC reloaded 2 -> 60 s: the next request lives 1.5 x 60 s."""
+    env = {"REDIS_URL": settings.redis_url, "JOB_TRENDING_INTERVAL_SEC": "2",
+           "STREAMER_APP_ID": "reload-ttl"}
+    live = LiveSettings(load_settings(env), env)
+    exchange = MergeExchange(redis_client, live, "me")
+    await exchange.request(wall_ms(), 50)
+    assert 0 < await redis_client.pttl(exchange.request_key) <= 3_000
+    live.env["JOB_TRENDING_INTERVAL_SEC"] = "60"
+    assert live.reload("test") == "applied"
+    await exchange.request(wall_ms(), 50)
+    assert 3_000 < await redis_client.pttl(exchange.request_key) <= 90_000

@@ -24,6 +24,7 @@ from streamer.core.partition_state import PartitionState
 from streamer.core.payloads import merge_request_key, partial_key
 from streamer.core.scoring import PostCounts
 from streamer.core.window import Window, window_at
+from streamer.ops.reload import LiveSettings, live_of
 
 
 def encode_posts(posts: Sequence[PostCounts]) -> list[list[int]]:
@@ -71,15 +72,21 @@ class Answers:
 class MergeExchange:
     """Both sides of the request/answer exchange of one deployment."""
 
-    def __init__(self, redis: Redis, settings: Settings, owner: str) -> None:
+    def __init__(self, redis: Redis, settings: Settings | LiveSettings, owner: str) -> None:
         self.redis = redis
-        self.app_id = settings.streamer_app_id
+        self.live = live_of(settings)
+        settings = self.live.current
+        self.app_id = settings.streamer_app_id  # app id, window and its length: restart-only
         self.hours = settings.job_trending_window_hours
         self.window_minutes = settings.window_minutes
-        self.ttl_ms = settings.trending_ttl_ms
         self.owner = owner
         self.request_key = merge_request_key(self.app_id, self.hours)
         self.answered: tuple[str, set[int]] = ("", set())  # request id -> partitions answered
+
+    @property
+    def ttl_ms(self) -> int:
+        """Requests and answers live as long as the trending key (reloadable interval)."""
+        return int(self.live.current.trending_ttl_ms)
 
     async def request(self, now_ms: int, k: int) -> MergeRequest:
         """Merger: name the window of `now_ms` and the depth `k` under a fresh id."""

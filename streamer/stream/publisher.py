@@ -80,7 +80,7 @@ class Publisher:
         # Keyed by the trending key, not the app id: two deployments never publish at once.
         self.lock = RedisLock(redis, MERGE_LOCK, LOCK_TTL_MS, replica_name(),
                               key=trending_lock_key(settings.job_trending_window_hours, "merge"))
-        self.exchange = MergeExchange(redis, settings, self.lock.token)
+        self.exchange = MergeExchange(redis, self.live, self.lock.token)
         self.requests = ReconcileRequests(redis, self.live)
         self.last_publish_ms = 0
         self.last_complete_ms = wall_ms()  # merger_source counts the fallback delay from here
@@ -111,9 +111,9 @@ class Publisher:
 
     async def _answer_loop(self, stop: asyncio.Event) -> None:
         """Answer the open merge request for every owned partition, as soon as it appears."""
-        poll_s = answer_poll_s(self.settings.job_trending_interval_sec)
         failing = False  # log the first failure of a streak only (e.g. a Redis failover)
         while not stop.is_set():
+            poll_s = answer_poll_s(self.live.current.job_trending_interval_sec)  # reloadable
             try:
                 req = await self.exchange.current()
                 if req is not None:
