@@ -120,6 +120,18 @@ class TestStandbyTicks:
         sb = make_standby(settings, clickhouse, redis_client)
         assert not (await sb.tick()).publish
 
+    async def test_age_uses_the_writers_ttl_after_a_reload(
+        self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        ch_posts: list[PostCounts],
+    ) -> None:
+        """The standby reloaded a 120 s interval (TTL 180 s), the stream still writes with 90 s:
+        a publish just written is fresh, not 90 s old."""
+        await stream_publish(redis_client, settings, wall_ms())
+        slower = settings.model_copy(update={"job_trending_interval_sec": 120})
+        _, age_ms = await meta_and_age(redis_client, slower, wall_ms())
+        assert 0 <= age_ms < 5_000
+        assert not (await make_standby(slower, clickhouse, redis_client).tick()).publish
+
     async def test_publishes_every_interval_while_publisher(
         self, settings: Settings, clickhouse: ClickHouse, redis_client: Redis,
         ch_posts: list[PostCounts],

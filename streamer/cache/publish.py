@@ -6,6 +6,7 @@ Single server and Sentinel: one MULTI/EXEC under WATCH of the lock. Cluster: per
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
@@ -80,10 +81,11 @@ async def publish_trending(
     ttl_ms: int,
     lock: RedisLock | None = None,
 ) -> None:
-    """Write the trending array and its meta together (`[]` when empty)."""
+    """Write the trending array and its meta together (`[]` when empty); the meta says its TTL,
+    so a reader measures the age of any writer's publish (the interval is reloadable)."""
     values = {
         trending_key(window_hours): encode_trending(posts),
-        trending_meta_key(window_hours): encode_meta(meta),
+        trending_meta_key(window_hours): encode_meta(replace(meta, ttl_ms=ttl_ms)),
     }
     await write_atomically(redis, values, ttl_ms, lock)
 

@@ -173,6 +173,7 @@ class TrendingMeta:
     partitions: Sequence[int]
     missing_partitions: Sequence[int] = ()
     extra: dict[str, Any] | None = None
+    ttl_ms: int | None = None  # the TTL the writer gave value and meta (set when publishing)
 
     def to_payload(self) -> dict[str, Any]:
         """JSON object for the meta key."""
@@ -185,6 +186,8 @@ class TrendingMeta:
             "missing_partitions": sorted(self.missing_partitions),
             "complete": not self.missing_partitions,
         }
+        if self.ttl_ms is not None:
+            out["ttl_ms"] = self.ttl_ms
         if self.extra:
             out.update(self.extra)
         return out

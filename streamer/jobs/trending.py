@@ -42,13 +42,14 @@ async def meta_and_age(
     """The meta and the ms since it was written: TTL minus its PTTL, measured by Redis.
 
     Independent of the writer's clock and of when it stamped generated_at_ms (the merger stamps
-    its tick, then writes a merge delay later). Every writer uses the same derived TTL."""
+    its tick, then writes a merge delay later). The TTL is the writer's own (`ttl_ms` in the
+    meta), not the reader's: their intervals may differ for a while after a reload."""
     meta = await read_meta(redis, settings)
     if meta is None:
         return None, 0
     pttl = int(await redis.pttl(trending_meta_key(settings.job_trending_window_hours)))
     if pttl > 0:
-        return meta, max(0, settings.trending_ttl_ms - pttl)
+        return meta, max(0, int(meta.get("ttl_ms", settings.trending_ttl_ms)) - pttl)
     return meta, now_ms - int(meta.get("generated_at_ms", 0))  # no TTL: fall back to its stamp
 
 
