@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from streamer.clickhouse.client import ClickHouse
 from streamer.config import Settings
 from streamer.errors import LockLost
+from streamer.jobs.runner import JobRunner, RunStatus
 from streamer.jobs.suggestions import ABANDON_AFTER_MS, Tally
 from tests.test_clickhouse_queries import NOW
 from tests.test_jobs_suggestions_runs import check_all, job, random_world, run_ok, small
@@ -95,3 +96,20 @@ async def test_planning_longer_than_the_lock_ttl_keeps_the_lock(
     j.store.lock_ttl_ms = 30_000
     await run_ok(j, redis_client)
     await check_all(redis_client, world, 4)
+
+
+async def test_once_full_fails_while_another_run_holds_the_keys(
+    clickhouse: ClickHouse, redis_client: Redis, settings: Settings
+) -> None:
+    """`jobs --once --full` while another replica's run holds the keys: a failed run (exit 1),
+    not a silent skip; a plain `--once` joins that run and finishes it."""
+    await random_world(clickhouse, 14, 10, 30)
+    s = small(settings)
+    other = await job(s, clickhouse, redis_client)._plan(None)
+    assert other is not None
+    full = job(s, clickhouse, redis_client, full=True)
+    assert await JobRunner([full], redis_client, 2).run_once(full) is RunStatus.FAILED
+    plain = job(s, clickhouse, redis_client)
+    assert await JobRunner([plain], redis_client, 2).run_once(plain) is RunStatus.OK
+    state = await plain.store.state()
+    assert state is not None and state.token == other.token and state.status == "done"

@@ -119,7 +119,10 @@ class SuggestionsJob(Job):
         if state is None or state.status != "running" or self.full_requested or abandoned:
             planned = await self._plan(state)
             if planned is None:
-                return f"skipped: run {await self.store.lock_holder()} holds the suggestion keys"
+                holder = await self.store.lock_holder()
+                if self.once and self.full_requested:  # `jobs --once --full` did not do its run
+                    raise LockLost(f"full run refused: run {holder} holds the suggestion keys")
+                return f"skipped: run {holder} holds the suggestion keys"
             self.full_requested = False
             state = planned
         elif not await self.store.take_run_lock(state.token):
