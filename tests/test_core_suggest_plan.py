@@ -134,3 +134,16 @@ def test_run_keys_share_one_slot_and_name_their_owner() -> None:
         assert key.count("{") == 1  # one hash tag: one Cluster slot for all of them
     assert all("app-x" not in k for k in locks) and all("app-x" in k for k in state)
     assert len(set(locks + state)) == len(locks + state)
+
+
+@given(scored, st.integers(1, 8), st.randoms(use_true_random=False))
+def test_rank_sorted_repairs_ties_in_any_order(
+    rows: list[tuple[int, int, float]], limit: int, rng: random.Random
+) -> None:
+    """Sorted by score only, equal scores in any order (groupArray promises no order): the
+    ranking is still the tolerant ranking's."""
+    shuffled = list(rows)
+    rng.shuffle(shuffled)
+    by_score = sorted(shuffled, key=lambda r: -r[2])  # stable: ties keep the shuffled order
+    want = rank_suggestions((Suggestion(c, s, m) for c, m, s in rows), limit)
+    assert rank_sorted(by_score, limit) == want

@@ -70,7 +70,9 @@ def rank_sorted(items: Sequence[tuple[int, int, float]], limit: int) -> list[Sug
     mutual desc, user_id asc: unless a near-tie (0 < gap <= 1e-9) joins groups, that order is final."""
     for i in range(len(items) - 1):
         gap = items[i][2] - items[i + 1][2]
-        if gap < 0 or 0 < gap <= SCORE_TOLERANCE:
+        # groupArray keeps the subquery's order in practice, not by contract: check ties too.
+        tie_out_of_order = gap == 0 and (items[i][1], -items[i][0]) < (items[i + 1][1], -items[i + 1][0])
+        if gap < 0 or 0 < gap <= SCORE_TOLERANCE or tie_out_of_order:
             return rank_suggestions((Suggestion(c, s, m) for c, m, s in items), limit)
         if i + 1 >= limit and gap > SCORE_TOLERANCE:
             break  # the group at the cut ends here
