@@ -15,6 +15,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from streamer.demo.options import RECONCILE_INTERVAL_S, SUGGESTION_INTERVAL_S, TRENDING_INTERVAL_S
 from streamer.demo.poll import Metrics, Snapshot
 
 
@@ -29,10 +30,9 @@ class DemoState:
     target_rate: float = 0.0
     produced: int = 0
     dead_letters_sent: int = 0
-    trending_interval_s: int = 5
-    suggestion_interval_s: int = 30
-    reconcile_interval_s: int = 20
-    topk: int = 50
+    trending_interval_s: int = TRENDING_INTERVAL_S
+    suggestion_interval_s: int = SUGGESTION_INTERVAL_S
+    reconcile_interval_s: int = RECONCILE_INTERVAL_S
     last: Snapshot | None = None
     previous_ranks: dict[int, int] = field(default_factory=dict)
     _history: deque[tuple[float, int, float]] = field(default_factory=lambda: deque(maxlen=40))

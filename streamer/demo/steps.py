@@ -337,7 +337,6 @@ class Demo:
         self.redis = Redis.from_url(self.env["REDIS_URL"])
         self.poller = Poller(self.redis, f"http://127.0.0.1:{self.ports['web']}/metrics",
                              self.settings.job_trending_window_hours)
-        self.state.topk = self.settings.job_trending_topk
         await self.create_topics()
         self.check_stop()
         await self.load_graph()
