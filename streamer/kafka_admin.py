@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -12,7 +13,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streamer.config import Settings
-from streamer.kafka_client import client_kwargs, preflight
+from streamer.kafka_client import KafkaSecurityError, client_kwargs, preflight
+
+log = logging.getLogger("streamer.kafka")
+MAX_RETRY_S = 10.0  # the longest pause between two attempts to reach Kafka
 
 
 async def ensure_topics(
@@ -79,3 +83,27 @@ async def prepare_topics(settings: Settings) -> int:
         s.kafka_events_topic: s.streamer_topic_partitions, s.kafka_dlq_topic: 1},
         security=security, replication_factor=s.kafka_replication_factor)
     return await topic_partitions(s.kafka_bootstrap_servers, s.kafka_events_topic, security=security)
+
+
+async def wait_for_topics(
+    settings: Settings, stop: asyncio.Event,
+    on_error: Callable[[BaseException], None] = lambda exc: None,
+) -> int | None:
+    """prepare_topics until Kafka answers (backing off to MAX_RETRY_S); None when stopped first.
+
+    A refused TLS handshake or login (KafkaSecurityError) ends the wait at once: retrying would
+    not fix it. `on_error` sees every other failure (e.g. for the start clock's last error)."""
+    delay_s = 0.5
+    while not stop.is_set():
+        try:
+            return await prepare_topics(settings)
+        except KafkaSecurityError:
+            raise
+        except Exception as exc:
+            on_error(exc)
+            log.warning("Kafka at %s not usable yet (%s: %s); retrying in %.1fs",
+                        settings.kafka_bootstrap_servers, type(exc).__name__, exc, delay_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay_s)
+            delay_s = min(delay_s * 2, MAX_RETRY_S)
+    return None

@@ -23,34 +23,11 @@ from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.payloads import sink_positions_key
-from streamer.kafka_admin import prepare_topics
-from streamer.kafka_client import KafkaSecurityError
+from streamer.kafka_admin import wait_for_topics
 from streamer.ops.http import start_http
 from streamer.stream.sink_consumer import ClickHouseSinkConsumer, sink_group
 
 log = logging.getLogger("streamer.sink")
-MAX_RETRY_S = 10.0
-
-
-async def kafka_partitions(settings: Settings, stop: asyncio.Event) -> int | None:
-    """Create the topics if missing and read the partition count; retry until Kafka answers.
-
-    None when stopped first; KafkaSecurityError when TLS or SASL is refused.
-    """
-    s = settings
-    delay_s = 0.5
-    while not stop.is_set():
-        try:
-            return await prepare_topics(s)
-        except KafkaSecurityError:
-            raise
-        except Exception as exc:
-            log.warning("Kafka at %s not usable yet (%s: %s); retrying in %.1fs",
-                        s.kafka_bootstrap_servers, type(exc).__name__, exc, delay_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay_s)
-            delay_s = min(delay_s * 2, MAX_RETRY_S)
-    return None
 
 
 class SinkProcess:
@@ -104,7 +81,7 @@ async def run_sink(settings: Settings, stop: asyncio.Event) -> int:
     ch: ClickHouse | None = None
     redis: Redis | None = None
     try:
-        partitions = await kafka_partitions(settings, stop)
+        partitions = await wait_for_topics(settings, stop)
         if partitions is None:
             return 0
         ch = ClickHouse.from_settings(settings)

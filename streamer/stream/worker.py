@@ -24,8 +24,7 @@ from streamer.errors import StartError
 from streamer.jobs.reconcile import make_stream_reconciler
 from streamer.jobs.runner import JobRunner
 from streamer.jobs.suggestions import SuggestionsJob
-from streamer.kafka_admin import prepare_topics
-from streamer.kafka_client import KafkaSecurityError
+from streamer.kafka_admin import wait_for_topics
 from streamer.ops.http import start_http
 from streamer.ops.metrics import CONSUMER_LAG
 from streamer.ops.reload import LiveSettings, live_of, start_reloading
@@ -90,22 +89,18 @@ class Worker:
         return self.exit_code
 
     async def _kafka_partitions(self) -> int:
-        """Create the topics if missing and read the partition count; retry until Kafka answers
-        (the start clock ends the retries at STREAMER_START_TIMEOUT_SEC)."""
+        """The topics' partition count once Kafka answers (the start clock ends the retries at
+        STREAMER_START_TIMEOUT_SEC, a stop cancels them)."""
         s = self.settings
         self.start_clock.step = f"reaching Kafka at KAFKA_BOOTSTRAP_SERVERS {s.kafka_bootstrap_servers}"
-        delay_s = 0.5
-        while True:
-            try:
-                return await prepare_topics(s)  # a refused TLS handshake or login ends the start
-            except KafkaSecurityError:
-                raise
-            except Exception as exc:
-                self.start_clock.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("Kafka at %s not usable yet (%s: %s); retrying in %.1fs",
-                            s.kafka_bootstrap_servers, type(exc).__name__, exc, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 10.0)
+
+        def remember(exc: BaseException) -> None:
+            self.start_clock.last_error = f"{type(exc).__name__}: {exc}"
+
+        # Never stopped from inside: a stop cancels the whole start (Worker.run).
+        partitions = await wait_for_topics(s, asyncio.Event(), remember)
+        assert partitions is not None
+        return partitions
 
     async def _start(self) -> None:
         s = self.settings
