@@ -119,7 +119,11 @@ class PartitionWindow:
         types = np.concatenate([r[1] for r in recent])
         minutes = np.concatenate([r[2] for r in recent])
         count_into(self.held, slots)
-        order = np.argsort(minutes, kind="stable")
+        low = int(minutes.min())
+        if int(minutes.max()) - low < 1 << 16:  # minute offsets: a radix sort, ~5x faster
+            order = np.argsort((minutes - low).astype(np.uint16), kind="stable")
+        else:
+            order = np.argsort(minutes, kind="stable")
         ms = minutes[order]
         cuts = np.flatnonzero(ms[1:] != ms[:-1]) + 1
         for part in np.split(order, cuts):
