@@ -64,16 +64,10 @@ class PartitionState:
         self.next_offset = -1  # next source offset to read; -1 until a batch was processed
         self._expired_to: int | None = None  # window start of the last expiry pass
 
-    def _bounds(self) -> tuple[int, int]:
-        first, last = self.window.first_minute, self.window.last_minute
-        if first is None or last is None:
-            raise RuntimeError("window not advanced")
-        return first, last
-
     def accept_columns(self, event_ids: list[str], post_ids: I64, types: npt.NDArray[np.uint8],
                        ts_ms: I64) -> Accepted:
         """Dedup and count events that belong to this partition (one vectorised pass)."""
-        first, last = self._bounds()
+        first, last = self.window.bounds()
         minutes = ts_ms // MINUTE_MS
         on_time = minutes >= first
         late = len(minutes) - int(on_time.sum())
@@ -130,11 +124,9 @@ class PartitionState:
 
     def advance(self, now_ms: int) -> list[bytes]:
         """Move the window to wall-clock now; return keys of records that fully expired."""
-        before, _ = self._bounds()
-        self.window.advance(now_ms)
-        first, _ = self._bounds()
-        if first == before and self._expired_to == first:
-            return []  # same minute as the last call: nothing can have expired
+        first = self.window.advance(now_ms).first_minute
+        if self._expired_to == first:
+            return []  # same window start as the last expiry pass: nothing can have expired
         self._expired_to = first
         self.dedup.expire_before(first)
         keep_from = first - RETAIN_MINUTES  # records also back the retained minutes
@@ -145,7 +137,7 @@ class PartitionState:
 
     def load(self, records: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
         """Rebuild from recovered records, each event id once; return keys of expired records."""
-        first, _ = self._bounds()
+        first, _ = self.window.bounds()
         keep_from = first - RETAIN_MINUTES
         parts: list[RecordColumns] = []
         expired: list[bytes] = []
@@ -171,7 +163,7 @@ class PartitionState:
 
     def can_compute(self, window: Window) -> bool:
         """True when every minute of `window` is still held (in the window or retained)."""
-        first, last = self._bounds()
+        first, last = self.window.bounds()
         return window.first_minute >= first - RETAIN_MINUTES and window.last_minute <= last
 
     def complete_partial(self, window: Window, k: int) -> StreamSnapshot:

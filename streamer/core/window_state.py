@@ -129,7 +129,8 @@ class PartitionWindow:
         for part in np.split(order, cuts):
             self._block(int(minutes[part[0]])).append(slots[part], types[part])
 
-    def _bounds(self) -> tuple[int, int]:
+    def bounds(self) -> tuple[int, int]:
+        """First and last minute of the window; advance() must have been called once."""
         if self.first_minute is None or self.last_minute is None:
             raise RuntimeError("advance() must be called before counting")
         return self.first_minute, self.last_minute
@@ -176,7 +177,7 @@ class PartitionWindow:
         Minutes before the window start are held (as retained minutes) but not counted; the
         caller keeps them within `retain_minutes`.
         """
-        first, last = self._bounds()
+        first, last = self.bounds()
         if not len(post_ids):
             return
         slots = self.slots(post_ids)
@@ -192,7 +193,7 @@ class PartitionWindow:
 
     def add(self, post_id: int, type_index: int, ts_ms: int, count: int = 1) -> Outcome:
         """Count `count` events of one post at ts_ms; the caller deduplicates first."""
-        first, last = self._bounds()
+        first, last = self.bounds()
         minute = ts_ms // MINUTE_MS
         if minute < first:
             return Outcome.LATE
@@ -205,7 +206,7 @@ class PartitionWindow:
 
     def load_post(self, post_id: int, buckets: Buckets) -> None:
         """Restore one post's buckets (minutes before the window start are ignored)."""
-        first, _ = self._bounds()
+        first, _ = self.bounds()
         self.forget_post(post_id)
         for minute, counters in sorted(buckets.items()):
             if minute >= first:
@@ -258,7 +259,7 @@ class PartitionWindow:
 
     def totals_over(self, lo: int, hi: int) -> Counters:
         """Per-slot totals over held minutes lo..hi (each must be in the window or retained)."""
-        first, last = self._bounds()
+        first, last = self.bounds()
         acc = self.totals.copy()
         for minute, block in self.held_minutes().items():
             inside, wanted = first <= minute <= last, lo <= minute <= hi
