@@ -10,6 +10,7 @@ the last shard commits the run (its snapshot becomes the baseline of the next in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -159,22 +160,24 @@ class SuggestionsJob(Job):
         token = new_run_token()
         if not await self.store.take_run_lock(token):
             return None
-        keeper = asyncio.create_task(self._keep_run_lock(token))  # planning may outlast the TTL
+        planned = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_run_lock(token, planned))  # planning may be slow
         try:
             return await self._store_plan(state, token)
         except BaseException:
             await self.store.release_run_lock(token)  # let the next attempt plan at once
             raise
         finally:
-            keeper.cancel()
+            planned.set()  # not cancelled: a Redis command cut off mid-reply costs its connection
             await asyncio.gather(keeper, return_exceptions=True)
 
-    async def _keep_run_lock(self, token: str) -> None:
-        """Extend the run lock every third of its TTL until cancelled or no longer ours."""
-        while True:
-            await asyncio.sleep(self.store.lock_ttl_ms / 3000)
-            if not await self.store.extend_run_lock(token):
-                return  # start_run's own check then fails the plan with LockLost
+    async def _keep_run_lock(self, token: str, done: asyncio.Event) -> None:
+        """Extend the run lock every third of its TTL until `done` or no longer ours."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), self.store.lock_ttl_ms / 3000)
+            if done.is_set() or not await self.store.extend_run_lock(token):
+                return  # lost: start_run's own check then fails the plan with LockLost
 
     async def _store_plan(self, state: RunState | None, token: str) -> RunState:
         """Compute what the run must do and store it under the run lock `token`."""
