@@ -16,9 +16,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # README.md* : the glob keeps the build working while the README is absent.
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml constraints.txt README.md* ./
 COPY streamer ./streamer
-RUN pip wheel --wheel-dir /wheels .
+# constraints.txt: the exact versions CI tested.
+RUN pip wheel --wheel-dir /wheels -c constraints.txt .
 
 # ---- stage 2: slim runtime, non-root ------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian/Ubuntu machine with Python 3.11+:
-# the Debian packages the tests need when missing, a virtualenv in .venv, the package with its dev extra.
+# the Debian packages the tests need when missing, a virtualenv in .venv, the package with its dev
+# extra at the exact versions of constraints.txt (refreshed on purpose by scripts/lock.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,10 +31,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 STAMP=.venv/.streamer-installed
-if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ constraints.txt -nt "$STAMP" ]; then
   echo "setup: installing streamer and its dependencies into .venv (first run takes a minute)…"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
   touch "$STAMP"
 fi
 echo "setup: ready (.venv/bin/streamer)"

@@ -52,7 +52,7 @@ def _sentinel_master(
     sentinel_kwargs: dict[str, Any] = {**timeouts, "ssl": target.tls}
     if target.sentinel_password:
         sentinel_kwargs["password"] = target.sentinel_password
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    sentinel = Sentinel(
         list(target.hosts), sentinel_kwargs=sentinel_kwargs, **timeouts)
     master = sentinel.master_for(
         target.service_name, redis_class=Redis, connection_pool_class=BlockingSentinelPool,
