@@ -6,25 +6,42 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 from redis.exceptions import RedisError
 
 from streamer import __version__
+from streamer.cli_help import DOCS, describe_subcommands
 from streamer.config import Settings, load_settings, mask_url
 from streamer.errors import ConfigError, StreamerError
 from streamer.ops.logging import setup_logging
 from streamer.ops.shutdown import QUICK_STOP_S, STOP_BUDGET_S, Shutdown, run_command, set_hard_exit
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line (exit 2), pointing at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    """An option value that must be a whole number > 0."""
+    if not (text.strip().isascii() and text.strip().isdigit()) or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number > 0 (got {text!r})")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="streamer", description="Exact stream-driven trending caches.")
+    p = _Parser(prog="streamer", description="Exact stream-driven trending caches.",
+                epilog=f"`streamer COMMAND --help` describes a command. More: {DOCS}.")
     p.add_argument("--version", action="version", version=f"streamer {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("worker", help="stream mode: the Faust worker")
     jobs = sub.add_parser("jobs", help="ClickHouse-only mode: trending and suggestions jobs")
     jobs.add_argument("--once", action="store_true", help="run each selected job once and exit")
-    jobs.add_argument("--job", choices=["trending", "suggestions"], help="run only this job")
+    jobs.add_argument("--job", choices=["trending", "suggestions"],
+                      help="run only this job (default: both)")
     jobs.add_argument(
         "--force", action="store_true", help="publish trending even while the stream is fresh"
     )
@@ -32,19 +49,37 @@ def _parser() -> argparse.ArgumentParser:
         "--full", action="store_true", help="recompute every user's suggestions (no incremental)"
     )
     sub.add_parser("schema", help="create the ClickHouse database and tables (idempotent)")
-    sub.add_parser("check-config", help="validate and print the configuration")
+    check = sub.add_parser("check-config", help="validate and print the configuration")
+    check.add_argument("--format", choices=["text", "json"], default="text",
+                       help="text: one NAME=VALUE  # source line each; json: one object "
+                            "(default: %(default)s)")
     sample = sub.add_parser("sample", help="load generated sample data into ClickHouse")
-    sample.add_argument("--events", type=int, default=50_000)
-    sample.add_argument("--posts", type=int, default=2_000)
-    sample.add_argument("--users", type=int, default=1_000)
-    sample.add_argument("--avg-follows", type=int, default=20)
+    sample.add_argument("--events", type=_positive_int, default=50_000,
+                        help="engagement events over the last 2 hours (default: %(default)s)")
+    sample.add_argument("--posts", type=_positive_int, default=2_000,
+                        help="distinct posts the events are about (default: %(default)s)")
+    sample.add_argument("--users", type=_positive_int, default=1_000,
+                        help="users in the follow graph and among the events (default: %(default)s)")
+    sample.add_argument("--avg-follows", type=_positive_int, default=20,
+                        help="average accounts a user follows (default: %(default)s)")
+    sample.add_argument("--replace", action="store_true",
+                        help="empty post_events and follows first (default: refuse when they "
+                             "hold rows)")
+    sample.add_argument("--allow-server", action="store_true",
+                        help="allow loading into a ClickHouse server (http(s) CLICKHOUSE_URL); "
+                             "default: only the embedded engine")
     demo = sub.add_parser("demo", help="the whole system on this machine")
-    demo.add_argument("--duration", type=float, default=90.0, help="seconds of traffic")
-    demo.add_argument("--rate", type=float, default=2000.0, help="events per second")
-    demo.add_argument("--posts", type=int, default=5_000)
-    demo.add_argument("--users", type=int, default=2_000)
+    demo.add_argument("--duration", type=float, default=90.0,
+                      help="seconds of traffic (default: %(default)s)")
+    demo.add_argument("--rate", type=float, default=2000.0,
+                      help="events per second (default: %(default)s)")
+    demo.add_argument("--posts", type=int, default=5_000,
+                      help="distinct posts, at least 10 (default: %(default)s)")
+    demo.add_argument("--users", type=int, default=2_000,
+                      help="users in the follow graph, at least 10 (default: %(default)s)")
     sub.add_parser("top", help="print the trending list and its meta from Redis")
     sub.add_parser("sink", help="only the ClickHouse sink consumer group (needs a ClickHouse server)")
+    describe_subcommands(sub)
     return p
 
 
@@ -57,7 +92,8 @@ STOP_GRACE_S = STOP_BUDGET_S
 def describe_failure(exc: BaseException) -> tuple[int, str] | None:
     """The exit code and the one stderr line of a failure we raise on purpose (None: a bug)."""
     if isinstance(exc, ConfigError):
-        return 2, f"streamer: invalid configuration: {exc}"
+        return 2, "\n".join(f"streamer: invalid configuration: {err}"
+                             for err in getattr(exc, "errors", [exc]))
     if isinstance(exc, StreamerError):
         return 1, f"streamer: {exc}"
     return None
@@ -80,7 +116,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if cmd == "check-config":
         from streamer.modes.admin import check_config
 
-        return check_config(settings)
+        return check_config(settings, args.format)
     if cmd == "schema":
         from streamer.modes.admin import schema
 
@@ -126,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"streamer: invalid configuration: {exc}", file=sys.stderr)
+        print(describe_failure(exc)[1], file=sys.stderr)  # type: ignore[index]
         return 2
     setup_logging(settings.log_level, settings.log_format)
     try:

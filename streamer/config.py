@@ -11,8 +11,10 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamer.config_errors import field_error as _field_error
+from streamer.config_errors import located, pem_errors
 from streamer.config_file import overlay, read_config_file
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, raise_all
 from streamer.redis_url import parse_redis_url
 
 _POSITIVE = Field(gt=0, strict=False)
@@ -155,24 +157,27 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _kafka_security(self) -> Settings:
-        """Combinations of the Kafka security variables; raises ConfigError naming one."""
+        """Combinations of the Kafka security variables; raises ConfigError(s) naming each."""
         proto = self.kafka_security_protocol
         sasl = proto.startswith("SASL_")
+        errors: list[ConfigError] = []
         for name, value in (("kafka_sasl_username", self.kafka_sasl_username),
                             ("kafka_sasl_password", self.kafka_sasl_password.get_secret_value())):
             if sasl and not value:
-                raise ConfigError(name.upper(), f"must be set with KAFKA_SECURITY_PROTOCOL={proto}")
+                errors.append(ConfigError(name.upper(),
+                                          f"must be set with KAFKA_SECURITY_PROTOCOL={proto}"))
             if value and not sasl:
-                raise ConfigError(name.upper(), "needs KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT or "
-                                  f"SASL_SSL (got {proto})")
+                errors.append(ConfigError(name.upper(), "needs KAFKA_SECURITY_PROTOCOL="
+                                          f"SASL_PLAINTEXT or SASL_SSL (got {proto})"))
         for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
             if getattr(self, name) and not proto.endswith("SSL"):
-                raise ConfigError(name.upper(), f"needs KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL "
-                                  f"(got {proto})")
+                errors.append(ConfigError(name.upper(), "needs KAFKA_SECURITY_PROTOCOL=SSL or "
+                                          f"SASL_SSL (got {proto})"))
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             missing = "kafka_ssl_keyfile" if self.kafka_ssl_certfile else "kafka_ssl_certfile"
-            raise ConfigError(missing.upper(), "must be set: KAFKA_SSL_CERTFILE and "
-                              "KAFKA_SSL_KEYFILE go together (mutual TLS)")
+            errors.append(ConfigError(missing.upper(), "must be set: KAFKA_SSL_CERTFILE and "
+                                      "KAFKA_SSL_KEYFILE go together (mutual TLS)"))
+        raise_all(errors)
         return self
 
     @field_validator("clickhouse_database")
@@ -256,30 +261,43 @@ def _shown(value: object) -> str:
 
 def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
     """Build Settings from the environment and STREAMER_CONFIG_FILE (the file wins for the names
-    it sets); raise ConfigError naming the first bad variable."""
+    it sets); raise ConfigError (ConfigErrors: several) naming every bad variable at once, with
+    the file and line of a value that came from the file."""
     source = dict(os.environ if env is None else env)
     file = read_config_file(source, Settings.model_fields)
-    if file is not None:
-        env = source = overlay(source, file)
-    by_upper = {k.upper(): v for k, v in source.items()}  # env names are case-insensitive
-    for name, field in Settings.model_fields.items():
-        raw = by_upper.get(name.upper())
-        if raw is not None and field.annotation is int:
-            stripped = raw.strip()
-            lowest = 0 if name in _ZERO_MEANS_OFF else 1
-            if not (stripped.isascii() and stripped.isdigit()) or int(stripped) < lowest:
-                rule = "must be a whole number >= 0 (0 = off)" if lowest == 0 else _INT_FIELDS_MESSAGE
-                raise ConfigError(name.upper(), f"{rule} (got {_shown(raw)})")
+    source = overlay(source, file)
+    values: dict[str, Any] = {
+        k.lower(): v for k, v in source.items() if k.lower() in Settings.model_fields
+    }
+    errors = _whole_number_errors(values)
+    for error in errors:  # validate the rest with the default in its place (never the env's)
+        values[error.variable.lower()] = Settings.model_fields[error.variable.lower()].default
+    values.update(overrides)
+    settings: Settings | None = None
     try:
-        if env is None:
-            return Settings(**overrides)
-        values: dict[str, Any] = {
-            k.lower(): v for k, v in source.items() if k.lower() in Settings.model_fields
-        }
-        values.update(overrides)
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        variable = str(err["loc"][0]).upper() if err["loc"] else "configuration"
-        rule = str(err["msg"]).removeprefix("Value error, ")
-        raise ConfigError(variable, f"{rule} (got {_shown(err.get('input'))})") from None
+        errors += [_field_error(err) for err in exc.errors()]
+    except ConfigError as exc:  # the model validator's combinations of Kafka variables
+        errors.append(exc)
+    if settings is not None and not errors:
+        errors += pem_errors(settings)
+    order = {name.upper(): i for i, name in enumerate(Settings.model_fields)}
+    errors.sort(key=lambda e: order.get(e.variable, -1))  # the order of the README table
+    raise_all([located(e, file) for e in errors])
+    assert settings is not None
+    return settings
+
+
+def _whole_number_errors(values: dict[str, Any]) -> list[ConfigError]:
+    """Integer settings given as text that is not a whole number in range, one error each."""
+    errors = []
+    for name, raw in values.items():
+        if Settings.model_fields[name].annotation is not int or not isinstance(raw, str):
+            continue
+        stripped = raw.strip()
+        lowest = 0 if name in _ZERO_MEANS_OFF else 1
+        if not (stripped.isascii() and stripped.isdigit()) or int(stripped) < lowest:
+            rule = "must be a whole number >= 0 (0 = off)" if lowest == 0 else _INT_FIELDS_MESSAGE
+            errors.append(ConfigError(name.upper(), f"{rule} (got {_shown(raw)})"))
+    return errors

@@ -19,13 +19,14 @@ hold a secret). Unknown names are errors too: a typo must not silently leave a s
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, raise_all
 
 FILE_VARIABLE = "STREAMER_CONFIG_FILE"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -82,34 +83,42 @@ def _value(rest: str) -> str | None:
 
 
 def parse_config_text(text: str, known: Collection[str], path: str = "<text>") -> FileValues:
-    """Parse KEY=VALUE lines; raise ConfigError naming the file and line of the first bad one."""
+    """Parse KEY=VALUE lines; raise ConfigError(s) naming the file and line of every bad one."""
     names = {n.upper() for n in known}
     values: dict[str, str] = {}
     lines: dict[str, int] = {}
+    errors: list[ConfigError] = []
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-
-        def bad(rule: str, n: int = number) -> ConfigError:
-            return ConfigError(FILE_VARIABLE, f"{path} line {n}: {rule}")
-
         name, eq, rest = stripped.partition("=")
-        name = name.strip()
-        if not eq or not _NAME.fullmatch(name):
-            raise bad("expected NAME=VALUE")
-        name = name.upper()
-        if name == FILE_VARIABLE:
-            raise bad(f"{FILE_VARIABLE} cannot be set inside the file")
-        if name not in names:
-            raise bad(f"unknown variable {name}")
-        if name in values:
-            raise bad(f"{name} already set on line {lines[name]}")
+        name = name.strip().upper()
         value = _value(rest)
-        if value is None:
-            raise bad(f"{name}: unterminated quote or text after the closing quote")
-        values[name], lines[name] = value, number
+        rule = _line_problem(name, bool(eq), value, names, lines)
+        if rule:
+            errors.append(ConfigError(FILE_VARIABLE, f"{path} line {number}: {rule}"))
+        elif value is not None:
+            values[name], lines[name] = value, number
+    raise_all(errors)
     return FileValues(path, values, lines)
+
+
+def _line_problem(name: str, eq: bool, value: str | None, names: Collection[str],
+                  seen: Mapping[str, int]) -> str:
+    """What is wrong with one `NAME=VALUE` line ('' when nothing)."""
+    if not eq or not _NAME.fullmatch(name):
+        return "expected NAME=VALUE"
+    if name == FILE_VARIABLE:
+        return f"{FILE_VARIABLE} cannot be set inside the file"
+    if name not in names:
+        close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.7)
+        return f"unknown variable {name}" + (f" (did you mean {close[0]}?)" if close else "")
+    if name in seen:
+        return f"{name} already set on line {seen[name]}"
+    if value is None:
+        return f"{name}: unterminated quote or text after the closing quote"
+    return ""
 
 
 def file_path(env: Mapping[str, str]) -> str:

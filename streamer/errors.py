@@ -29,3 +29,24 @@ class LockLost(StreamerError):
 
 class StartError(StreamerError):
     """Raised when a command cannot start; the message names the variable or path at fault."""
+
+
+class ConfigErrors(ConfigError):
+    """Raised when several settings are invalid at once; `errors` holds one ConfigError each.
+
+    It reads as its first error (`variable`, `rule`) to code that expects one; its text is
+    every error joined by "; " (one log line), the CLI prints one line per error.
+    """
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__(errors[0].variable, errors[0].rule)
+        self.errors = errors
+        self.args = ("; ".join(str(e) for e in errors),)
+
+
+def raise_all(errors: list[ConfigError]) -> None:
+    """Raise nothing, the one error, or all of them together."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors([e for err in errors for e in getattr(err, "errors", [err])])

@@ -190,7 +190,7 @@ class TestPrecedence:
         assert info.value.variable == "JOB_TRENDING_TOPK" and "whole number > 0" in info.value.rule
 
     def test_check_config_shows_sources_and_bad_file_exits_2(self, tmp_path: Path) -> None:
-        """check-config: a source column; a bad line: exit 2, one stderr line naming the line."""
+        """check-config: a source per line; a bad line: exit 2, one stderr line naming the line."""
         path = tmp_path / "c.conf"
         path.write_text("# x\nJOB_TRENDING_TOPK=7\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_", "STREAMER_"))}
@@ -199,8 +199,8 @@ class TestPrecedence:
         cmd = [sys.executable, "-m", "streamer", "check-config"]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
-        rows = {line.split("│")[1].strip(): line for line in out.stdout.splitlines() if "│" in line}
-        assert f"file {path}:2" in rows["JOB_TRENDING_TOPK"] and " 7 " in rows["JOB_TRENDING_TOPK"]
+        rows = {line.split("=", 1)[0]: line for line in out.stdout.splitlines() if "=" in line}
+        assert rows["JOB_TRENDING_TOPK"] == f"JOB_TRENDING_TOPK=7  # file {path}:2"
         assert "environment" in rows["JOB_MAX_CONCURRENT"]
         assert "default" in rows["JOB_SUGGESTIONS_PER_USER"]
         path.write_text("JOB_TRENDING_TOPK=7\nJOB_TRENDING_TOPK 8\n")

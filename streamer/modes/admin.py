@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import orjson
 from rich.console import Console
@@ -25,18 +26,30 @@ from streamer.demo.generate import events, follow_graph
 console = Console()
 
 
-def check_config(settings: Settings) -> int:
-    """Print the validated configuration with secrets masked, and where each value came from."""
+def check_config(settings: Settings, fmt: str = "text") -> int:
+    """Print the validated configuration, secrets masked, and where each value came from.
+
+    Plain lines or JSON on stdout, never a table: the output is read through pipes
+    (`kubectl exec ... -- streamer check-config`), where nothing may be cut.
+    """
     env = dict(os.environ)
     where = origins(env, read_config_file(env, Settings.model_fields), Settings.model_fields)
-    table = Table(title="streamer configuration (valid)")
-    table.add_column("variable")
-    table.add_column("value")
-    table.add_column("source")
-    for name, value in settings.masked().items():
-        table.add_row(name, str(value), where.get(name, "derived"))
-    console.print(table)
+    rows = {name: (value, where.get(name, "derived")) for name, value in settings.masked().items()}
+    if fmt == "json":
+        out = {name: {"value": _jsonable(value), "source": source}
+               for name, (value, source) in rows.items()}
+        sys.stdout.write(orjson.dumps({"valid": True, "settings": out},
+                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    print("# streamer configuration (valid); secrets masked; NAME=VALUE  # source")
+    for name, (value, source) in rows.items():
+        print(f"{name}={value}  # {source}")
     return 0
+
+
+def _jsonable(value: object) -> object:
+    """A setting's value as JSON: numbers and booleans as such, anything else as text."""
+    return value if isinstance(value, bool | int | float) or value is None else str(value)
 
 
 async def schema(settings: Settings) -> int:

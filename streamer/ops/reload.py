@@ -10,7 +10,6 @@ settings in `config_file.RELOADABLE` change; the others are reported as needing 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -18,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from streamer.config import Settings, load_settings
-from streamer.config_file import ConfigDiff, diff_settings, file_path, read_config_file
+from streamer.config_file import ConfigDiff, diff_settings, file_path
 from streamer.errors import ConfigError
 from streamer.ops.logging import setup_logging
 from streamer.ops.metrics import CONFIG_GENERATION, CONFIG_RELOADS, CONFIG_RESTART_PENDING
@@ -54,8 +53,9 @@ class LiveSettings:
             new = load_settings(self.env)
         except ConfigError as exc:
             CONFIG_RELOADS.labels(result="rejected").inc()
-            log.error("config reload (%s) rejected, generation %d stays: %s%s",
-                      why, self.generation, exc, self._where(exc.variable))
+            # load_settings names the file and line of every value that came from the file
+            log.error("config reload (%s) rejected, generation %d stays: %s",
+                      why, self.generation, exc)
             return "rejected"
         diff = diff_settings(self._current, new, type(new).model_fields)
         self._report_restart_only(diff)
@@ -87,14 +87,6 @@ class LiveSettings:
         if diff.restart_only:
             log.warning("config: %s changed, needs a restart (not applied)",
                         diff.describe(diff.restart_only))
-
-    def _where(self, variable: str) -> str:
-        """` (PATH line N)` when the rejected variable was set in the file, else ''."""
-        with contextlib.suppress(ConfigError):
-            file = read_config_file(self.env, Settings.model_fields)
-            if file is not None and variable in file.lines:
-                return f" ({file.path} line {file.lines[variable]})"
-        return ""
 
 
 async def wait_any(events: Sequence[asyncio.Event], timeout_s: float) -> None:
