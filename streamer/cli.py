@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from streamer import __version__
 from streamer.cli_help import DOCS, describe_subcommands
 from streamer.config import Settings, load_settings, mask_url
-from streamer.errors import ConfigError, StreamerError
+from streamer.errors import ConfigError, StreamerError, UsageError
 from streamer.ops.logging import setup_logging
 from streamer.ops.shutdown import QUICK_STOP_S, STOP_BUDGET_S, Shutdown, run_command, set_hard_exit
 
@@ -94,6 +94,8 @@ def describe_failure(exc: BaseException) -> tuple[int, str] | None:
     if isinstance(exc, ConfigError):
         return 2, "\n".join(f"streamer: invalid configuration: {err}"
                              for err in getattr(exc, "errors", [exc]))
+    if isinstance(exc, UsageError):
+        return 2, f"streamer: {exc}"
     if isinstance(exc, StreamerError):
         return 1, f"streamer: {exc}"
     return None

@@ -14,6 +14,10 @@ class ConfigError(StreamerError):
         self.rule = rule
 
 
+class UsageError(StreamerError):
+    """Raised when a command is asked for something it refuses without an explicit flag (exit 2)."""
+
+
 class InvalidEvent(StreamerError):
     """Raised by the decoder when an event breaks the contract; `reason` is a metric label."""
 

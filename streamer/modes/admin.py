@@ -16,12 +16,13 @@ from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
 from streamer.clock import wall_ms
-from streamer.config import Settings
+from streamer.config import Settings, mask_url
 from streamer.config_file import origins, read_config_file
 from streamer.core.events import Event
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
 from streamer.demo.generate import events, follow_graph
+from streamer.errors import UsageError
 
 console = Console()
 
@@ -60,10 +61,19 @@ async def schema(settings: Settings) -> int:
     return 0
 
 
+# The tables `sample` fills: a rerun replaces them (--replace) or is refused, never doubles them.
+SAMPLE_TABLES = ("post_events", "follows")
+
+
 async def sample(settings: Settings, args: argparse.Namespace) -> int:
     """Load a generated follow graph and events (last 2 hours) into ClickHouse."""
+    if not settings.clickhouse_embedded and not args.allow_server:
+        raise UsageError(f"sample: CLICKHOUSE_URL is a ClickHouse server "
+                         f"({mask_url(settings.clickhouse_dsn)}); generated rows go there only "
+                         "with --allow-server")
     ch = ClickHouse.from_settings(settings)
     await create_schema(ch)
+    await _empty_or_refuse(ch, settings.clickhouse_database, replace=args.replace)
     now_ms = wall_ms()
     with console.status("generating follow graph…"):
         edges = follow_graph(args.users, args.avg_follows)
@@ -76,8 +86,24 @@ async def sample(settings: Settings, args: argparse.Namespace) -> int:
                 await queries.insert_events(ch, batch)
                 batch = []
         await queries.insert_events(ch, batch)
-    console.print(f"loaded {len(edges):,} follows and {args.events:,} events into ClickHouse")
+    print(f"loaded {len(edges):,} follows and {args.events:,} events into ClickHouse "
+          f"database {settings.clickhouse_database}")
     return 0
+
+
+async def _empty_or_refuse(ch: ClickHouse, database: str, *, replace: bool) -> None:
+    """Empty the sample tables (replace) or raise UsageError when one already holds rows."""
+    counts = {t: int((await ch.rows(f"SELECT count() FROM {database}.{t}"))[0][0])
+              for t in SAMPLE_TABLES}
+    held = ", ".join(f"{t} holds {n:,} rows" for t, n in counts.items() if n)
+    if not held:
+        return
+    if not replace:
+        raise UsageError(f"sample: {held}; pass --replace to empty "
+                         f"{' and '.join(SAMPLE_TABLES)} first (nothing was changed)")
+    for table in SAMPLE_TABLES:
+        await ch.command(f"TRUNCATE TABLE IF EXISTS {database}.{table}")
+    print(f"replaced: emptied {' and '.join(SAMPLE_TABLES)} ({held})")
 
 
 def trending_table(posts: list[PostCounts], title: str, limit: int = 50) -> Table:
