@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import platform
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
@@ -87,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
 # watches its stop event gets the whole budget; one that does not (schema, sample, top,
 # `jobs --once`) is abandoned after QUICK_STOP_S.
 STOP_GRACE_S = STOP_BUDGET_S
+# Commands whose first log line names the version (the others print for a person, not a log).
+VERSION_LOGGED = frozenset({"worker", "jobs", "sink", "schema", "sample"})
 
 
 def describe_failure(exc: BaseException) -> tuple[int, str] | None:
@@ -167,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_failure(exc)[1], file=sys.stderr)  # type: ignore[index]
         return 2
     setup_logging(settings.log_level, settings.log_format)
+    if args.command in VERSION_LOGGED:
+        logging.getLogger("streamer").info("streamer %s %s, Python %s", __version__, args.command,
+                                           platform.python_version())
     try:
         return _dispatch(args, settings)
     except StreamerError as exc:

@@ -14,6 +14,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from streamer.config import Settings
 from streamer.kafka_client import KafkaSecurityError, client_kwargs, preflight
+from streamer.ops.logging import error_text
 
 log = logging.getLogger("streamer.kafka")
 MAX_RETRY_S = 10.0  # the longest pause between two attempts to reach Kafka
@@ -88,12 +89,15 @@ async def prepare_topics(settings: Settings) -> int:
 async def wait_for_topics(
     settings: Settings, stop: asyncio.Event,
     on_error: Callable[[BaseException], None] = lambda exc: None,
+    until: str = "until it answers or the process is stopped",
 ) -> int | None:
     """prepare_topics until Kafka answers (backing off to MAX_RETRY_S); None when stopped first.
 
     A refused TLS handshake or login (KafkaSecurityError) ends the wait at once: retrying would
-    not fix it. `on_error` sees every other failure (e.g. for the start clock's last error)."""
+    not fix it. `on_error` sees every other failure (e.g. for the start clock's last error).
+    One WARNING says what is retried and `until` when; a repeat of the same error is DEBUG."""
     delay_s = 0.5
+    last = ""
     while not stop.is_set():
         try:
             return await prepare_topics(settings)
@@ -101,8 +105,10 @@ async def wait_for_topics(
             raise
         except Exception as exc:
             on_error(exc)
-            log.warning("Kafka at %s not usable yet (%s: %s); retrying in %.1fs",
-                        settings.kafka_bootstrap_servers, type(exc).__name__, exc, delay_s)
+            level = logging.DEBUG if error_text(exc) == last else logging.WARNING
+            last = error_text(exc)
+            log.log(level, "Kafka at %s not usable yet (%s); retrying "
+                    "every <= %.0f s %s", settings.kafka_bootstrap_servers, last, MAX_RETRY_S, until)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay_s)
             delay_s = min(delay_s * 2, MAX_RETRY_S)

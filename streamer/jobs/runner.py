@@ -20,6 +20,8 @@ from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES
 from streamer.ops.reload import LiveSettings
 
 log = logging.getLogger("streamer.jobs")
+# The reason a job gives when its next run is simply not due yet (logged at DEBUG).
+ROUTINE_SKIP = "next run due"
 
 
 class RunStatus(Enum):
@@ -76,7 +78,9 @@ class JobRunner:
         try:
             go, why = await job.should_run()
             if not go:
-                log.info("job %s skipped: %s", job.name, why)
+                # a run not yet due is routine (every replica, every tick): DEBUG
+                log.log(logging.DEBUG if why.startswith(ROUTINE_SKIP) else logging.INFO,
+                        "job %s skipped: %s", job.name, why)
                 return RunStatus.SKIPPED
             lock = RedisLock(self.redis, job.name, self.lock_ttl_ms, replica_name(), job.lock_key)
             if job.exclusive and not await lock.acquire():

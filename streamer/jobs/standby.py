@@ -42,6 +42,7 @@ from streamer.core.publish_policy import (
 from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
 from streamer.jobs.trending import clickhouse_trending, meta_and_age, record_publish
+from streamer.ops.logging import window_text
 from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES, MODE, STANDBY_PUBLISHING
 from streamer.ops.reload import LiveSettings, live_of
 
@@ -186,8 +187,8 @@ class StandbyTrending:
         JOB_DURATION.labels(job=self.name).observe(time.perf_counter() - started)
         self.publishes += 1
         self._set_publishing(True, decision.reason)
-        log.info("standby published %d posts for [%d, %d)", len(posts),
-                 meta.window.start_ms, meta.window.end_ms)
+        log.info("standby published %d posts for %s", len(posts),
+                 window_text(meta.window.start_ms, meta.window.end_ms))
 
     async def _write_if_still_due(self, values: dict[str, bytes]) -> bool:
         """MULTI/EXEC under WATCH of the meta key: no write once anyone else has published.

@@ -20,6 +20,7 @@ from streamer.core.publish_policy import TAKEOVER_FACTOR
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
 from streamer.jobs.base import Job
+from streamer.ops.logging import window_text
 from streamer.ops.metrics import MODE, PUBLISH_AGE, PUBLISH_DURATION, PUBLISH_TOTAL
 from streamer.ops.reload import LiveSettings, live_of
 
@@ -138,4 +139,4 @@ class ClickHouseTrendingJob(Job):
         if self.on_published is not None:
             await self.on_published()
         window = window_at(now_ms, self.settings.window_minutes)
-        return f"published {n} posts for [{window.start_ms}, {window.end_ms})"
+        return f"published {n} posts for {window_text(window.start_ms, window.end_ms)}"

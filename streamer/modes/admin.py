@@ -7,6 +7,7 @@ import os
 import sys
 
 import orjson
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
@@ -22,7 +23,7 @@ from streamer.core.events import Event
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
 from streamer.demo.generate import events, follow_graph
-from streamer.errors import UsageError
+from streamer.errors import StartError, UsageError
 
 console = Console()
 
@@ -123,6 +124,8 @@ async def top(settings: Settings) -> int:
     try:
         hours = settings.job_trending_window_hours
         raw, meta_raw = await read_together(redis, [trending_key(hours), trending_meta_key(hours)])
+    except RedisError as exc:  # one line, exit 1 (not a crash of the stop sequence)
+        raise StartError(f"Redis {mask_url(settings.redis_url)}: {exc}") from None
     finally:
         await redis.aclose()
     if raw is None:

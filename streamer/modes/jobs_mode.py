@@ -64,11 +64,21 @@ async def run_jobs(
     runner = JobRunner(jobs, redis, settings.job_max_concurrent, live=live)
     try:
         if once:
-            return 0 if await runner.run_all_once() else 1
+            ok = await runner.run_all_once()
+            print(once_summary(runner, ok), flush=True)
+            return 0 if ok else 1
         return await serve_jobs(live, redis, runner, standby, stop, reloaders)
     finally:
         await redis.aclose()
         ch.close()
+
+
+def once_summary(runner: JobRunner, ok: bool) -> str:
+    """`jobs --once: trending ok, suggestions failed; exit 1` (each job's outcome, the code)."""
+    words = {"success": "ok", "failure": "failed", "skipped": "skipped"}
+    outcomes = ", ".join(f"{name} {words[status.value]}"
+                         for name, status in runner.last_status.items())
+    return f"jobs --once: {outcomes or 'no job selected'}; exit {0 if ok else 1}"
 
 
 async def serve_jobs(

@@ -30,6 +30,7 @@ from streamer.core.window import window_at
 from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
 from streamer.jobs.trending import publish_clickhouse_trending, record_publish
+from streamer.ops.logging import window_text
 from streamer.ops.metrics import (
     MERGE_MISSING_PARTITIONS,
     PUBLISH_AGE,
@@ -206,8 +207,8 @@ class Publisher:
             return
         if answers.missing:
             PUBLISH_INCOMPLETE.inc()
-            log.warning("merge misses partitions %s (no answer for [%d, %d)): %s", answers.missing,
-                        req.window.start_ms, req.window.end_ms, source.value)
+            log.warning("merge misses partitions %s (no answer for %s): %s", answers.missing,
+                        window_text(req.window.start_ms, req.window.end_ms), source.value)
         if source is PublishSource.CLICKHOUSE:
             await self._publish_clickhouse(now_ms, "incomplete merge")
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
 from streamer.errors import StartError, StreamerError
+from streamer.ops.logging import error_text, iso_ms
 
 T = TypeVar("T")
 
@@ -35,7 +37,7 @@ def as_start_error(exc: BaseException, step: str) -> StreamerError:
     """A failure of start step `step` as one line (errors we raise on purpose pass unchanged)."""
     if isinstance(exc, StreamerError):
         return exc
-    return StartError(f"worker start failed while {step}: {type(exc).__name__}: {exc}")
+    return StartError(f"worker start failed while {step}: {error_text(exc)}")
 
 
 class StartClock:
@@ -45,6 +47,12 @@ class StartClock:
         self.timeout_s = timeout_s
         self.step = "starting"
         self.last_error = ""
+        self.started_ms = time.time() * 1000
+
+    def until(self) -> str:
+        """`until <ISO time> (STREAMER_START_TIMEOUT_SEC=N)`: when the start gives up."""
+        deadline = iso_ms(int(self.started_ms + self.timeout_s * 1000) // 1000 * 1000)
+        return f"until {deadline} (STREAMER_START_TIMEOUT_SEC={self.timeout_s:.0f})"
 
     def timed_out(self) -> StartError:
         """The error of a start that did not finish in time, naming the step and the variable."""

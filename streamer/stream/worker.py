@@ -26,6 +26,7 @@ from streamer.jobs.runner import JobRunner
 from streamer.jobs.suggestions import SuggestionsJob
 from streamer.kafka_admin import wait_for_topics
 from streamer.ops.http import start_http
+from streamer.ops.logging import error_text
 from streamer.ops.metrics import CONSUMER_LAG
 from streamer.ops.reload import LiveSettings, live_of, start_reloading
 from streamer.ops.shutdown import Shutdown
@@ -95,10 +96,10 @@ class Worker:
         self.start_clock.step = f"reaching Kafka at KAFKA_BOOTSTRAP_SERVERS {s.kafka_bootstrap_servers}"
 
         def remember(exc: BaseException) -> None:
-            self.start_clock.last_error = f"{type(exc).__name__}: {exc}"
+            self.start_clock.last_error = error_text(exc)
 
         # Never stopped from inside: a stop cancels the whole start (Worker.run).
-        partitions = await wait_for_topics(s, asyncio.Event(), remember)
+        partitions = await wait_for_topics(s, asyncio.Event(), remember, self.start_clock.until())
         assert partitions is not None
         return partitions
 
