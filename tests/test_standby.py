@@ -84,6 +84,7 @@ class TestStandbyTicks:
         value, meta = await read(redis_client)
         assert value == ch_posts and meta is not None
         assert meta["mode"] == "clickhouse" and meta["source"] == "standby"
+        assert meta["ttl_ms"] == sb.settings.trending_ttl_ms  # like every writer's meta
         assert meta["publisher"] == sb.lease.token and sb.state == "publishing"
 
     async def test_quiet_while_stream_meta_is_fresh(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
@@ -176,7 +177,9 @@ class StandbyTrending:
             posts, meta = await clickhouse_trending(self.settings, self.ch, now_ms, extra)
             hours = self.settings.job_trending_window_hours
             values = {trending_key(hours): encode_trending(posts),
-                      trending_meta_key(hours): encode_meta(meta)}
+                      # the meta says its TTL like every writer's (README, "Caches")
+                      trending_meta_key(hours): encode_meta(
+                          replace(meta, ttl_ms=self.settings.trending_ttl_ms))}
             written = await self._write_if_still_due(values)
         if not written:
             JOB_RUNS.labels(job=self.name, status="skipped").inc()
