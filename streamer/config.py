@@ -264,7 +264,8 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
     it sets); raise ConfigError (ConfigErrors: several) naming every bad variable at once, with
     the file and line of a value that came from the file."""
     source = dict(os.environ if env is None else env)
-    file = read_config_file(source, Settings.model_fields)
+    file_errors: list[ConfigError] = []  # bad lines of the file, reported with the bad values
+    file = read_config_file(source, Settings.model_fields, file_errors)
     source = overlay(source, file)
     values: dict[str, Any] = {
         k.lower(): v for k, v in source.items() if k.lower() in Settings.model_fields
@@ -284,7 +285,7 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
         errors += pem_errors(settings)
     order = {name.upper(): i for i, name in enumerate(Settings.model_fields)}
     errors.sort(key=lambda e: order.get(e.variable, -1))  # the order of the README table
-    raise_all([located(e, file) for e in errors])
+    raise_all(file_errors + [located(e, file) for e in errors])
     assert settings is not None
     return settings
 

@@ -82,12 +82,14 @@ def _value(rest: str) -> str | None:
     return None
 
 
-def parse_config_text(text: str, known: Collection[str], path: str = "<text>") -> FileValues:
-    """Parse KEY=VALUE lines; raise ConfigError(s) naming the file and line of every bad one."""
+def parse_config_text(text: str, known: Collection[str], path: str = "<text>",
+                      errors: list[ConfigError] | None = None) -> FileValues:
+    """Parse KEY=VALUE lines; raise ConfigError(s) naming the file and line of every bad one
+    (with `errors`: append them there and return the good lines, so values are checked too)."""
     names = {n.upper() for n in known}
     values: dict[str, str] = {}
     lines: dict[str, int] = {}
-    errors: list[ConfigError] = []
+    found: list[ConfigError] = []
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
@@ -97,10 +99,13 @@ def parse_config_text(text: str, known: Collection[str], path: str = "<text>") -
         value = _value(rest)
         rule = _line_problem(name, bool(eq), value, names, lines)
         if rule:
-            errors.append(ConfigError(FILE_VARIABLE, f"{path} line {number}: {rule}"))
+            found.append(ConfigError(FILE_VARIABLE, f"{path} line {number}: {rule}"))
         elif value is not None:
             values[name], lines[name] = value, number
-    raise_all(errors)
+    if errors is None:
+        raise_all(found)
+    else:
+        errors += found
     return FileValues(path, values, lines)
 
 
@@ -129,8 +134,10 @@ def file_path(env: Mapping[str, str]) -> str:
     return ""
 
 
-def read_config_file(env: Mapping[str, str], known: Collection[str]) -> FileValues | None:
-    """Read and parse the file STREAMER_CONFIG_FILE names; None when the variable is empty."""
+def read_config_file(env: Mapping[str, str], known: Collection[str],
+                     errors: list[ConfigError] | None = None) -> FileValues | None:
+    """Read and parse the file STREAMER_CONFIG_FILE names; None when the variable is empty
+    (`errors`: where bad lines go instead of raising, see parse_config_text)."""
     path = file_path(env)
     if not path:
         return None
@@ -140,7 +147,7 @@ def read_config_file(env: Mapping[str, str], known: Collection[str]) -> FileValu
         raise ConfigError(FILE_VARIABLE, f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(FILE_VARIABLE, f"{path} is not UTF-8 text") from None
-    return parse_config_text(text, known, path)
+    return parse_config_text(text, known, path, errors)
 
 
 def overlay(env: Mapping[str, str], file: FileValues | None) -> dict[str, str]:

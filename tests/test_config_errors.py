@@ -111,6 +111,14 @@ class TestFromTheFile:
         ]
         assert {e.variable for e in errors} == {FILE_VARIABLE}
 
+    def test_bad_lines_and_bad_values_together(self, tmp_path: Path) -> None:
+        """A misspelt name does not hide a bad value on another line (or in the environment)."""
+        path = tmp_path / "c.conf"
+        path.write_text("JOB_TRENDING_TOPKK=3\nJOB_MAX_CONCURRENT=0\n")
+        errors = all_errors({FILE_VARIABLE: str(path), "LOG_FORMAT": "xml"})
+        assert [e.variable for e in errors] == [FILE_VARIABLE, "JOB_MAX_CONCURRENT", "LOG_FORMAT"]
+        assert errors[1].rule.endswith(f"({path} line 2)")
+
 
 class TestPemFiles:
     """A Kafka TLS file that cannot work is a configuration error (exit 2), never a retry."""
