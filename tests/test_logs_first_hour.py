@@ -103,3 +103,16 @@ def test_schema_logs_the_version_first(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.splitlines()[0].endswith(f"streamer {__version__} schema, Python "
                                                 f"{sys.version.split()[0]}")
+
+
+def test_clickhouse_down_leaks_no_client_library_warnings(subprocess_env: dict[str, str]) -> None:
+    """`jobs --once` against a closed ClickHouse port: our ERROR per job and the summary only,
+    no urllib3 retry or clickhouse_connect driver warnings."""
+    env = {**subprocess_env, "CLICKHOUSE_URL": f"http://127.0.0.1:{free_port()}",
+           "JOB_CH_TIMEOUT_MS": "2000"}
+    proc = subprocess.run([sys.executable, "-m", "streamer", "jobs", "--once"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "urllib3" not in proc.stderr and "clickhouse_connect" not in proc.stderr, proc.stderr
+    assert [line.split(" ", 2)[1] for line in proc.stderr.splitlines()] == ["INFO", "ERROR", "ERROR"]
+    assert proc.stdout.splitlines()[-1] == "jobs --once: trending failed, suggestions failed; exit 1"

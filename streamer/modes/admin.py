@@ -25,7 +25,17 @@ from streamer.core.scoring import PostCounts
 from streamer.demo.generate import events, follow_graph
 from streamer.errors import StartError, UsageError
 
-console = Console()
+
+class _PipeConsole(Console):
+    """A console whose reader may go away (`streamer top | head`): stop writing, no traceback."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush fails quietly too
+
+
+console = _PipeConsole()
 
 
 def check_config(settings: Settings, fmt: str = "text") -> int:
