@@ -41,3 +41,23 @@ def current_toc(text: str) -> str:
         return ""
     body = text.split(f"\n{TOC_TITLE}\n", 1)[1].split("\n\n", 1)[0]
     return f"{TOC_TITLE}\n{body.rstrip()}\n"
+
+
+def rewrite(path: str) -> None:
+    """Replace a page's `## Contents` with one that matches its headings (depth kept)."""
+    from pathlib import Path
+
+    page = Path(path)
+    text = page.read_text()
+    written = current_toc(text)
+    if not written:
+        raise SystemExit(f"{path}: no {TOC_TITLE} section to rewrite (add one first)")
+    depth = 3 if any(line.startswith("  - ") for line in written.splitlines()) else 2
+    page.write_text(text.replace(written, toc(text, depth), 1))
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:]:
+        rewrite(name)

@@ -194,4 +194,5 @@ def test_long_pages_have_a_matching_table_of_contents(page: Path) -> None:
     if len(text.splitlines()) <= LONG_PAGE_LINES and not written:
         return
     depth = 3 if any(line.startswith("  - ") for line in written.splitlines()) else 2
-    assert written == toc(text, depth), f"{page_id(page)}: regenerate its ## Contents"
+    assert written == toc(text, depth), (
+        f"{page_id(page)}: regenerate its ## Contents: python -m tests.docs_index {page_id(page)}")
