@@ -99,3 +99,11 @@ class TestCheckConfigFormats:
         assert got["JOB_TRENDING_TOPK"] == {"value": 50, "source": "default"}
         assert got["KAFKA_BOOTSTRAP_SERVERS"]["value"] == LONG_ENV["KAFKA_BOOTSTRAP_SERVERS"]
         assert "hunter2" not in proc.stdout and "s3cret" not in proc.stdout
+
+
+def test_a_command_without_an_entry_still_gets_a_description() -> None:
+    """A sub-command added later without a DESCRIPTIONS entry shows its help line and the pointers."""
+    from streamer.cli_help import DOCS, describe
+
+    text = describe("newcmd", "does a new thing")
+    assert text.startswith("does a new thing") and DOCS in text and "check-config" in text
