@@ -89,8 +89,9 @@ def _parser() -> argparse.ArgumentParser:
 # watches its stop event gets the whole budget; one that does not (schema, sample, top,
 # `jobs --once`) is abandoned after QUICK_STOP_S.
 STOP_GRACE_S = STOP_BUDGET_S
-# Commands whose first log line names the version (the others print for a person, not a log).
-VERSION_LOGGED = frozenset({"worker", "jobs", "sink", "schema", "sample"})
+# Long-running commands: their first log line names the version. The short ones print for a
+# person, whose error must stay one line.
+VERSION_LOGGED = frozenset({"worker", "jobs", "sink"})
 
 
 def describe_failure(exc: BaseException) -> tuple[int, str] | None:
