@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from streamer.ops.metrics import render
+from streamer.ops.metrics import READY, render
 
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
@@ -26,6 +26,7 @@ def build_app(readiness: ReadinessCheck) -> web.Application:
             ready, detail = await readiness()
         except Exception as exc:
             ready, detail = False, f"{type(exc).__name__}: {exc}"
+        READY.set(1 if ready else 0)
         status = 200 if ready else 503
         return web.json_response({"ready": ready, "detail": detail}, status=status)
 

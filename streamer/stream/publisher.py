@@ -30,10 +30,12 @@ from streamer.core.window import window_at
 from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
 from streamer.jobs.trending import publish_clickhouse_trending, record_publish
+from streamer.ops.logging import correlation_scope
 from streamer.ops.metrics import (
     MERGE_MISSING_PARTITIONS,
     PUBLISH_AGE,
     PUBLISH_INCOMPLETE,
+    PUBLISH_INTERVAL,
 )
 from streamer.ops.reload import LiveSettings, live_of
 from streamer.stream.ingest import Ingestor
@@ -151,16 +153,18 @@ class Publisher:
                 break
             if wall_ms() < tick * self.interval_ms:
                 continue  # woken by a reload: plan the next tick with the new settings
-            try:
-                await self.tick()
-            except Exception as exc:
-                log.error("publish tick %d failed: %s: %s", tick, type(exc).__name__, exc)
+            with correlation_scope("publish"):  # every line of this tick, merge to Redis write
+                try:
+                    await self.tick()
+                except Exception as exc:
+                    log.error("publish tick %d failed: %s: %s", tick, type(exc).__name__, exc)
 
     async def tick(self) -> None:
         """Advance, answer reconcile requests, and merge if we are the merger."""
         now = wall_ms()
         self._advance(now)
         await self.requests.answer(self.ingestor.states, now)
+        PUBLISH_INTERVAL.set(self.settings.job_trending_interval_sec)
         if self.last_publish_ms:
             PUBLISH_AGE.set((now - self.last_publish_ms) / 1000)
         if not await self._hold_lock():
