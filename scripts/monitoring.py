@@ -74,7 +74,7 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ]),
     ("Suggestions runs (30m)", "short", [
         ("{{status}}", 'sum by (status) '
-                       '(increase(streamer_job_runs_total{job="suggestions"}[30m]))'),
+                       '(increase(streamer_job_runs_total{exported_job="suggestions"}[30m]))'),
         ("users {{outcome}}", "sum by (outcome) (increase(streamer_suggestion_users_total[30m]))"),
     ]),
     ("RSS per pod", "bytes", [

@@ -48,14 +48,14 @@ HEALTHY: dict[str, str] = {
     'streamer_sink_failures_total{instance="w1"}': steady(0),
     'streamer_sink_pending_events{instance="w1"}': steady(0),
     'streamer_sink_lag{instance="w1",partition="0"}': steady(0),
-    'streamer_job_last_success_timestamp_seconds{instance="w1",job="suggestions"}': ramp(0, 60),
-    'streamer_job_runs_total{instance="w1",job="suggestions",status="failure"}': steady(0),
+    'streamer_job_last_success_timestamp_seconds{instance="w1",exported_job="suggestions"}': ramp(0, 60),
+    'streamer_job_runs_total{instance="w1",exported_job="suggestions",status="failure"}': steady(0),
     'streamer_ready{instance="w1"}': steady(1),
     'streamer_ready{instance="w2"}': steady(1),
     'streamer_ready{instance="j"}': steady(1),
     'streamer_config_reloads_total{instance="w1",result="rejected"}': steady(0),
     'streamer_config_restart_pending{instance="w1"}': steady(0),
-    'streamer_lock_holder_changes_total{instance="j",job="trending-standby",event="lost"}':
+    'streamer_lock_holder_changes_total{instance="j",exported_job="trending-standby",event="lost"}':
         steady(0),
 }
 
@@ -73,7 +73,7 @@ REBALANCE: dict[str, str | None] = {
     'streamer_publish_interval_seconds{instance="w3"}': "_x31 60+0x68",
     'streamer_consumer_lag{instance="w3",partition="1"}': "_x31 20000 15000 10000 5000 100+0x64",
     'streamer_ready{instance="w3"}': "_x31 0 0 0 1+0x65",
-    'streamer_lock_holder_changes_total{instance="j",job="trending-standby",event="lost"}':
+    'streamer_lock_holder_changes_total{instance="j",exported_job="trending-standby",event="lost"}':
         "0+0x29 1+0x70",
 }
 
@@ -111,14 +111,14 @@ CASES: list[tuple[str, dict[str, str | None], list[int], dict[str, list[dict[str
         'streamer_sink_lag{instance="w1",partition="0"}': ramp(0, 2000),
     }, [80], {"StreamerSinkFallingBehind": [{}]}),
     ("suggestions stopped succeeding", {
-        'streamer_job_last_success_timestamp_seconds{instance="w1",job="suggestions"}':
+        'streamer_job_last_success_timestamp_seconds{instance="w1",exported_job="suggestions"}':
             flat_after(20, 60),
     }, [80], {"StreamerSuggestionsStale": [{}]}),
     ("suggestions never ran", {
-        'streamer_job_last_success_timestamp_seconds{instance="w1",job="suggestions"}': None,
-    }, [20], {"StreamerSuggestionsStale": [{"job": "suggestions"}]}),
+        'streamer_job_last_success_timestamp_seconds{instance="w1",exported_job="suggestions"}': None,
+    }, [20], {"StreamerSuggestionsStale": [{"exported_job": "suggestions"}]}),
     ("suggestions runs failing", {
-        'streamer_job_runs_total{instance="w1",job="suggestions",status="failure"}': ramp(0, 1),
+        'streamer_job_runs_total{instance="w1",exported_job="suggestions",status="failure"}': ramp(0, 1),
     }, [80], {"StreamerSuggestionsFailing": [{}]}),
     ("a worker never gets ready", {
         'streamer_ready{instance="w2"}': "1+0x20 0+0x78",
@@ -130,7 +130,7 @@ CASES: list[tuple[str, dict[str, str | None], list[int], dict[str, list[dict[str
         'streamer_config_restart_pending{instance="w1"}': "0+0x10 1+0x88",
     }, [80], {"StreamerConfigRestartPending": [{}]}),
     ("lock flapping", {
-        'streamer_lock_holder_changes_total{instance="j",job="trending-standby",event="lost"}':
+        'streamer_lock_holder_changes_total{instance="j",exported_job="trending-standby",event="lost"}':
             ramp(0, 1),
     }, [80], {"StreamerLockFlapping": [{}]}),
 ]

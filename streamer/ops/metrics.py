@@ -188,6 +188,13 @@ ROLE_METRICS: dict[str, frozenset[str]] = {
     "jobs": _COMMON | _PUBLISHER | {"streamer_standby_publishing"},
     "sink": _COMMON | _SINK,
 }
+_LEASE_EVENTS = ("acquired", "lost", "released")
+ROLE_LOCK_EVENTS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "worker": (("suggestions", ("acquired",)),),
+    "jobs": (("trending", ("acquired",)), ("suggestions", ("acquired",)),
+             ("trending-standby", _LEASE_EVENTS)),
+    "sink": (),
+}
 ROLE_JOBS: dict[str, tuple[str, ...]] = {
     "worker": ("suggestions", "reconcile"), "jobs": ("trending", "suggestions"), "sink": (),
 }
@@ -228,6 +235,9 @@ def serve_as(role: str, interval_s: int | None = None) -> None:
         PUBLISH_INTERVAL.set(interval_s)
     _zero(PUBLISH_TOTAL, "mode", ("clickhouse",) if role == "jobs" else ("stream", "clickhouse"))
     _zero(SUGGESTION_USERS, "outcome", ("recomputed", "renewed", "stale"))
+    for job, events in ROLE_LOCK_EVENTS[role]:
+        for event in events:
+            LOCK_CHANGES.labels(job=job, event=event)
     for job in ROLE_JOBS[role]:
         for status in RUN_STATUSES:
             JOB_RUNS.labels(job=job, status=status)

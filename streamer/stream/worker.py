@@ -26,7 +26,7 @@ from streamer.jobs.runner import JobRunner
 from streamer.jobs.suggestions import SuggestionsJob
 from streamer.kafka_admin import wait_for_topics
 from streamer.ops.http import start_http
-from streamer.ops.metrics import CONSUMER_LAG, READY, serve_as
+from streamer.ops.metrics import CONSUMER_LAG, serve_as
 from streamer.ops.reload import LiveSettings, live_of, start_reloading
 from streamer.ops.shutdown import Shutdown
 from streamer.stream import faust_compat
@@ -218,7 +218,6 @@ class Worker:
                 self.shutdown.begin("fatal error", 1)
                 return
             self._update_lag()
-            READY.set(1 if self.ingestor.ready else 0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 1.0)
 
