@@ -183,6 +183,8 @@ class Publisher:
     async def gather(self, now_ms: int, partitions: int) -> tuple[MergeRequest, Answers]:
         """Name the window of now, answer for our own partitions, wait for everyone else's."""
         req = await self.exchange.request(now_ms, self.settings.job_trending_topk)
+        log.debug("merge request %s for [%d, %d)", req.request_id, req.window.start_ms,
+                  req.window.end_ms)
         await self.answer(req)
         deadline = time.monotonic() + merge_wait_s(self.settings.job_trending_interval_sec)
         while True:
@@ -238,6 +240,8 @@ class Publisher:
             return False
         record_publish(meta.mode, started)
         self.last_publish_ms = meta.generated_at_ms
+        log.debug("published %d posts (%s, request %s)", len(posts), meta.mode,
+                  meta.extra.get("request") if meta.extra else None)
         return True
 
     async def _publish_clickhouse(self, now_ms: int, reason: str) -> None:
