@@ -58,6 +58,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=int, default=200, help="events per second produced")
     p.add_argument("--posts", type=int, default=20_000, help="posts of the long tail")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--report-only", action="store_true",
+                   help="recompute figures, plot and soak.md from --out/soak.json")
     return p.parse_args(argv)
 
 
@@ -295,8 +297,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run, then write soak.json, soak.png and soak.md; exit 1 if a checked publish was inexact."""
     args = parse_args(argv)
-    doc = asyncio.run(run(args))
-    doc["command"] = "python -m benchmarks soak " + " ".join(argv or sys.argv[2:])
+    if args.report_only:
+        doc = json.loads((args.out / "soak.json").read_text())
+    else:
+        doc = asyncio.run(run(args))
+        doc["command"] = "python -m benchmarks soak " + " ".join(argv or sys.argv[2:])
     doc["figures"] = figures(doc)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "soak.json").write_text(json.dumps(doc, indent=1) + "\n")

@@ -20,9 +20,12 @@ def _rss_at(samples: list[dict[str, Any]], t_s: float) -> float | None:
 
 
 def cpu_per_event_us(samples: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """(t, µs of CPU per counted event) between consecutive samples (restarts skipped)."""
+    """(t, µs of CPU per counted event) between consecutive samples while the producer ran
+    (restarts and the checks' pauses, where idle CPU meets few events, are skipped)."""
     out = []
     for a, b in itertools.pairwise(samples):
+        if not (a["producing"] and b["producing"]):
+            continue
         events = b["processed"] - a["processed"]
         if events > 0 and b["cpu_s"] >= a["cpu_s"]:
             out.append((b["t_s"], (b["cpu_s"] - a["cpu_s"]) / events * 1e6))
