@@ -1,7 +1,12 @@
-"""`python -m benchmarks [options]`: the suite; `python -m benchmarks stream [options]`: the stream matrix."""
+"""`python -m benchmarks [options]`: the suite; `... stream [options]`: the stream matrix;
+`... soak [--minutes N]`: the long run (not for CI)."""
 
 import sys
 
+if sys.argv[1:2] == ["soak"]:
+    from benchmarks.soak import main as soak_main
+
+    sys.exit(soak_main(sys.argv[2:]))
 if sys.argv[1:2] == ["stream"]:
     from benchmarks.stream_matrix import main as stream_main
 

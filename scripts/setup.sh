@@ -12,12 +12,14 @@ if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)
 fi
 
 # Debian packages the tests drive as real processes: redis-server, redis-sentinel (failover
-# tests), faketime (skewed clocks) and openssl (test certificates for the TLS Kafka tests).
+# tests), faketime (skewed clocks), openssl (test certificates for the TLS Kafka tests) and
+# prometheus (promtool for the alert rules' unit tests, the server for the monitoring test).
 MISSING=()
 command -v redis-server >/dev/null 2>&1 || MISSING+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || MISSING+=(redis-sentinel)
 compgen -G "/usr/lib/*/faketime/libfaketime.so.1" >/dev/null || MISSING+=(faketime)
 command -v openssl >/dev/null 2>&1 || MISSING+=(openssl)
+{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || MISSING+=(prometheus)
 if [ "${#MISSING[@]}" -gt 0 ]; then
   echo "setup: installing ${MISSING[*]} (Debian packages)…"
   SUDO=""

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check streamer tests benchmarks
+.venv/bin/ruff check streamer tests benchmarks scripts
 .venv/bin/mypy
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"

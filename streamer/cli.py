@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
         "--full", action="store_true", help="recompute every user's suggestions (no incremental)"
     )
     sub.add_parser("schema", help="create the ClickHouse database and tables (idempotent)")
+    sub.add_parser("init", help="set up a deployment: ClickHouse schema and Kafka topics (idempotent)")
     check = sub.add_parser("check-config", help="validate and print the configuration")
     check.add_argument("--format", choices=["text", "json"], default="text",
                        help="text: one NAME=VALUE  # source line each; json: one object "
@@ -128,6 +129,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from streamer.modes.admin import schema
 
         return run_async(lambda stop: schema(settings))
+    if cmd == "init":
+        from streamer.modes.init_mode import run_init
+
+        return run_async(lambda stop: run_init(settings))
     if cmd == "sample":
         from streamer.modes.admin import sample
 

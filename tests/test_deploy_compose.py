@@ -231,9 +231,9 @@ class TestInitCommand:
     def test_init_creates_topics_with_partitions(
         self, services: dict[str, dict[str, Any]], kafka_service: LocalService, tmp_path: Path
     ) -> None:
-        """Run the exact `sh -c` of the init service against tansu and embedded ClickHouse."""
+        """Run the init service's exact command against tansu and embedded ClickHouse."""
         cmd = command_of(services["init"])
-        assert cmd[:2] == ["sh", "-c"] and "streamer schema" in cmd[2]
+        assert cmd == ["streamer", "init"]
         suffix = uuid.uuid4().hex[:8]
         bootstrap = f"127.0.0.1:{kafka_service.port}"
         env = {
@@ -249,6 +249,6 @@ class TestInitCommand:
         for attempt in (1, 2):  # the second run finds everything in place
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
             assert proc.returncode == 0, (attempt, proc.stdout, proc.stderr)
-            assert "topics ready" in proc.stdout
+            assert "schema ready" in proc.stdout and "ready (3 partitions" in proc.stdout
         assert asyncio.run(_partitions(bootstrap, env["KAFKA_EVENTS_TOPIC"])) == 3
         assert asyncio.run(_partitions(bootstrap, env["KAFKA_DLQ_TOPIC"])) == 3

@@ -19,7 +19,11 @@ K8S = ROOT / "k8s"
 KNOWN_ENV = {name.upper() for name in Settings.model_fields}
 # Oldest supported Kubernetes minor and the newest schema the validator bundles.
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
-NOT_SCHEMA_CHECKED = {"Kustomization"}  # a kustomize file, not an API object
+# A kustomize file, not an API object; Prometheus Operator kinds (no bundled schema: checked by
+# tests/test_deploy_monitoring.py).
+NOT_SCHEMA_CHECKED = {"Kustomization", "PrometheusRule", "ServiceMonitor"}
+# An example the docs tell you to create yourself: never applied by `kubectl apply -k k8s/`.
+EXAMPLE_SECRET = K8S / "examples" / "secret.example.yaml"
 
 Doc = dict[str, Any]
 
@@ -37,6 +41,7 @@ def load_docs() -> list[tuple[str, Doc]]:
 
 DOCS = load_docs()
 OBJECTS = [(f, d) for f, d in DOCS if d["kind"] not in NOT_SCHEMA_CHECKED]
+SECRET: Doc = yaml.safe_load(EXAMPLE_SECRET.read_text())
 
 
 def find(kind: str, name: str) -> Doc:
@@ -97,7 +102,7 @@ def config_file_values() -> dict[str, str]:
 def settings_env() -> dict[str, str]:
     """ConfigMap file values plus Secret stringData: the settings the pods get."""
     env = config_file_values()
-    env.update(find("Secret", "streamer-credentials")["stringData"])
+    env.update(SECRET["stringData"])
     return {str(k): str(v) for k, v in env.items()}
 
 
@@ -107,7 +112,8 @@ class TestSchemas:
     def test_manifests_present(self) -> None:
         """The set of objects the platform team needs."""
         kinds = sorted(d["kind"] for _, d in OBJECTS)
-        for kind in ("ConfigMap", "Secret", "Deployment", "HorizontalPodAutoscaler",
+        assert "Secret" not in kinds  # apply -k must never overwrite the credentials
+        for kind in ("ConfigMap", "Deployment", "HorizontalPodAutoscaler",
                      "PodDisruptionBudget", "Service"):
             assert kind in kinds
         assert kinds.count("Deployment") + kinds.count("StatefulSet") == 3  # worker, jobs, sink
@@ -196,9 +202,10 @@ class TestWorker:
         """The worker Deployment."""
         return find("Deployment", "streamer-worker")
 
-    def test_two_replicas_rolling_update(self, worker: Doc) -> None:
-        """Two replicas, replaced one at a time without dropping below the count."""
-        assert worker["spec"]["replicas"] == 2
+    def test_hpa_owns_replicas_rolling_update(self, worker: Doc) -> None:
+        """No `replicas` to fight the HPA on apply; replaced one at a time, never below the count."""
+        assert "replicas" not in worker["spec"]
+        assert find("HorizontalPodAutoscaler", "streamer-worker")["spec"]["minReplicas"] >= 2
         strategy = worker["spec"]["strategy"]
         assert strategy["type"] == "RollingUpdate"
         assert strategy["rollingUpdate"]["maxUnavailable"] == 0
@@ -312,7 +319,7 @@ class TestConfiguration:
         environment: the same settings as the parsed values."""
         path = tmp_path / CONFIG_KEY
         path.write_text(find("ConfigMap", "streamer-config")["data"][CONFIG_KEY])
-        env = {**find("Secret", "streamer-credentials")["stringData"], FILE_VARIABLE: str(path)}
+        env = {**SECRET["stringData"], FILE_VARIABLE: str(path)}
         via_file = load_settings(env)
         assert via_file.model_copy(update={"streamer_config_file": ""}) == load_settings(
             settings_env())
@@ -321,17 +328,19 @@ class TestConfiguration:
     def test_credentials_only_in_secret(self) -> None:
         """URLs with credentials are in the Secret, never in the ConfigMap."""
         config = config_file_values()
-        secret = find("Secret", "streamer-credentials")["stringData"]
+        secret = SECRET["stringData"]
         assert {"CLICKHOUSE_URL", "REDIS_URL"} <= set(secret)
         assert not {"CLICKHOUSE_URL", "REDIS_URL"} & set(config)
         assert not any("@" in str(v) for v in config.values())
 
     def test_secret_is_a_marked_placeholder(self) -> None:
         """Placeholder credentials are obviously fake and labelled as such."""
-        secret = find("Secret", "streamer-credentials")
+        secret = SECRET
         assert "placeholder" in " ".join(secret["metadata"]["annotations"]).lower()
         assert all("CHANGE_ME" in v for v in secret["stringData"].values())
-        assert "PLACEHOLDER" in (K8S / "secret.yaml").read_text()
+        assert "PLACEHOLDER" in EXAMPLE_SECRET.read_text()
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(SECRET, version, strict=True)
 
     def test_contract_variables_are_settings(self) -> None:
         """Every variable in the contract's Environment table (docs/CONTRACT.md) is a Settings field."""

@@ -23,8 +23,10 @@ from streamer.config import Settings
 from streamer.core.payloads import reconcile_key, sink_positions_key
 from streamer.core.reconcile import DriftPolicy, ReconcileReport, StreamSnapshot, compare, is_drift
 from streamer.core.topk import merge_partials
+from streamer.ops.logging import new_correlation_id
 from streamer.ops.metrics import (
     JOB_DURATION,
+    JOB_LAST_SUCCESS,
     JOB_RUNS,
     MODE,
     RECONCILE_DRIFT,
@@ -104,6 +106,7 @@ class Reconciler:
             JOB_RUNS.labels(job="reconcile", status="failure").inc()
             raise
         JOB_RUNS.labels(job="reconcile", status="success").inc()
+        JOB_LAST_SUCCESS.labels(job="reconcile").set(time.time())
         JOB_DURATION.labels(job="reconcile").observe(report.duration_s)
         return report
 
@@ -191,6 +194,7 @@ class BackgroundReconciler:
             await asyncio.gather(self.task, return_exceptions=True)
 
     async def _guarded(self, snapshot: StreamSnapshot) -> ReconcileReport | None:
+        new_correlation_id("reconcile")  # this task's own context: every line of the run
         try:
             return await self.reconciler.run(snapshot)
         except asyncio.CancelledError:

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from streamer.cache.lock import RedisLock
 from streamer.jobs.base import Job
 from streamer.ops.logging import new_correlation_id
-from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES
+from streamer.ops.metrics import JOB_DURATION, JOB_LAST_SUCCESS, JOB_RUNS, LOCK_CHANGES
 from streamer.ops.reload import LiveSettings
 
 log = logging.getLogger("streamer.jobs")
@@ -69,6 +69,8 @@ class JobRunner:
             elapsed = time.perf_counter() - started
             JOB_RUNS.labels(job=job.name, status=status.value).inc()
             JOB_DURATION.labels(job=job.name).observe(elapsed)
+            if status is RunStatus.OK:
+                JOB_LAST_SUCCESS.labels(job=job.name).set(time.time())
             self.last_status[job.name] = status
             log.debug("job %s finished: %s in %.3fs", job.name, status.value, elapsed,
                       extra={"job": job.name, "correlation_id_": cid})

@@ -44,7 +44,14 @@ from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
 from streamer.jobs.trending import clickhouse_trending, meta_and_age, record_publish
 from streamer.ops.logging import window_text
-from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES, MODE, STANDBY_PUBLISHING
+from streamer.ops.metrics import (
+    JOB_DURATION,
+    JOB_LAST_SUCCESS,
+    JOB_RUNS,
+    LOCK_CHANGES,
+    MODE,
+    STANDBY_PUBLISHING,
+)
 from streamer.ops.reload import LiveSettings, live_of
 
 log = logging.getLogger("streamer.standby")
@@ -187,6 +194,7 @@ class StandbyTrending:
             return
         record_publish("clickhouse", started)
         JOB_RUNS.labels(job=self.name, status="success").inc()
+        JOB_LAST_SUCCESS.labels(job=self.name).set(time.time())
         JOB_DURATION.labels(job=self.name).observe(time.perf_counter() - started)
         self.publishes += 1
         self._set_publishing(True, decision.reason)

@@ -21,7 +21,13 @@ from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
 from streamer.jobs.base import Job
 from streamer.ops.logging import window_text
-from streamer.ops.metrics import MODE, PUBLISH_AGE, PUBLISH_DURATION, PUBLISH_TOTAL
+from streamer.ops.metrics import (
+    MODE,
+    PUBLISH_AGE,
+    PUBLISH_DURATION,
+    PUBLISH_LAST_SUCCESS,
+    PUBLISH_TOTAL,
+)
 from streamer.ops.reload import LiveSettings, live_of
 
 
@@ -69,6 +75,7 @@ def record_publish(mode: str, started: float) -> None:
     PUBLISH_TOTAL.labels(mode=mode).inc()
     PUBLISH_DURATION.observe(time.perf_counter() - started)
     PUBLISH_AGE.set(0)
+    PUBLISH_LAST_SUCCESS.labels(mode=mode).set(time.time())
     MODE.labels(mode=mode).set(1)
     MODE.labels(mode="stream" if mode == "clickhouse" else "clickhouse").set(0)
 

@@ -23,6 +23,7 @@ from streamer.jobs.standby import StandbyTrending
 from streamer.jobs.suggestions import SuggestionsJob
 from streamer.jobs.trending import ClickHouseTrendingJob
 from streamer.ops.http import start_http
+from streamer.ops.metrics import serve_as
 from streamer.ops.reload import LiveSettings, start_reloading
 
 log = logging.getLogger("streamer.jobs")
@@ -92,6 +93,7 @@ async def serve_jobs(
         role = f"; trending standby {standby.state}" if standby is not None else ""
         return True, "redis reachable" + role
 
+    serve_as("jobs", live.current.job_trending_interval_sec)
     http = await start_http(live.current.streamer_web_port, ready)
     names = [j.name for j in runner.jobs] + (["trending (standby)"] if standby else [])
     log.info("jobs mode running: %s", ", ".join(names))

@@ -25,6 +25,7 @@ from streamer.core.events import Event
 from streamer.core.payloads import sink_positions_key
 from streamer.kafka_admin import wait_for_topics
 from streamer.ops.http import start_http
+from streamer.ops.metrics import serve_as
 from streamer.stream.sink_consumer import ClickHouseSinkConsumer, sink_group
 
 log = logging.getLogger("streamer.sink")
@@ -77,6 +78,7 @@ async def run_sink(settings: Settings, stop: asyncio.Event) -> int:
         sink = state.get("sink")
         return await (sink.readiness() if sink is not None else not_ready())
 
+    serve_as("sink")
     http = await start_http(settings.streamer_web_port, readiness)
     ch: ClickHouse | None = None
     redis: Redis | None = None

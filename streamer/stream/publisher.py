@@ -30,11 +30,12 @@ from streamer.core.window import window_at
 from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
 from streamer.jobs.trending import publish_clickhouse_trending, record_publish
-from streamer.ops.logging import window_text
+from streamer.ops.logging import correlation_scope, window_text
 from streamer.ops.metrics import (
     MERGE_MISSING_PARTITIONS,
     PUBLISH_AGE,
     PUBLISH_INCOMPLETE,
+    PUBLISH_INTERVAL,
 )
 from streamer.ops.reload import LiveSettings, live_of
 from streamer.stream.ingest import Ingestor
@@ -152,16 +153,18 @@ class Publisher:
                 break
             if wall_ms() < tick * self.interval_ms:
                 continue  # woken by a reload: plan the next tick with the new settings
-            try:
-                await self.tick()
-            except Exception as exc:
-                log.error("publish tick %d failed: %s: %s", tick, type(exc).__name__, exc)
+            with correlation_scope("publish"):  # every line of this tick, merge to Redis write
+                try:
+                    await self.tick()
+                except Exception as exc:
+                    log.error("publish tick %d failed: %s: %s", tick, type(exc).__name__, exc)
 
     async def tick(self) -> None:
         """Advance, answer reconcile requests, and merge if we are the merger."""
         now = wall_ms()
         self._advance(now)
         await self.requests.answer(self.ingestor.states, now)
+        PUBLISH_INTERVAL.set(self.settings.job_trending_interval_sec)
         if self.last_publish_ms:
             PUBLISH_AGE.set((now - self.last_publish_ms) / 1000)
         if not await self._hold_lock():
@@ -180,6 +183,8 @@ class Publisher:
     async def gather(self, now_ms: int, partitions: int) -> tuple[MergeRequest, Answers]:
         """Name the window of now, answer for our own partitions, wait for everyone else's."""
         req = await self.exchange.request(now_ms, self.settings.job_trending_topk)
+        log.debug("merge request %s for [%d, %d)", req.request_id, req.window.start_ms,
+                  req.window.end_ms)
         await self.answer(req)
         deadline = time.monotonic() + merge_wait_s(self.settings.job_trending_interval_sec)
         while True:
@@ -235,6 +240,8 @@ class Publisher:
             return False
         record_publish(meta.mode, started)
         self.last_publish_ms = meta.generated_at_ms
+        log.debug("published %d posts (%s, request %s)", len(posts), meta.mode,
+                  meta.extra.get("request") if meta.extra else None)
         return True
 
     async def _publish_clickhouse(self, now_ms: int, reason: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
@@ -23,7 +24,13 @@ from streamer.config import Settings
 from streamer.core.events import Event, decode_batch
 from streamer.core.partitioning import partitions_of
 from streamer.kafka_client import client_kwargs
-from streamer.ops.metrics import SINK_BATCH, SINK_FAILURES, SINK_PENDING
+from streamer.ops.metrics import (
+    SINK_BATCH,
+    SINK_FAILURES,
+    SINK_LAG,
+    SINK_LAST_SUCCESS,
+    SINK_PENDING,
+)
 from streamer.ops.reload import LiveSettings, live_of
 
 log = logging.getLogger("streamer.stream.sink")
@@ -105,7 +112,19 @@ class ClickHouseSinkConsumer:
             timeout_ms=self.settings.streamer_sink_flush_ms,
             max_records=self.settings.streamer_sink_batch_size,
         )
-        return not batch or await self._write(batch, stop)
+        if not batch:
+            self._export_lag(caught_up=True)
+            return True
+        return await self._write(batch, stop)
+
+    def _export_lag(self, caught_up: bool = False) -> None:
+        """streamer_sink_lag per assigned partition: its end minus what the sink has written."""
+        with contextlib.suppress(Exception):  # metadata not fetched yet: keep the last values
+            for tp in self.consumer.assignment():
+                high = self.consumer.highwater(tp)
+                written = high if caught_up else self.committed.get(tp.partition)
+                if high is not None and written is not None:
+                    SINK_LAG.labels(partition=str(tp.partition)).set(max(high - written, 0))
 
     def _behind(self) -> bool:
         """True while an assigned partition's written offset is below its drain target."""
@@ -138,6 +157,7 @@ class ClickHouseSinkConsumer:
                 backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
         SINK_BATCH.observe(len(events))
         SINK_PENDING.set(0)
+        SINK_LAST_SUCCESS.set(time.time())
         offsets = {tp: ms[-1].offset + 1 for tp, ms in batch.items() if ms}  # type: ignore[attr-defined]
         try:
             await self.consumer.commit(offsets)
@@ -146,6 +166,7 @@ class ClickHouseSinkConsumer:
             return True
         for tp, offset in offsets.items():
             self.committed[tp.partition] = offset
+        self._export_lag()
         with contextlib.suppress(Exception):
             await self.publish_positions({tp.partition: o for tp, o in offsets.items()})
         return True

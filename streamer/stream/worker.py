@@ -27,7 +27,7 @@ from streamer.jobs.suggestions import SuggestionsJob
 from streamer.kafka_admin import wait_for_topics
 from streamer.ops.http import start_http
 from streamer.ops.logging import error_text
-from streamer.ops.metrics import CONSUMER_LAG
+from streamer.ops.metrics import CONSUMER_LAG, serve_as
 from streamer.ops.reload import LiveSettings, live_of, start_reloading
 from streamer.ops.shutdown import Shutdown
 from streamer.stream import faust_compat
@@ -71,6 +71,7 @@ class Worker:
         self.start_clock.step = f"preparing STREAMER_DATA_DIR {s.streamer_data_dir}"
         prepare_data_dir(s.streamer_data_dir)
         self.start_clock.step = f"serving HTTP on STREAMER_WEB_PORT {s.streamer_web_port}"
+        serve_as("worker", s.job_trending_interval_sec)
         http = await self.start_clock.run(start_http(s.streamer_web_port, self.readiness))
         try:
             starting = asyncio.ensure_future(self.start_clock.run(self._start()))
