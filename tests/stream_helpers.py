@@ -209,15 +209,17 @@ async def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float =
 
 async def committed_total(bootstrap: str, group: str, topic: str) -> int:
     """Sum over `topic`'s partitions of the offsets `group` has committed (0 when none)."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka import TopicPartition
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(group)
+        partitions = await consumer.partitions_for_topic(topic) or set()
+        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)]
     finally:
-        await admin.close()
-    return sum(max(o.offset, 0) for tp, o in offsets.items() if tp.topic == topic)
+        await consumer.stop()
+    return sum(o for o in offsets if o is not None and o > 0)
 
 
 def oracle(events: Iterable[dict[str, Any]], window: Window, k: int) -> list[PostCounts]:
