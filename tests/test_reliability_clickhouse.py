@@ -149,7 +149,8 @@ class TestClickHouseFailing:
         # (a restart does not re-read these events for it) while ClickHouse accepted none
         async def all_committed() -> bool:
             group = cluster.env["STREAMER_APP_ID"]
-            return await committed_total(cluster.bootstrap, group, cluster.topic) == 1000
+            return await committed_total(cluster.bootstrap, group, cluster.topic,
+                                         cluster.partitions) == 1000
 
         await await_until(all_committed, 60, "the stream's offsets committed past all 1000 events")
         assert distinct_in_ch(fake_ch) == 0
