@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import redis as sync_redis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from redis.asyncio import Redis
 
 from streamer.clickhouse.client import ClickHouse
@@ -15,8 +17,56 @@ from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings, load_settings
 from streamer.demo.services import LocalService, start_redis, start_tansu
 from streamer.ops.shutdown import set_hard_exit
+from tests.reaping import Reaper
 from tests.reliability_helpers import FakeClickHouse, RedisProxy, cluster_of
 from tests.stream_helpers import Cluster
+
+# Property tests explore new examples on every run, CI included: Hypothesis's own `ci` profile
+# (chosen when CI is set) is derandomised, so it would replay the same examples forever. Ours
+# keeps randomness, needs no example database and prints the blob of a failure; the run's seed
+# is printed by scripts/test.sh (`--hypothesis-seed`). `repro` replays fixed examples.
+for _name, _random in (("ci", True), ("repro", False)):
+    hypothesis_settings.register_profile(
+        _name, database=None, derandomize=not _random, print_blob=True, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow])  # a shared CPU is no property failure
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))
+
+# Fixtures that start a service (per test process): tests using them stay together per module
+# under pytest-xdist (`--dist loadgroup`), so a module's services start once, on one worker.
+REAPER = pytest.StashKey["Reaper"]()
+SERVICE_FIXTURES = {"redis_service", "kafka_service", "chdb_dir", "fake_ch", "tmp_path"}
+# Modules whose checks lean on the CPU (skewed clocks, sustained rates, takeovers): one worker
+# runs them one after another, never two of them at once.
+HEAVY_MODULES = {"test_stream_skew", "test_standby_e2e", "test_reliability_load",
+                 "test_reliability_failover", "test_reliability_shutdown"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Reap every child process group, however this process ends (tests/reaping.py)."""
+    reaper = Reaper()
+    reaper.install()
+    config.stash[REAPER] = reaper
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Kill what the tests left running (after every fixture's own teardown)."""
+    reaper = config.stash.get(REAPER, None)
+    if reaper is not None:
+        leaked = reaper.close()
+        if leaked:
+            print(f"\nreaped {len(leaked)} child process(es) left running: {leaked}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """xdist groups: heavy modules together, service tests by module, the rest spread."""
+    for item in items:
+        module = getattr(item, "module", None)
+        module = module.__name__.rsplit(".", 1)[-1] if module is not None else ""
+        if module in HEAVY_MODULES:
+            item.add_marker(pytest.mark.xdist_group("heavy"))
+        elif SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group(module))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +13,14 @@ import pytest
 import redis as sync_redis
 from redis.exceptions import RedisError
 
-from streamer.demo.services import LocalService, free_port, redis_server_binary, wait_for_port
+from streamer.demo.services import (
+    START_ATTEMPTS,
+    LocalService,
+    ServiceError,
+    free_port,
+    redis_server_binary,
+    wait_for_port,
+)
 from tests.waiting import wait_until
 
 SERVICE = "mymaster"
@@ -21,15 +28,34 @@ SERVICE = "mymaster"
 
 def _server(root: Path, name: str, *args: str) -> LocalService:
     """One redis-server (no persistence) with extra arguments, logging into root/name."""
-    svc = LocalService(name, free_port(), workdir=root / name)
-    svc.workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [redis_server_binary(), "--port", str(svc.port), "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "no", "--dir", str(svc.workdir), "--daemonize", "no", *args]
-    log = open(svc.workdir / "redis.log", "wb")  # noqa: SIM115 - lives as long as the child
-    svc.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=svc.workdir,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    wait_for_port(svc.port, 15, svc.proc)
-    return svc
+
+    def spawn(svc: LocalService) -> list[str]:
+        return [redis_server_binary(), "--port", str(svc.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(svc.workdir),
+                "--daemonize", "no", *args]
+
+    return _up(root, name, "redis.log", spawn)
+
+
+def _up(root: Path, name: str, log_name: str, command: Callable[[LocalService], list[str]]
+        ) -> LocalService:
+    """Start the service on a free port; one that fails to listen is killed and retried on
+    another port (the free port may have been taken before the child bound it)."""
+    for attempt in range(START_ATTEMPTS):
+        svc = LocalService(name, free_port(), workdir=root / name)
+        svc.workdir.mkdir(parents=True, exist_ok=True)
+        cmd = command(svc)
+        log = open(svc.workdir / log_name, "wb")  # noqa: SIM115 - lives as long as the child
+        svc.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=svc.workdir,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_for_port(svc.port, 15, svc.proc)
+            return svc
+        except ServiceError:
+            svc.kill()
+            if attempt == START_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _sentinel(root: Path, name: str, master_port: int) -> LocalService:
@@ -37,21 +63,19 @@ def _sentinel(root: Path, name: str, master_port: int) -> LocalService:
     binary = shutil.which("redis-sentinel")
     if binary is None:
         pytest.skip("redis-sentinel not installed (`apt-get install -y redis-sentinel`)")
-    svc = LocalService(name, free_port(), workdir=root / name)
-    svc.workdir.mkdir(parents=True, exist_ok=True)
-    conf = svc.workdir / "sentinel.conf"  # sentinel rewrites its config: a file of its own
-    conf.write_text(
-        f"port {svc.port}\nbind 127.0.0.1\ndir {svc.workdir}\n"
-        f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n"
-        f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-        f"sentinel failover-timeout {SERVICE} 10000\n"
-        f"sentinel parallel-syncs {SERVICE} 1\n"
-    )
-    log = open(svc.workdir / "sentinel.log", "wb")  # noqa: SIM115 - lives as long as the child
-    svc.proc = subprocess.Popen([binary, str(conf)], stdout=log, stderr=subprocess.STDOUT,
-                                cwd=svc.workdir, stdin=subprocess.DEVNULL, start_new_session=True)
-    wait_for_port(svc.port, 15, svc.proc)
-    return svc
+
+    def spawn(svc: LocalService) -> list[str]:
+        conf = svc.workdir / "sentinel.conf"  # sentinel rewrites its config: a file of its own
+        conf.write_text(
+            f"port {svc.port}\nbind 127.0.0.1\ndir {svc.workdir}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            f"sentinel failover-timeout {SERVICE} 10000\n"
+            f"sentinel parallel-syncs {SERVICE} 1\n"
+        )
+        return [str(binary), str(conf)]
+
+    return _up(root, name, "sentinel.log", spawn)
 
 
 @dataclass

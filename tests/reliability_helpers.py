@@ -27,13 +27,24 @@ from typing import Any
 
 import orjson
 
-from streamer.demo.services import LocalService, free_port, wait_for_port
+from streamer.demo.services import START_ATTEMPTS, LocalService, ServiceError, free_port, wait_for_port
 from tests.stream_helpers import Cluster, WorkerProcess
 from tests.waiting import await_until as await_until  # re-exported: the suites import it here
 from tests.waiting import wait_until as wait_until
 
+
 # ---- figures ----------------------------------------------------------------------------
-FIGURES_PATH = Path(os.environ.get("RELIABILITY_FIGURES", "/tmp/streamer-reliability/figures.json"))
+def _figures_path() -> Path:
+    """This test process's own figures file: one per run (and per xdist worker), never shared."""
+    given = os.environ.get("RELIABILITY_FIGURES")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = Path(given) if given else (
+        Path(tempfile.gettempdir()) / "streamer-reliability" / f"figures-{stamp}-{os.getpid()}.json")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return path.with_name(f"{path.stem}.{worker}{path.suffix}") if worker else path
+
+
+FIGURES_PATH = _figures_path()
 
 
 def record_figures(scenario: str, figures: dict[str, Any]) -> None:
@@ -261,14 +272,22 @@ class FakeClickHouse:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> FakeClickHouse:
-        """Spawn it and wait until it listens."""
+        """Spawn it and wait until it listens (a port taken meanwhile: killed, another port)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        log = open(self.path.parent / f"fake-ch-{self.port}.log", "wb")  # noqa: SIM115 - child's
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.reliability_helpers", "fake-clickhouse", str(self.path),
-             str(self.port)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=str(Path(__file__).resolve().parent.parent))
-        wait_for_port(self.port, 60, self.proc)
+        for attempt in range(START_ATTEMPTS):
+            log = open(self.path.parent / f"fake-ch-{self.port}.log", "wb")  # noqa: SIM115
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.reliability_helpers", "fake-clickhouse",
+                 str(self.path), str(self.port)], stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=str(Path(__file__).resolve().parent.parent))
+            try:
+                wait_for_port(self.port, 60, self.proc)
+                return self
+            except ServiceError:
+                self.stop()
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
         return self
 
     @property
@@ -394,9 +413,13 @@ def cluster_of(kafka: LocalService, redis_url: str, root: Path, partitions: int 
 
 
 # ---- child entry points ------------------------------------------------------------------
+JOBS_SOCKET_TIMEOUT_S = 300.0  # the jobs-lock-ttl child's Redis socket timeout
+
+
 def _jobs_with_lock_ttl(ttl_ms: int, argv: list[str]) -> int:
     """`streamer <argv>` with JobRunner's lock TTL set to ttl_ms (the CLI does not expose it)."""
     from streamer import cli
+    from streamer.cache import redis_client
     from streamer.jobs import runner
 
     original = runner.JobRunner.__init__
@@ -406,6 +429,9 @@ def _jobs_with_lock_ttl(ttl_ms: int, argv: list[str]) -> int:
         original(self, jobs, redis, max_concurrent, ttl_ms, live)
 
     runner.JobRunner.__init__ = init  # type: ignore[method-assign]
+    # A replica paused (SIGSTOP) for as long as the other takes to start and publish must still
+    # read Redis's answer to its held EXEC on resume, not its own client's socket timeout.
+    redis_client.make_redis.__defaults__ = (JOBS_SOCKET_TIMEOUT_S,)
     return cli.main(argv)
 
 
@@ -429,7 +455,7 @@ async def changelog_summary(c: Cluster) -> dict[int, list[tuple[int, str, int | 
 
     topic = c.env["STREAMER_APP_ID"] + "-state-changelog"
     out: dict[int, list[tuple[int, str, int | None]]] = {}
-    for r in await read_topic(c.bootstrap, topic, 10**9, timeout_s=8):
+    for r in await read_topic(c.bootstrap, topic, 10**9, timeout_s=8, drain=True):
         ids = sum(len(v) for v in orjson.loads(r.value)["ids"].values()) if r.value else None
         out.setdefault(r.partition, []).append((r.offset, bytes(r.key or b"").decode(), ids))
     return out

@@ -92,8 +92,15 @@ class WorkerProcess:
         """Block until /readyz answers 200; every distinct status seen on the way, in order."""
         seen: list[int] = []
         deadline = time.monotonic() + timeout_s
+        port_retries = 2
         while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, self.tail()
+            assert self.proc is not None
+            if self.proc.poll() is not None and port_retries and self._port_was_taken():
+                port_retries -= 1  # free_port() raced with another process: a new port
+                self.port = free_port()
+                self.start()
+                continue
+            assert self.proc.poll() is None, self.tail()
             status = self.get("/readyz")[0]
             if status and (not seen or seen[-1] != status):
                 seen.append(status)
@@ -101,6 +108,10 @@ class WorkerProcess:
                 return seen
             time.sleep(0.1)
         raise AssertionError(f"worker not ready after {timeout_s}s\n{self.tail()}")
+
+    def _port_was_taken(self) -> bool:
+        """The child exited because its web port was bound by someone else meanwhile."""
+        return "address already in use" in self.tail(20).lower()
 
     def metric(self, name: str, labels: str = "") -> float:
         """Value of one sample from /metrics (0 when absent)."""
@@ -176,8 +187,10 @@ async def produce(bootstrap: str, topic: str, messages: Sequence[Message],
         await producer.stop()
 
 
-async def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 20.0) -> list[Any]:
-    """Read a topic from the start until `expect` records arrived (or timeout)."""
+async def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float = 20.0,
+                     drain: bool = False) -> list[Any]:
+    """Read a topic from the start until `expect` records arrived; AssertionError on timeout
+    (with `drain`, whatever arrived in `timeout_s` is the answer: a read of everything)."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                                 enable_auto_commit=False, group_id=None)
     await consumer.start()
@@ -190,7 +203,22 @@ async def read_topic(bootstrap: str, topic: str, expect: int, timeout_s: float =
                 out.extend(records)
     finally:
         await consumer.stop()
+    assert drain or len(out) >= expect, f"{topic}: {len(out)} of {expect} records in {timeout_s}s"
     return out
+
+
+async def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    """Sum over `topic`'s partitions of the offsets `group` has committed (0 when none)."""
+    from aiokafka import TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)]
+    finally:
+        await consumer.stop()
+    return sum(o for o in offsets if o is not None and o > 0)
 
 
 def oracle(events: Iterable[dict[str, Any]], window: Window, k: int) -> list[PostCounts]:
@@ -268,22 +296,43 @@ async def read_trending(redis: Any) -> tuple[list[PostCounts] | None, dict[str, 
 
 async def settle_exact(
     redis: Any, events: list[dict[str, Any]], partitions: int, timeout_s: float = 90.0,
-    k: int = 50,
+    k: int = 50, after_ms: int = 0,
 ) -> tuple[list[PostCounts], list[PostCounts], dict[str, Any]]:
-    """Poll complete publishes until one equals the brute-force oracle over its own window."""
+    """Poll complete publishes generated after `after_ms` until one equals the brute-force oracle
+    over its own window; AssertionError with the last publish seen when none does in time."""
     deadline = time.monotonic() + timeout_s
-    posts: list[PostCounts] = []
-    want: list[PostCounts] = []
-    meta: dict[str, Any] = {}
+    last: tuple[list[PostCounts], list[PostCounts], dict[str, Any]] | None = None
     seen = 0
     while time.monotonic() < deadline:
         got, got_meta = await read_trending(redis)
         if got is not None and got_meta and got_meta["generated_at_ms"] != seen \
+                and got_meta["generated_at_ms"] > after_ms \
                 and got_meta["partitions"] == list(range(partitions)):
             seen = got_meta["generated_at_ms"]
-            posts, meta = got, got_meta
-            want = oracle(events, Window(meta["window_start_ms"], meta["window_end_ms"]), k)
-            if posts == want:
-                return posts, want, meta
+            want = oracle(events, Window(got_meta["window_start_ms"], got_meta["window_end_ms"]), k)
+            last = (got, want, got_meta)
+            if got == want:
+                return last
         await asyncio.sleep(0.1)
-    return posts, want, meta
+    raise NotSettled(_settle_failure(timeout_s, after_ms, last), last)
+
+
+class NotSettled(AssertionError):
+    """settle_exact timed out; `last` is the last complete publish it saw with its oracle."""
+
+    def __init__(self, message: str,
+                 last: tuple[list[PostCounts], list[PostCounts], dict[str, Any]] | None) -> None:
+        super().__init__(message)
+        self.last = last
+
+
+def _settle_failure(timeout_s: float, after_ms: int,
+                    last: tuple[list[PostCounts], list[PostCounts], dict[str, Any]] | None) -> str:
+    """What settle_exact last saw, for its timeout message."""
+    head = f"no complete publish after {after_ms} equalled the oracle within {timeout_s}s"
+    if last is None:
+        return f"{head}: none seen"
+    posts, want, meta = last
+    wrong = [(g, w) for g, w in zip(posts, want, strict=False) if g != w][:3]
+    return (f"{head}; last meta {meta}; {len(posts)} posts vs {len(want)} expected; "
+            f"first differences {wrong}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from redis.asyncio import Redis
 
@@ -59,12 +57,25 @@ async def test_expired_lock_taken_over(redis_client: Redis) -> None:
 
 
 async def test_keep_alive_renews_while_running(redis_client: Redis) -> None:
-    """A 300 ms lease survives a 1 s run because keep_alive extends it every ttl/3."""
-    a = RedisLock(redis_client, "job", 300)
-    b = RedisLock(redis_client, "job", 300)
+    """A lease outlives its TTL while keep_alive runs: renewed (seen as its PTTL going back up)
+    more often than the TTL could cover alone. A 3 s lease: a stalled event loop under load
+    delays a renewal, it does not lose the lease."""
+    a = RedisLock(redis_client, "job", 3000)
+    b = RedisLock(redis_client, "job", 3000)
     assert await a.acquire()
+    renewals = 0
+    last = await redis_client.pttl(a.key)
+
+    async def renewed() -> bool:
+        nonlocal renewals, last
+        ttl = await redis_client.pttl(a.key)
+        assert ttl > 0, "the lease expired while kept alive"
+        renewals += ttl > last + 100
+        last = ttl
+        return renewals >= 4  # four renewals at ttl/3: longer than one TTL
+
     async with a.keep_alive():
-        await asyncio.sleep(1.0)
+        await await_until(renewed, 60, "four renewals of the lease", 0.05)
         assert not await b.acquire()
         assert a.held
     await a.release()

@@ -95,20 +95,23 @@ class TestWatchdog:
 
     def test_a_command_run_in_process_never_ends_its_host(self) -> None:
         """cli.main(argv) inside another program (a test runner): a watchdog that runs out
-        logs instead of ending the host process with os._exit."""
+        logs instead of ending the host process with os._exit. The watchdog firing is asserted
+        (its force hook ran), so a host that is alive only because it never fired fails."""
         proc = child("""
-            import time
+            import threading
             from streamer.cli import main
             from streamer.ops.shutdown import Shutdown
 
             main(["check-config"])
             sd = Shutdown(budget_s=0.2)
+            fired = threading.Event()
+            sd.on_force(fired.set)
             sd.begin("test", 3)
-            time.sleep(1.0)
+            print("fired" if fired.wait(60) else "never fired", flush=True)
             print("alive", flush=True)
         """)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0 and "alive" in out, err
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and out.splitlines()[-2:] == ["fired", "alive"], (out, err)
 
 
 class TestBudget:

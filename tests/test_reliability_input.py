@@ -169,11 +169,12 @@ class TestReplays:
         assert w.metric("streamer_events_duplicate_total") == 8000
         assert w.terminate() == 0
 
+        restarted_ms = now_ms()
         w2 = cluster.worker("w1")
         w2.wait_ready(90)
         await produce(cluster.bootstrap, cluster.topic, batch)
         await wait_metric(w2, "streamer_events_duplicate_total", 4000, timeout_s=90)
-        posts, want, _ = await settle_exact(redis_client, events, 4)
+        posts, want, _ = await settle_exact(redis_client, events, 4, after_ms=restarted_ms)
         assert posts == want
         assert w2.metric("streamer_events_processed_total") == 0
         assert w2.terminate() == 0

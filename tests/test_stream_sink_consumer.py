@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -17,8 +18,11 @@ from streamer.kafka_admin import ensure_topics
 from streamer.stream.partitioning import partition_for_post, post_key
 from streamer.stream.sink_consumer import ClickHouseSinkConsumer, rows_of
 from tests.stream_helpers import produce
+from tests.waiting import await_until
 
-NOW_MS = 1_795_913_777_000
+# From the clock, not a fixed instant: post_events has a TTL, and rows stamped a month
+# before today are expired on insert (a fixed instant made these tests fail once it aged).
+NOW_MS = time.time_ns() // 1_000_000
 PARTITIONS = 4
 
 
@@ -29,15 +33,15 @@ def event_doc(i: int, post_id: int) -> dict[str, object]:
 
 
 async def run_sink_until(sink: ClickHouseSinkConsumer, done: Callable[[], bool]) -> None:
-    """Run a sink until `done()` holds (30 s at most), then stop it as the worker does."""
+    """Run a sink until `done()` holds, then stop it as the worker does; AssertionError when it
+    does not hold within 60 s (the sink is stopped first)."""
     stop = asyncio.Event()
     task = asyncio.create_task(sink.run(stop))
-    for _ in range(300):
-        if done():
-            break
-        await asyncio.sleep(0.1)
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    try:
+        await await_until(done, 60, "the sink's condition", 0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
 
 
 async def topic_with_events(

@@ -104,18 +104,42 @@ def _service(name: str, port: int | None, workdir: Path | None) -> LocalService:
     return LocalService(name, port or free_port(), workdir=workdir)
 
 
+START_ATTEMPTS = 3  # a free port can be taken between free_port() and the child's bind
+
+
+def _come_up(
+    start: Callable[[int | None], LocalService], port: int | None, timeout_s: float
+) -> LocalService:
+    """Start and wait until it listens; a start that fails is killed, and retried on another
+    free port (or, for a fixed port, on the same one: it may have been held a moment longer)."""
+    for attempt in range(START_ATTEMPTS):
+        svc = start(port)
+        try:
+            wait_for_port(svc.port, timeout_s, svc.proc)
+            return svc
+        except ServiceError:
+            svc.kill()
+            if attempt == START_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
 def start_redis(
     port: int | None = None, workdir: Path | None = None, on_spawn: SpawnHook | None = None
 ) -> LocalService:
     """A private redis-server on 127.0.0.1 (no persistence); on_spawn sees the child at once."""
-    svc = _service("redis", port, workdir)
-    cmd = [
-        redis_server_binary(), "--port", str(svc.port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--dir", str(svc.workdir), "--daemonize", "no",
-    ]
-    svc.proc = _spawn(cmd, svc.workdir, "redis.log", on_spawn)
-    wait_for_port(svc.port, 15, svc.proc)
-    return svc
+
+    def spawn(at: int | None) -> LocalService:
+        svc = _service("redis", at, workdir)
+        cmd = [
+            redis_server_binary(), "--port", str(svc.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(svc.workdir), "--daemonize", "no",
+        ]
+        svc.proc = _spawn(cmd, svc.workdir, "redis.log", on_spawn)
+        return svc
+
+    return _come_up(spawn, port, 15)
 
 
 def tansu_binary() -> str:
@@ -131,19 +155,22 @@ def start_tansu(
     port: int | None = None, workdir: Path | None = None, on_spawn: SpawnHook | None = None
 ) -> LocalService:
     """A memory-only Kafka-compatible tansu broker on 127.0.0.1; on_spawn sees the child at once."""
-    svc = _service("tansu", port, workdir)
-    url = f"tcp://127.0.0.1:{svc.port}"
-    cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-           "--storage-engine", "memory://tansu/"]
-    env_backup = os.environ.get("RUST_LOG")
-    os.environ.setdefault("RUST_LOG", "warn")
-    try:
-        svc.proc = _spawn(cmd, svc.workdir, "tansu.log", on_spawn)
-    finally:
-        if env_backup is None:
-            os.environ.pop("RUST_LOG", None)
-    wait_for_port(svc.port, 20, svc.proc)
-    return svc
+
+    def spawn(at: int | None) -> LocalService:
+        svc = _service("tansu", at, workdir)
+        url = f"tcp://127.0.0.1:{svc.port}"
+        cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+               "--storage-engine", "memory://tansu/"]
+        env_backup = os.environ.get("RUST_LOG")
+        os.environ.setdefault("RUST_LOG", "warn")
+        try:
+            svc.proc = _spawn(cmd, svc.workdir, "tansu.log", on_spawn)
+        finally:
+            if env_backup is None:
+                os.environ.pop("RUST_LOG", None)
+        return svc
+
+    return _come_up(spawn, port, 20)
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
