@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -20,12 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.stream_cases import unique
-from benchmarks.stream_worker import Target, Worker
+from benchmarks.stream_profile import Recorder, summarize
+from benchmarks.stream_worker import CONFIGS, Target, Worker
 from benchmarks.stream_workloads import PARTITIONS, produce
 from benchmarks.sustained_workload import wide_messages
 from streamer.demo.services import start_redis, start_tansu
@@ -45,7 +47,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="100-event arrays or one event per message")
     p.add_argument("--ids", choices=("hex", "uuid"), default="hex", help="32-hex event ids or UUID4s")
     p.add_argument("--config", choices=("default", "sink-off"), default="default", help="worker settings")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a worker setting beyond the configuration (repeatable)")
     p.add_argument("--worker-src", type=Path, help="run the worker from this source tree (a before/after)")
+    p.add_argument("--profile", type=Path, help="also record the worker with py-spy; summary here")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON lines file the result is appended to")
     return p.parse_args(argv)
 
@@ -55,6 +60,18 @@ def cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (the main loop, ClickHouse's pools, ...), summed by name."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            text = (task / "stat").read_text()
+            name = text.split("(", 1)[1].rsplit(")", 1)[0]
+            fields = text.rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) * TICK_S
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def hwm_bytes(pid: int) -> int:
@@ -72,9 +89,12 @@ def metric(text: str, name: str) -> float:
     return 0.0
 
 
-async def sample_worker(worker: Worker, total: int, sink: bool, timeout_s: float) -> list[Sample]:
+async def sample_worker(
+    worker: Worker, total: int, sink: bool, timeout_s: float, on_first: Callable[[], object]
+) -> list[Sample]:
     """(time, cpu, counted, sunk) every 0.1 s until every event is counted (and sunk)."""
     samples: list[Sample] = []
+    first = True
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         worker.check_alive()
@@ -82,6 +102,9 @@ async def sample_worker(worker: Worker, total: int, sink: bool, timeout_s: float
         counted = metric(text, "streamer_events_processed_total")
         sunk = metric(text, "streamer_sink_batch_size_sum")
         samples.append((time.perf_counter(), cpu_s(worker.pid), counted, sunk))
+        if first and counted > 0:
+            first = False
+            on_first()
         if counted >= total and (not sink or sunk >= total):
             return samples
         await asyncio.sleep(SAMPLE_S)
@@ -125,13 +148,16 @@ def raw(bootstrap: str, topic: str, total: int) -> dict[str, float]:
     return figures
 
 
-def start_worker(config: str, target: Target, data_dir: Path, worker_src: Path | None) -> Worker:
-    """A fresh worker process, from another source tree when asked."""
+def start_worker(args: argparse.Namespace, target: Target, data_dir: Path) -> Worker:
+    """A fresh worker process (extra settings, another source tree when asked)."""
+    worker_src: Path | None = args.worker_src
     saved = os.environ.get("PYTHONPATH")
     if worker_src is not None:
         os.environ["PYTHONPATH"] = str(worker_src.resolve())
+    extra = dict(item.split("=", 1) for item in args.set)
+    CONFIGS[f"{args.config}+"] = {**CONFIGS[args.config], **extra}
     try:
-        return Worker(config, target, data_dir).start()
+        return Worker(f"{args.config}+", target, data_dir).start()
     finally:
         if worker_src is not None:
             os.environ.pop("PYTHONPATH")
@@ -148,17 +174,27 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
     await produce(bootstrap, topic, msgs)
     del msgs
     before = raw(bootstrap, topic, args.events)
-    worker = start_worker(args.config, Target(redis_port, bootstrap, topic, unique("bench")),
-                          work / "worker", args.worker_src)
+    worker = start_worker(args, Target(redis_port, bootstrap, topic, unique("bench")), work / "worker")
+    recorders: list[Recorder] = []
+
+    def record() -> None:
+        if args.profile is not None:
+            recorders.append(Recorder(worker.pid, work / "profile.raw"))
+
     try:
-        samples = await sample_worker(worker, args.events, args.config == "default", 900)
-        peak = hwm_bytes(worker.pid)
+        samples = await sample_worker(worker, args.events, args.config == "default", 900, record)
+        peak, threads = hwm_bytes(worker.pid), thread_cpu_s(worker.pid)
+        for rec in recorders:
+            title = f"one worker ({args.config} {' '.join(args.set)}), wide {args.form}, {args.ids} ids"
+            args.profile.parent.mkdir(parents=True, exist_ok=True)
+            args.profile.write_text(summarize(rec.stop(), title) + "\n")
     finally:
         worker.stop()
     after = raw(bootstrap, topic, args.events)
     raw_best = max((before, after), key=lambda r: r["rate"])
     out: dict[str, Any] = {"events": args.events, "messages": messages, "form": args.form,
-                           "ids": args.ids, "config": args.config, "peak_rss": peak}
+                           "ids": args.ids, "config": args.config, "set": args.set,
+                           "peak_rss": peak, "threads_cpu_s": threads}
     out.update(worker_figures(samples, args.events))
     out.update({f"raw_{k}": v for k, v in raw_best.items()})
     out["sustained_ratio"] = out["sustained"] / out["raw_rate"]
@@ -198,4 +234,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     with args.out.open("a") as fh:
         fh.write(json.dumps(result) + "\n")
     print(line(result))
+    threads = list(result["threads_cpu_s"].items())[:8]
+    print("worker CPU s by thread:", ", ".join(f"{k} {v:.1f}" for k, v in threads))
     return 0 if result["exact"] else 1
