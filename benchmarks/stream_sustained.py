@@ -151,14 +151,16 @@ def raw(bootstrap: str, topic: str, total: int) -> dict[str, float]:
 def start_worker(args: argparse.Namespace, target: Target, data_dir: Path) -> Worker:
     """A fresh worker process (extra settings, another source tree when asked)."""
     worker_src: Path | None = args.worker_src
-    saved = os.environ.get("PYTHONPATH")
-    if worker_src is not None:
+    saved, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
+    if worker_src is not None:  # `python -m` puts the working directory first on sys.path
         os.environ["PYTHONPATH"] = str(worker_src.resolve())
+        os.chdir(worker_src)
     extra = dict(item.split("=", 1) for item in args.set)
     CONFIGS[f"{args.config}+"] = {**CONFIGS[args.config], **extra}
     try:
         return Worker(f"{args.config}+", target, data_dir).start()
     finally:
+        os.chdir(cwd)
         if worker_src is not None:
             os.environ.pop("PYTHONPATH")
             if saved is not None:
