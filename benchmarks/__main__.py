@@ -1,5 +1,6 @@
 """`python -m benchmarks [options]`: the suite; `... stream [options]`: the stream matrix;
-`... soak [--minutes N]`: the long run (not for CI)."""
+`... sustained [options]`: one worker's sustained whole-process cost; `... soak [--minutes N]`:
+the long run (not for CI)."""
 
 import sys
 
@@ -11,6 +12,10 @@ if sys.argv[1:2] == ["stream"]:
     from benchmarks.stream_matrix import main as stream_main
 
     sys.exit(stream_main(sys.argv[2:]))
+if sys.argv[1:2] == ["sustained"]:
+    from benchmarks.stream_sustained import main as sustained_main
+
+    sys.exit(sustained_main(sys.argv[2:]))
 
 from benchmarks.run import main
 

@@ -93,7 +93,8 @@ class Settings(BaseSettings):
     # Stream-mode knobs beyond the contract.
     streamer_table_store: str = "rocksdb"  # rocksdb | memory
     streamer_clickhouse_sink: bool = True
-    streamer_sink_batch_size: int = Field(default=5000, gt=0)
+    streamer_sink_batch_size: int = Field(default=100_000, gt=0)  # events per insert, at most
+    streamer_sink_batch_bytes: int = Field(default=16 << 20, gt=0)  # message bytes per batch
     streamer_sink_flush_ms: int = Field(default=1000, gt=0)
     streamer_topic_partitions: int = Field(default=4, gt=0)
     streamer_fallback_after_sec: int = Field(default=180, gt=0)

@@ -46,6 +46,7 @@ RELOADABLE: frozenset[str] = frozenset({
     "reconcile_drift_runs",
     "reconcile_min_overlap",
     "streamer_sink_batch_size",
+    "streamer_sink_batch_bytes",
     "streamer_sink_flush_ms",
     "streamer_fallback_after_sec",
     "log_level",

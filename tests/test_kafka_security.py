@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 
 from streamer.config import load_settings
 from streamer.core.events import Event
+from streamer.core.sink_rows import SinkRows
 from streamer.demo.services import LocalService, free_port, tansu_binary, wait_for_port
 from streamer.kafka_admin import ensure_topics
 from streamer.kafka_client import client_kwargs
@@ -97,15 +98,15 @@ class TestMutualTls:
         written: list[Event] = []
         all_in = asyncio.Event()
 
-        async def insert(events: list[Event], positions: object) -> None:
-            written.extend(events)
+        async def insert(rows: SinkRows) -> None:
+            written.extend(rows.events())
             if len(written) >= len(docs):
                 all_in.set()
 
         async def positions(offsets: dict[int, int]) -> None:
             return None
 
-        sink = ClickHouseSinkConsumer(s, PARTITIONS, insert, positions)  # type: ignore[arg-type]
+        sink = ClickHouseSinkConsumer(s, PARTITIONS, insert, positions)
         stop = asyncio.Event()
         task = asyncio.create_task(sink.run(stop))
         waiter = asyncio.ensure_future(all_in.wait())

@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
+import numpy as np
 import orjson
 
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.config import Settings, load_settings
-from streamer.core.events import Event
+from streamer.core.sink_rows import SinkRows, rows_of
 from streamer.demo.services import LocalService
 from streamer.kafka_admin import ensure_topics
 from streamer.stream.partitioning import partition_for_post, post_key
-from streamer.stream.sink_consumer import ClickHouseSinkConsumer, rows_of
+from streamer.stream.sink_consumer import ClickHouseSinkConsumer
 from tests.stream_helpers import produce
 from tests.waiting import await_until
 
@@ -77,12 +78,12 @@ class TestRowsOf:
         own = next(p for p in range(1, 1000) if partition_for_post(p, PARTITIONS) == 1)
         other = next(p for p in range(1, 1000) if partition_for_post(p, PARTITIONS) == 2)
         batch = orjson.dumps([event_doc(1, own), event_doc(2, other), {"event_id": "bad"}])
-        events, positions = rows_of(
-            [(1, 10, batch), (1, 11, b"not json"), (1, 12, orjson.dumps(event_doc(3, own)))],
-            PARTITIONS, NOW_MS,
+        rows = rows_of(
+            np.array([1, 1, 1], dtype=np.int32), np.array([10, 11, 12], dtype=np.int64),
+            [batch, b"not json", orjson.dumps(event_doc(3, own))], PARTITIONS, NOW_MS,
         )
-        assert [e.event_id for e in events] == ["s-1", "s-3"]
-        assert positions == [(1, 10), (1, 12)]
+        assert [e.event_id for e in rows.events()] == ["s-1", "s-3"]
+        assert rows.positions() == [(1, 10), (1, 12)]
 
 
 class TestSinkConsumer:
@@ -96,11 +97,11 @@ class TestSinkConsumer:
         failures = [3]
         published: dict[int, int] = {}
 
-        async def insert(events: Sequence[Event], positions: Sequence[tuple[int, int]]) -> None:
+        async def insert(rows: SinkRows) -> None:
             if failures[0] > 0:
                 failures[0] -= 1
                 raise RuntimeError("ClickHouse down (injected)")
-            await queries.insert_events(clickhouse, events, positions)
+            await queries.insert_rows(clickhouse, rows)
 
         async def publish(offsets: dict[int, int]) -> None:
             published.update(offsets)
@@ -121,7 +122,7 @@ class TestSinkConsumer:
         settings = sink_settings(kafka_service, topic)
         attempts = [0]
 
-        async def down(events: Sequence[Event], positions: Sequence[tuple[int, int]]) -> None:
+        async def down(rows: SinkRows) -> None:
             attempts[0] += 1
             raise RuntimeError("ClickHouse down (injected)")
 
@@ -132,8 +133,8 @@ class TestSinkConsumer:
         await run_sink_until(first, lambda: attempts[0] >= 2)
         assert attempts[0] >= 2 and first.committed == {}
 
-        async def insert(events: Sequence[Event], positions: Sequence[tuple[int, int]]) -> None:
-            await queries.insert_events(clickhouse, events, positions)
+        async def insert(rows: SinkRows) -> None:
+            await queries.insert_rows(clickhouse, rows)
 
         written: dict[int, int] = {}
 
@@ -144,3 +145,51 @@ class TestSinkConsumer:
         await run_sink_until(second, lambda: sum(written.values()) >= len(docs))
         rows = await clickhouse.rows("SELECT uniqExact(event_id) FROM nova.post_events")
         assert rows[0][0] == len(docs)
+
+
+class TestSinkBatches:
+    """Batch bounds count events, not messages; the columns land exactly."""
+
+    async def test_array_messages_insert_at_most_batch_size_events_exactly(
+        self, kafka_service: LocalService, clickhouse: ClickHouse
+    ) -> None:
+        """25-event arrays with a 60-event batch: every insert <= 60, every row exact once."""
+        topic = f"sink-{uuid.uuid4().hex[:8]}"
+        bootstrap = f"127.0.0.1:{kafka_service.port}"
+        await ensure_topics(bootstrap, {topic: PARTITIONS})
+        docs: list[dict[str, object]] = [
+            {"event_id": f"a-{i}", "post_id": 10**11 + i % 97, "user_id": 2**62 + i,
+             "event_type": ("view", "like", "comment", "share")[i % 4], "ts": NOW_MS - 7 * i}
+            for i in range(1000)]
+        by_part: dict[int, list[dict[str, object]]] = {}
+        for d in docs:
+            by_part.setdefault(partition_for_post(int(d["post_id"]), PARTITIONS), []).append(d)  # type: ignore[call-overload]
+        messages = [(post_key(int(ds[i]["post_id"])), orjson.dumps(ds[i:i + 25]), p)  # type: ignore[call-overload]
+                    for p, ds in by_part.items() for i in range(0, len(ds), 25)]
+        await produce(bootstrap, topic, messages)
+        settings = sink_settings(kafka_service, topic).model_copy(
+            update={"streamer_sink_batch_size": 60})
+        sizes: list[int] = []
+        written: dict[int, int] = {}
+
+        async def insert(rows: SinkRows) -> None:
+            sizes.append(len(rows))
+            await queries.insert_rows(clickhouse, rows)
+
+        async def publish(offsets: dict[int, int]) -> None:
+            written.update(offsets)
+
+        sink = ClickHouseSinkConsumer(settings, PARTITIONS, insert, publish)
+        await run_sink_until(sink, lambda: sum(written.values()) >= len(messages))
+        assert sum(sizes) == len(docs) and max(sizes) <= 60
+        got = await clickhouse.rows(
+            "SELECT event_id, post_id, user_id, event_type, toUnixTimestamp64Milli(event_time)"
+            " FROM nova.post_events ORDER BY event_id")
+        expected = sorted((d["event_id"], d["post_id"], d["user_id"], d["event_type"], d["ts"])
+                          for d in docs)
+        assert sorted(tuple(r) for r in got) == expected
+        per_part = await clickhouse.rows(
+            "SELECT kafka_partition, count(), max(kafka_offset) FROM nova.post_events"
+            " GROUP BY kafka_partition ORDER BY 1")
+        assert [(p, n) for p, n, _ in per_part] == sorted((p, len(ds)) for p, ds in by_part.items())
+        assert all(last == written[p] - 1 for p, _, last in per_part)

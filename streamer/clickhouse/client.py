@@ -116,6 +116,17 @@ class ClickHouse:
                 settings=settings,
             )
 
+    async def insert_columns(
+        self, table: str, columns: Sequence[Any], names: Sequence[str]
+    ) -> None:
+        """Insert parallel columns (lists or numpy arrays of one length) into database.table."""
+        if len(columns[0]):
+            settings = {**self._settings(), "max_partitions_per_insert_block": 0}
+            await self._run(
+                "insert", table, list(columns), column_names=list(names), database=self.database,
+                settings=settings, column_oriented=True,
+            )
+
     def close(self) -> None:
         """Close an HTTP client (embedded clients live for the process)."""
         if self._client is not None and not self.embedded:

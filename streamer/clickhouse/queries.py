@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+
 from streamer.clickhouse.client import ClickHouse
 from streamer.core.events import EVENT_TYPES, Event
 from streamer.core.scoring import PostCounts
+from streamer.core.sink_rows import TYPE_NAMES, SinkRows
 from streamer.core.suggest import Suggestion, rank_sorted
 from streamer.core.window import Window
 
@@ -199,6 +202,15 @@ async def insert_events(
         return
     rows = [[*row, p, o] for row, (p, o) in zip(event_rows(events), positions, strict=True)]
     await ch.insert("post_events", rows, EVENT_COLUMNS + POSITION_COLUMNS)
+
+
+async def insert_rows(ch: ClickHouse, rows: SinkRows) -> None:
+    """Write the sink's rows as columns (DateTime64(3) takes epoch-ms integers as they are)."""
+    columns = [
+        rows.event_ids, rows.post_ids.astype(np.uint64), rows.user_ids.astype(np.uint64),
+        TYPE_NAMES[rows.types].tolist(), rows.ts_ms.tolist(), rows.partitions, rows.offsets,
+    ]
+    await ch.insert_columns("post_events", columns, EVENT_COLUMNS + POSITION_COLUMNS)
 
 
 async def insert_follows(ch: ClickHouse, edges: Sequence[tuple[int, int, int]]) -> None:

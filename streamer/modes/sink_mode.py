@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
@@ -21,8 +20,8 @@ from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings
-from streamer.core.events import Event
 from streamer.core.payloads import sink_positions_key
+from streamer.core.sink_rows import SinkRows
 from streamer.kafka_admin import wait_for_topics
 from streamer.ops.http import start_http
 from streamer.ops.metrics import serve_as
@@ -42,10 +41,10 @@ class SinkProcess:
         self.consumer = ClickHouseSinkConsumer(settings, partitions, self.insert,
                                                self.publish_positions)
 
-    async def insert(self, events: Sequence[Event], positions: Sequence[tuple[int, int]]) -> None:
+    async def insert(self, rows: SinkRows) -> None:
         """Write one batch into post_events; remembers whether it went through (readiness)."""
         try:
-            await queries.insert_events(self.ch, events, positions)
+            await queries.insert_rows(self.ch, rows)
         except Exception:
             self.last_write_ok = False
             raise

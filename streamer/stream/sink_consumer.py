@@ -6,6 +6,8 @@ offsets only after ClickHouse accepted the rows. A crash or a ClickHouse outage 
 re-reads instead of losing; repeats are harmless because every query counts an event_id once.
 Misrouted events are skipped here: their forwarded copy is written from the right partition.
 The committed positions are mirrored to Redis so reconciliation can wait for the sink.
+Rows stay columns from the decoder to the insert; a batch holds at most about
+STREAMER_SINK_BATCH_BYTES of messages, and each insert at most STREAMER_SINK_BATCH_SIZE events.
 """
 
 from __future__ import annotations
@@ -14,15 +16,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamer.clock import wall_ms
 from streamer.config import Settings
-from streamer.core.events import Event, decode_batch
-from streamer.core.partitioning import partitions_of
+from streamer.core.sink_rows import SinkRows, rows_of
 from streamer.kafka_client import client_kwargs
 from streamer.ops.metrics import (
     SINK_BATCH,
@@ -34,10 +35,11 @@ from streamer.ops.metrics import (
 from streamer.ops.reload import LiveSettings, live_of
 
 log = logging.getLogger("streamer.stream.sink")
-InsertFn = Callable[[Sequence[Event], Sequence[tuple[int, int]]], Awaitable[None]]
+InsertFn = Callable[[SinkRows], Awaitable[None]]
 PositionsFn = Callable[[dict[int, int]], Awaitable[None]]
 MAX_BACKOFF_S = 30.0
 DRAIN_S = 15.0  # on a clean stop, how long the sink may keep catching up with the stream
+Fetched = dict[TopicPartition, list[object]]
 
 
 def sink_group(settings: Settings) -> str:
@@ -45,16 +47,13 @@ def sink_group(settings: Settings) -> str:
     return f"{settings.streamer_app_id}-clickhouse-sink"
 
 
-def rows_of(
-    messages: Sequence[tuple[int, int, bytes | None]], partitions: int, now_ms: int
-) -> tuple[list[Event], list[tuple[int, int]]]:
-    """Valid events of (partition, offset, value) messages that belong to that partition."""
-    cols, _ = decode_batch([value for _, _, value in messages], now_ms)
-    source = np.array([(p, o) for p, o, _ in messages], dtype=np.int64).reshape(-1, 2)
-    where = source[cols.message]
-    own = np.flatnonzero(partitions_of(cols.post_ids, partitions) == where[:, 0])
-    positions = [(p, o) for p, o in where[own].tolist()]
-    return cols.take(own).events(), positions
+def fetched_rows(batch: Fetched, partitions: int, now_ms: int) -> tuple[SinkRows, int]:
+    """The rows of one getmany result and its message bytes."""
+    ms = [m for records in batch.values() for m in records]
+    values = [m.value for m in ms]  # type: ignore[attr-defined]
+    part = np.fromiter((m.partition for m in ms), dtype=np.int32, count=len(ms))  # type: ignore[attr-defined]
+    offset = np.fromiter((m.offset for m in ms), dtype=np.int64, count=len(ms))  # type: ignore[attr-defined]
+    return rows_of(part, offset, values, partitions, now_ms), sum(len(v or b"") for v in values)
 
 
 class ClickHouseSinkConsumer:
@@ -70,6 +69,7 @@ class ClickHouseSinkConsumer:
         self.insert = insert
         self.publish_positions = publish_positions
         self.committed: dict[int, int] = {}
+        self.events_per_message = 1.0  # measured on each fetch: sizes the next getmany
         self.drain_targets: dict[int, int] = {}
         s = settings
         self.consumer = AIOKafkaConsumer(
@@ -83,6 +83,7 @@ class ClickHouseSinkConsumer:
             session_timeout_ms=s.streamer_session_timeout_sec * 1000,
             heartbeat_interval_ms=s.streamer_heartbeat_interval_sec * 1000,
             max_poll_interval_ms=max(300_000, s.streamer_rebalance_timeout_sec * 1000),
+            fetch_max_bytes=s.streamer_sink_batch_bytes,
             **client_kwargs(s),
         )
 
@@ -108,14 +109,11 @@ class ClickHouseSinkConsumer:
 
     async def _step(self, stop: asyncio.Event) -> bool:
         self.settings = self.live.current
-        batch = await self.consumer.getmany(
-            timeout_ms=self.settings.streamer_sink_flush_ms,
-            max_records=self.settings.streamer_sink_batch_size,
-        )
-        if not batch:
+        rows, offsets = await self._fetch()
+        if not offsets:
             self._export_lag(caught_up=True)
             return True
-        return await self._write(batch, stop)
+        return await self._write(rows, offsets, stop)
 
     def _export_lag(self, caught_up: bool = False) -> None:
         """streamer_sink_lag per assigned partition: its end minus what the sink has written."""
@@ -126,6 +124,32 @@ class ClickHouseSinkConsumer:
                 if high is not None and written is not None:
                     SINK_LAG.labels(partition=str(tp.partition)).set(max(high - written, 0))
 
+    async def _fetch(self) -> tuple[SinkRows, dict[TopicPartition, int]]:
+        """Fetch until the batch holds STREAMER_SINK_BATCH_SIZE events or _BYTES of messages,
+        or STREAMER_SINK_FLUSH_MS passed; the next offset of each partition read."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + s.streamer_sink_flush_ms / 1000
+        parts: list[SinkRows] = []
+        offsets: dict[TopicPartition, int] = {}
+        events = nbytes = 0
+        while events < s.streamer_sink_batch_size and nbytes < s.streamer_sink_batch_bytes:
+            wait_ms = int((deadline - loop.time()) * 1000)
+            if wait_ms <= 0 and offsets:
+                break
+            want = (s.streamer_sink_batch_size - events) / self.events_per_message
+            batch: Fetched = await self.consumer.getmany(
+                timeout_ms=max(wait_ms, 0), max_records=max(1, int(want)))
+            if not batch:
+                break
+            rows, size = fetched_rows(batch, self.partitions, wall_ms())
+            messages = sum(len(ms) for ms in batch.values())
+            self.events_per_message = max(1.0, len(rows) / messages) if rows else 1.0
+            parts.append(rows)
+            events, nbytes = events + len(rows), nbytes + size
+            offsets.update({tp: ms[-1].offset + 1 for tp, ms in batch.items() if ms})  # type: ignore[attr-defined]
+        return SinkRows.concat(parts), offsets
+
     def _behind(self) -> bool:
         """True while an assigned partition's written offset is below its drain target."""
         if not self.drain_targets:
@@ -135,30 +159,38 @@ class ClickHouseSinkConsumer:
             return True  # still joining: the bounded drain waits for it
         return any(self.committed.get(p, 0) < self.drain_targets.get(p, 0) for p in assigned)
 
-    async def _write(self, batch: dict[TopicPartition, list[object]], stop: asyncio.Event) -> bool:
-        """Insert then commit one fetched batch; False when stopped before it was written."""
-        flat = [(tp.partition, m.offset, m.value) for tp, ms in batch.items() for m in ms]  # type: ignore[attr-defined]
-        events, positions = rows_of(flat, self.partitions, wall_ms())
-        SINK_PENDING.set(len(events))
+    async def _write(
+        self, rows: SinkRows, offsets: dict[TopicPartition, int], stop: asyncio.Event
+    ) -> bool:
+        """Insert (in inserts of at most the batch size) then commit; False when stopped first."""
+        SINK_PENDING.set(len(rows))
+        for chunk in rows.chunks(self.settings.streamer_sink_batch_size):
+            if not await self._insert(chunk, stop):
+                return False  # not committed: read again after restart
+            SINK_BATCH.observe(len(chunk))
+        SINK_PENDING.set(0)
+        SINK_LAST_SUCCESS.set(time.time())
+        return await self._commit(offsets)
+
+    async def _insert(self, rows: SinkRows, stop: asyncio.Event) -> bool:
+        """Insert one chunk, retrying with back-off; False when stopped before it went in."""
         backoff_s = self.settings.streamer_sink_flush_ms / 1000
         while True:
             try:
-                if events:
-                    await self.insert(events, positions)
-                break
+                await self.insert(rows)
+                return True
             except Exception as exc:
                 SINK_FAILURES.inc()
                 log.warning("ClickHouse insert of %d events failed (retrying in %.1fs): %s",
-                            len(events), backoff_s, exc)
+                            len(rows), backoff_s, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff_s)
                 if stop.is_set():
-                    return False  # not committed: read again after restart
+                    return False
                 backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
-        SINK_BATCH.observe(len(events))
-        SINK_PENDING.set(0)
-        SINK_LAST_SUCCESS.set(time.time())
-        offsets = {tp: ms[-1].offset + 1 for tp, ms in batch.items() if ms}  # type: ignore[attr-defined]
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> bool:
+        """Commit what was written and mirror it to Redis."""
         try:
             await self.consumer.commit(offsets)
         except Exception as exc:  # rebalance: rows are in, the next owner re-writes (harmless)

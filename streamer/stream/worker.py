@@ -20,6 +20,7 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings
 from streamer.core.payloads import sink_positions_key
+from streamer.core.sink_rows import SinkRows
 from streamer.errors import StartError
 from streamer.jobs.reconcile import make_stream_reconciler
 from streamer.jobs.runner import JobRunner
@@ -27,6 +28,7 @@ from streamer.jobs.suggestions import SuggestionsJob
 from streamer.kafka_admin import wait_for_topics
 from streamer.ops.http import start_http
 from streamer.ops.logging import error_text
+from streamer.ops.memory import freeze_startup_heap, tune_allocator
 from streamer.ops.metrics import CONSUMER_LAG, serve_as
 from streamer.ops.reload import LiveSettings, live_of, start_reloading
 from streamer.ops.shutdown import Shutdown
@@ -120,6 +122,7 @@ class Worker:
         if self.sink is not None:
             self._spawn(self.sink.run(self.stop))
         self._start_jobs(ch, redis)
+        freeze_startup_heap()
         log.info("worker running: topic %s with %d partitions", s.kafka_events_topic, partitions)
 
     async def _clickhouse(self, partitions: int) -> ClickHouse:
@@ -136,8 +139,8 @@ class Worker:
 
         redis = self.redis
 
-        async def insert(events: Any, positions: Any) -> None:
-            await queries.insert_events(ch, events, positions)
+        async def insert(rows: SinkRows) -> None:
+            await queries.insert_rows(ch, rows)
 
         async def publish_positions(offsets: dict[int, int]) -> None:
             if redis is not None and offsets:
@@ -269,6 +272,7 @@ class Worker:
 async def run_worker(settings: Settings, shutdown: Shutdown) -> int:
     """Entry point of `streamer worker`, run under the stop sequence (streamer.ops.shutdown)."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` dumps stacks
+    tune_allocator()
     live = LiveSettings(settings)
     worker = Worker(settings, shutdown, live=live)
     worker.tasks.append(start_reloading(live, worker.stop))  # SIGHUP handled from here on

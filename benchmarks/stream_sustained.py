@@ -1,0 +1,241 @@
+"""Sustained whole-process cost: `python -m benchmarks sustained [--events N] [--form F] [...]`.
+
+One worker drains a pre-produced wide topic with the given configuration (default: nothing set
+beyond connections, so the embedded ClickHouse sink is on). Figures, each beside a raw aiokafka
+consumer (getmany, json.loads, a dict count per post) of the same topic in the same run:
+counting rate between 10 % and 90 % of the events counted; sustained rate from the first
+counted event until every event is counted AND inserted by the sink (streamer_sink_batch_size_sum);
+worker CPU per event over that span (/proc/PID/stat: user+system of all its threads, embedded
+ClickHouse included); peak RSS (VmHWM). Results are appended to --out as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.stream_cases import unique
+from benchmarks.stream_profile import Recorder, summarize
+from benchmarks.stream_worker import CONFIGS, Target, Worker
+from benchmarks.stream_workloads import PARTITIONS, produce
+from benchmarks.sustained_workload import wide_messages
+from streamer.demo.services import start_redis, start_tansu
+from streamer.kafka_admin import ensure_topics
+
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+SAMPLE_S = 0.1
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "sustained.jsonl"
+Sample = tuple[float, float, float, float]  # perf time, cpu s, counted, sunk
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks sustained", description=__doc__)
+    p.add_argument("--events", type=int, default=2_000_000, help="events in the topic")
+    p.add_argument("--form", choices=("array", "single"), default="array",
+                   help="100-event arrays or one event per message")
+    p.add_argument("--ids", choices=("hex", "uuid"), default="hex", help="32-hex event ids or UUID4s")
+    p.add_argument("--config", choices=("default", "sink-off"), default="default", help="worker settings")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a worker setting beyond the configuration (repeatable)")
+    p.add_argument("--worker-src", type=Path, help="run the worker from this source tree (a before/after)")
+    p.add_argument("--profile", type=Path, help="also record the worker with py-spy; summary here")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON lines file the result is appended to")
+    return p.parse_args(argv)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system seconds of every thread of a process."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * TICK_S
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (the main loop, ClickHouse's pools, ...), summed by name."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            text = (task / "stat").read_text()
+            name = text.split("(", 1)[1].rsplit(")", 1)[0]
+            fields = text.rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) * TICK_S
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def hwm_bytes(pid: int) -> int:
+    """Peak resident set size (VmHWM)."""
+    with open(f"/proc/{pid}/status") as fh:
+        line = next(x for x in fh if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def metric(text: str, name: str) -> float:
+    """A sample's value from the Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def sample_worker(
+    worker: Worker, total: int, sink: bool, timeout_s: float, on_first: Callable[[], object]
+) -> list[Sample]:
+    """(time, cpu, counted, sunk) every 0.1 s until every event is counted (and sunk)."""
+    samples: list[Sample] = []
+    first = True
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        worker.check_alive()
+        _, text = await worker.get("/metrics")
+        counted = metric(text, "streamer_events_processed_total")
+        sunk = metric(text, "streamer_sink_batch_size_sum")
+        samples.append((time.perf_counter(), cpu_s(worker.pid), counted, sunk))
+        if first and counted > 0:
+            first = False
+            on_first()
+        if counted >= total and (not sink or sunk >= total):
+            return samples
+        await asyncio.sleep(SAMPLE_S)
+    last = samples[-1] if samples else (0, 0, 0, 0)
+    raise RuntimeError(f"after {timeout_s}s: counted {last[2]:.0f}, sunk {last[3]:.0f} of {total}")
+
+
+def crossing(samples: list[Sample], level: float) -> float:
+    """Time the counted total crossed `level` (linear between the two samples around it)."""
+    for (t0, _, n0, _), (t1, _, n1, _) in itertools.pairwise(samples):
+        if n0 < level <= n1:
+            return t0 + (t1 - t0) * (level - n0) / (n1 - n0)
+    return samples[-1][0]
+
+
+def worker_figures(samples: list[Sample], total: int) -> dict[str, float]:
+    """Counting rate 10-90 %, sustained rate and CPU per event from the first counted event."""
+    first = next(i for i, s in enumerate(samples) if s[2] > 0)
+    t0, c0, _, _ = samples[max(0, first - 1)]
+    t1, c1, counted, sunk = samples[-1]
+    lo, hi = crossing(samples, 0.1 * total), crossing(samples, 0.9 * total)
+    return {
+        "counting_10_90": 0.8 * total / (hi - lo) if hi > lo else 0.0,
+        "sustained": total / (t1 - t0),
+        "cpu_us": (c1 - c0) / total * 1e6,
+        "counted": counted,
+        "sunk": sunk,
+        "seconds": t1 - t0,
+    }
+
+
+def raw(bootstrap: str, topic: str, total: int) -> dict[str, float]:
+    """One raw consumer drain in its own process (its CPU is only its own)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sustained_workload", bootstrap, topic, str(total)],
+        capture_output=True, check=False, text=True, timeout=900,
+    )
+    if out.returncode:
+        raise RuntimeError(f"raw consumer failed: {out.stderr[-1500:]}")
+    figures: dict[str, float] = json.loads(out.stdout)
+    return figures
+
+
+def start_worker(args: argparse.Namespace, target: Target, data_dir: Path) -> Worker:
+    """A fresh worker process (extra settings, another source tree when asked)."""
+    worker_src: Path | None = args.worker_src
+    saved, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
+    if worker_src is not None:  # `python -m` puts the working directory first on sys.path
+        os.environ["PYTHONPATH"] = str(worker_src.resolve())
+        os.chdir(worker_src)
+    extra = dict(item.split("=", 1) for item in args.set)
+    CONFIGS[f"{args.config}+"] = {**CONFIGS[args.config], **extra}
+    try:
+        return Worker(f"{args.config}+", target, data_dir).start()
+    finally:
+        os.chdir(cwd)
+        if worker_src is not None:
+            os.environ.pop("PYTHONPATH")
+            if saved is not None:
+                os.environ["PYTHONPATH"] = saved
+
+
+async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, work: Path) -> dict[str, Any]:
+    """Produce, raw drain, worker drain, raw drain again (the better raw figure is kept)."""
+    topic = unique("bench.sustained")
+    await ensure_topics(bootstrap, {topic: PARTITIONS, topic + ".dlq": 1})
+    msgs = wide_messages(args.events, args.form, args.ids, time.time_ns() // 1_000_000)
+    messages = len(msgs)
+    await produce(bootstrap, topic, msgs)
+    del msgs
+    before = raw(bootstrap, topic, args.events)
+    worker = start_worker(args, Target(redis_port, bootstrap, topic, unique("bench")), work / "worker")
+    recorders: list[Recorder] = []
+
+    def record() -> None:
+        if args.profile is not None:
+            recorders.append(Recorder(worker.pid, work / "profile.raw"))
+
+    try:
+        samples = await sample_worker(worker, args.events, args.config == "default", 900, record)
+        peak, threads = hwm_bytes(worker.pid), thread_cpu_s(worker.pid)
+        for rec in recorders:
+            title = f"one worker ({args.config} {' '.join(args.set)}), wide {args.form}, {args.ids} ids"
+            args.profile.parent.mkdir(parents=True, exist_ok=True)
+            args.profile.write_text(summarize(rec.stop(), title) + "\n")
+    finally:
+        worker.stop()
+    after = raw(bootstrap, topic, args.events)
+    raw_best = max((before, after), key=lambda r: r["rate"])
+    out: dict[str, Any] = {"events": args.events, "messages": messages, "form": args.form,
+                           "ids": args.ids, "config": args.config, "set": args.set,
+                           "peak_rss": peak, "threads_cpu_s": threads}
+    out.update(worker_figures(samples, args.events))
+    out.update({f"raw_{k}": v for k, v in raw_best.items()})
+    out["sustained_ratio"] = out["sustained"] / out["raw_rate"]
+    out["cpu_ratio"] = out["raw_cpu_us"] / out["cpu_us"]
+    out["exact"] = out["counted"] == args.events and (args.config != "default" or out["sunk"] == args.events)
+    return out
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """A private tansu and Redis for the run."""
+    redis, kafka = start_redis(), start_tansu()
+    try:
+        with tempfile.TemporaryDirectory(prefix="streamer-sustained-") as tmp:
+            return await measure(args, f"127.0.0.1:{kafka.port}", redis.port, Path(tmp))
+    finally:
+        kafka.stop()
+        redis.stop()
+
+
+def line(r: dict[str, Any]) -> str:
+    """One human line of a result."""
+    return (f"{r['form']} {r['ids']} {r['config']} {r['events']:,} events: counting(10-90%) "
+            f"{r['counting_10_90']:,.0f}/s, sustained {r['sustained']:,.0f}/s = "
+            f"{r['sustained_ratio']:.2f}x raw {r['raw_rate']:,.0f}/s; "
+            f"CPU {r['cpu_us']:.2f} us/event vs raw {r['raw_cpu_us']:.2f} "
+            f"(ratio {r['cpu_ratio']:.2f}); peak RSS {r['peak_rss'] / 2**20:.0f} MiB; "
+            f"counted {r['counted']:,.0f} sunk {r['sunk']:,.0f} exact={r['exact']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run once, append the JSON line to --out, print the summary; exit 1 unless exact."""
+    args = parse_args(argv)
+    result = asyncio.run(run(args))
+    result["command"] = "python -m benchmarks sustained " + " ".join(argv or sys.argv[1:])
+    result["run_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as fh:
+        fh.write(json.dumps(result) + "\n")
+    print(line(result))
+    threads = list(result["threads_cpu_s"].items())[:8]
+    print("worker CPU s by thread:", ", ".join(f"{k} {v:.1f}" for k, v in threads))
+    return 0 if result["exact"] else 1

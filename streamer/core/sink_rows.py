@@ -1,0 +1,82 @@
+"""What the ClickHouse sink writes, as columns: valid events of their own partition with positions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from streamer.core.events import EVENT_TYPES, Event, decode_batch
+from streamer.core.partitioning import partitions_of
+
+TYPE_NAMES = np.array(EVENT_TYPES, dtype=object)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkRows:
+    """post_events rows as parallel columns (no per-event Python object beyond the id string)."""
+
+    event_ids: list[str]
+    post_ids: npt.NDArray[np.int64]
+    user_ids: npt.NDArray[np.int64]
+    types: npt.NDArray[np.uint8]
+    ts_ms: npt.NDArray[np.int64]
+    partitions: npt.NDArray[np.int32]
+    offsets: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    @classmethod
+    def empty(cls) -> SinkRows:
+        """No rows."""
+        i64 = np.empty(0, dtype=np.int64)
+        return cls([], i64, i64, np.empty(0, dtype=np.uint8), i64, np.empty(0, dtype=np.int32), i64)
+
+    @classmethod
+    def concat(cls, parts: Sequence[SinkRows]) -> SinkRows:
+        """The rows of several fetches, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return cls.empty()
+        ids = [i for p in parts for i in p.event_ids]
+        return cls(ids, *(np.concatenate([getattr(p, f) for p in parts]) for f in _ARRAYS))
+
+    def chunks(self, size: int) -> Iterator[SinkRows]:
+        """Consecutive slices of at most `size` rows (one insert each)."""
+        for start in range(0, len(self), size):
+            end = start + size
+            yield SinkRows(self.event_ids[start:end],
+                           *(getattr(self, f)[start:end] for f in _ARRAYS))
+
+    def positions(self) -> list[tuple[int, int]]:
+        """(partition, offset) of every row."""
+        return list(zip(self.partitions.tolist(), self.offsets.tolist(), strict=True))
+
+    def events(self) -> list[Event]:
+        """The rows as Event objects (tests and callers off the hot path)."""
+        return list(map(Event, self.event_ids, self.post_ids.tolist(), self.user_ids.tolist(),
+                        TYPE_NAMES[self.types].tolist(), self.ts_ms.tolist()))
+
+
+_ARRAYS = ("post_ids", "user_ids", "types", "ts_ms", "partitions", "offsets")
+
+
+def rows_of(
+    partition_of: npt.NDArray[np.int32], offset_of: npt.NDArray[np.int64],
+    values: Sequence[bytes | None], partitions: int, now_ms: int,
+) -> SinkRows:
+    """Valid events of messages (partition, offset, value) that belong to their message's partition.
+
+    Misrouted members are left out: their forwarded copy is written from the right partition.
+    """
+    cols, _ = decode_batch(values, now_ms)
+    where = partition_of[cols.message]
+    own = np.flatnonzero(partitions_of(cols.post_ids, partitions) == where)
+    ids = cols.event_ids
+    kept = ids if len(own) == len(ids) else [ids[i] for i in own.tolist()]
+    return SinkRows(kept, cols.post_ids[own], cols.user_ids[own], cols.types[own],
+                    cols.ts_ms[own], where[own], offset_of[cols.message[own]])
