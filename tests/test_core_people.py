@@ -177,6 +177,7 @@ class TestRecords:
                              rng.integers(0, 4, n, dtype=np.uint8),
                              rng.integers(100, 200, n, dtype=np.int64),
                              np.concatenate([[2**63 - 1, 0], rng.integers(0, 50, n - 2)]))
+        assert cols.users is not None
         got = decode_record(encode_record(cols))
         order = np.argsort(cols.post_ids, kind="stable")
         assert got.users is not None
