@@ -61,6 +61,11 @@ class Counting:
 EVENTS = Counting()
 
 
+def counting_of(count: str, min_people: int) -> Counting:
+    """The Counting of JOB_TRENDING_COUNT and JOB_TRENDING_MIN_PEOPLE."""
+    return Counting(count == "people", min_people)
+
+
 def pair_keys(slots: I32, users: I64) -> tuple[U64, U64]:
     """(high, low) key of every (slot, account) pair: low is the slot, high the account mixed
     with it, so the pair is exact (account = high ^ mix(low)) and high is well spread."""
