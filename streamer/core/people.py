@@ -144,6 +144,7 @@ class PeopleWindow:
         self.anyone: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
         self.pairs = _Pairs()
         self._minutes: dict[int, list[tuple[I32, U8, I64]]] = {}
+        self._recent: list[tuple[I32, U8, I64, I64]] = []  # added, not yet in minute blocks
         self._top = TopIndex()
 
     def fit(self, slots: int) -> None:
@@ -161,7 +162,7 @@ class PeopleWindow:
             slots, types, users, minutes = slots[known], types[known], users[known], minutes[known]
         if not len(slots):
             return
-        self._hold(slots, types, users, minutes)
+        self._recent.append((slots, types, users, minutes))  # sorted into minutes lazily
         live = (minutes >= first) & (minutes <= last)
         if live.all():
             self._count(slots, types, users, minutes)
@@ -176,6 +177,7 @@ class PeopleWindow:
         if last <= self.last_minute:
             return
         old_last = self.last_minute
+        self._flush()
         if first > self.first_minute:
             self._expire(first)
         self.first_minute, self.last_minute = first, last
@@ -193,6 +195,7 @@ class PeopleWindow:
     def counts_over(self, lo: int, hi: int, slots: int) -> tuple[npt.NDArray[np.int64], I64]:
         """(per-slot people per type, per-slot people of any type) over held minutes lo..hi,
         recounted from the minute blocks (reconcile's complete-minute windows)."""
+        self._flush()
         parts = [b for m, blocks in self._minutes.items() if lo <= m <= hi for b in blocks]
         counts = np.zeros((slots, 4), dtype=np.int64)
         anyone = np.zeros(slots, dtype=np.int64)
@@ -208,7 +211,15 @@ class PeopleWindow:
 
     def held_events(self) -> int:
         """Events held in the raw minute blocks (memory accounting)."""
+        self._flush()
         return sum(len(b[0]) for blocks in self._minutes.values() for b in blocks)
+
+    def _flush(self) -> None:
+        """Sort the batches added since the last minute operation into their minute blocks."""
+        if not self._recent:
+            return
+        recent, self._recent = self._recent, []
+        self._hold(*(np.concatenate([r[i] for r in recent]) for i in range(4)))
 
     def _hold(self, slots: I32, types: U8, users: I64, minutes: I64) -> None:
         """Append events to their minute blocks (a minute's many small chunks packed at times)."""
