@@ -175,6 +175,7 @@ class PartitionState:
         """Hold deduplicated events in the window (and, counting people, their accounts)."""
         slots = self.window.add_batch(post_ids, types, minutes)
         if self.people is not None and user_ids is not None and len(post_ids):
+            self.people.fit(len(self.window.post_of))  # grows as the window's slots do
             self.people.add_batch(slots, types, user_ids, minutes)
 
     def top(self, k: int) -> list[PostCounts]:
