@@ -6,8 +6,10 @@ alternated so the load of the machine hits both alike:
 - core: the pure step of every 100-event array (`core.batch.process_batch`, decode to records)
   of one process, CPU seconds per event, best of the repeats;
 - worker: one `streamer worker` per mode on a fresh topic; after it is ready, the workload is
-  produced and drained; CPU (utime + stime from /proc) and RSS growth of the worker per event,
-  and whether the publish equals the recount in its mode.
+  produced at a steady rate below what one worker drains (`--rate`, so both modes fetch alike
+  batches: a worker that lags fetches bigger, cheaper batches); CPU (utime + stime from /proc)
+  and RSS growth of the worker per event, and whether the publish equals the recount in its
+  mode.
 
 Writes results/people.json and prints a markdown table.
 """
@@ -105,7 +107,17 @@ async def verify(redis_port: int, events: list[Event], people: bool, after_ms: i
         await client.aclose()
 
 
-async def worker_case(rig: Rig, mode: str, events: list[Event]) -> dict[str, Any]:
+async def paced(bootstrap: str, topic: str, events: list[Event], rate_eps: int) -> None:
+    """Produce the workload's arrays at about `rate_eps` events per second."""
+    msgs = messages(events, "array")
+    per_second = max(1, rate_eps // 100)  # 100-event arrays
+    began = time.monotonic()
+    for i in range(0, len(msgs), per_second):
+        await produce(bootstrap, topic, msgs[i:i + per_second])
+        await asyncio.sleep(max(0.0, began + (i + per_second) / per_second - time.monotonic()))
+
+
+async def worker_case(rig: Rig, mode: str, events: list[Event], rate_eps: int) -> dict[str, Any]:
     """One worker in `mode`: CPU and RSS growth per event while it drains the workload."""
     topic = unique(f"bench.people.{mode}")
     await ensure_topics(rig.bootstrap, {topic: PARTITIONS, topic + ".dlq": 1})
@@ -114,7 +126,7 @@ async def worker_case(rig: Rig, mode: str, events: list[Event]) -> dict[str, Any
     try:
         await worker.wait_ready(rig.drain_timeout_s)
         cpu0, rss0 = cpu_seconds(worker.pid), worker.rss()
-        await produce(rig.bootstrap, topic, messages(events, "array"))
+        await paced(rig.bootstrap, topic, events, rate_eps)
         await wait_processed(workers, len(events), rig.drain_timeout_s)
         cpu1, rss1 = cpu_seconds(worker.pid), worker.rss()
         detail = await verify(rig.redis_port, events, mode == "people", time.time_ns() // 10**6)
@@ -124,7 +136,8 @@ async def worker_case(rig: Rig, mode: str, events: list[Event]) -> dict[str, Any
             "rss_per_event": (rss1 - rss0) / len(events), "rss_end": rss1, "publish": detail}
 
 
-async def worker_cases(quick: bool, events: list[Event], repeats: int) -> list[dict[str, Any]]:
+async def worker_cases(quick: bool, events: list[Event], repeats: int, rate_eps: int
+                       ) -> list[dict[str, Any]]:
     """Both modes, alternated, on a private tansu and Redis."""
     redis, kafka = start_redis(), start_tansu()
     rows: list[dict[str, Any]] = []
@@ -133,7 +146,7 @@ async def worker_cases(quick: bool, events: list[Event], repeats: int) -> list[d
             rig = Rig(f"127.0.0.1:{kafka.port}", redis.port, Path(tmp), quick)
             for _ in range(repeats):
                 for mode in MODES:
-                    rows.append(await worker_case(rig, mode, events))
+                    rows.append(await worker_case(rig, mode, events, rate_eps))
                     print(f"worker {mode}: {rows[-1]}", file=sys.stderr, flush=True)
     finally:
         kafka.stop()
@@ -161,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes")
     parser.add_argument("--core-only", action="store_true", help="skip the worker runs")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rate", type=int, default=10_000, help="events/s produced to the worker")
     args = parser.parse_args(argv)
     now = time.time_ns() // 10**6
     events = wide_events(QUICK if args.quick else FULL, now)
@@ -168,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "events": len(events), "posts": len({e.post_id for e in events})}
     doc["core"] = core_case(events, now, max(args.repeats, 3))
     if not args.core_only:
-        doc["worker_runs"] = asyncio.run(worker_cases(args.quick, events, args.repeats))
+        doc["rate_eps"] = args.rate
+        doc["worker_runs"] = asyncio.run(worker_cases(args.quick, events, args.repeats, args.rate))
         doc["worker"] = summary(doc["worker_runs"])
     if not args.quick:
         OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,7 @@ event_st = st.builds(
 step_st = st.one_of(
     st.lists(event_st, min_size=1, max_size=12).map(lambda b: ("batch", b)),
     st.integers(0, 4 * 60).map(lambda s: ("advance", s * 1000)),
+    st.integers(9 * 60, 25 * 60).map(lambda s: ("advance", s * 1000)),  # past a whole window
     st.just(("restart", 0)),
 )
 

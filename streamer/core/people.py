@@ -181,7 +181,7 @@ class PeopleWindow:
         if first > self.first_minute:
             self._expire(first)
         self.first_minute, self.last_minute = first, last
-        for minute in sorted(m for m in self._minutes if old_last < m <= last):
+        for minute in sorted(m for m in self._minutes if old_last < m <= last and m >= first):
             for slots, types, users in self._minutes[minute]:
                 self._count(slots, types, users, np.full(len(slots), minute, dtype=np.int64))
         for minute in [m for m in self._minutes if m < first - self.retain_minutes]:
