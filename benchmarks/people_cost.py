@@ -4,7 +4,8 @@ Two measurements of the wide workload (default settings otherwise), both modes i
 alternated so the load of the machine hits both alike:
 
 - core: the pure step of every 100-event array (`core.batch.process_batch`, decode to records)
-  of one process, CPU seconds per event, best of the repeats;
+  of one process, CPU seconds per event, best of the repeats; and the bytes the partition
+  states hold per in-window event afterwards (tracemalloc, which sees numpy's buffers);
 - worker: one `streamer worker` per mode on a fresh topic; after it is ready, the workload is
   produced at a steady rate below what one worker drains (`--rate`, so both modes fetch alike
   batches: a worker that lags fetches bigger, cheaper batches); CPU (utime + stime from /proc)
@@ -23,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,8 +77,29 @@ def core_case(events: list[Event], now_ms: int, repeats: int) -> dict[str, Any]:
             for part, value in arrays:
                 process_batch(states[part], [value], now_ms, PARTITIONS)
             best[mode] = min(best[mode], (time.process_time() - began) / len(events))
+    held = {mode: state_bytes(arrays, now_ms, counting) / len(events)
+            for mode, counting in MODES.items()}
     return {"cpu_us_per_event": {m: round(v * 1e6, 2) for m, v in best.items()},
-            "ratio": round(best["people"] / best["events"], 3)}
+            "ratio": round(best["people"] / best["events"], 3),
+            "state_bytes_per_event": {m: round(v, 1) for m, v in held.items()},
+            "state_ratio": round(held["people"] / held["events"], 3)}
+
+
+def state_bytes(arrays: list[tuple[int, bytes]], now_ms: int, counting: Counting) -> int:
+    """Bytes the partition states hold after every array (an untimed pass under tracemalloc)."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        states = {p: PartitionState(p, 60, now_ms, counting) for p in range(PARTITIONS)}
+        for part, value in arrays:
+            process_batch(states[part], [value], now_ms, PARTITIONS)
+        for state in states.values():
+            state.window.held_minutes()  # pending batches sorted into their minute blocks
+            if state.people is not None:
+                state.people.held_events()
+        return int(tracemalloc.get_traced_memory()[0] - base)
+    finally:
+        tracemalloc.stop()
 
 
 def cpu_seconds(pid: int) -> float:
