@@ -37,10 +37,12 @@ from benchmarks.stream_exact import first_diff
 from benchmarks.stream_worker import wait_processed
 from benchmarks.stream_workloads import FULL, PARTITIONS, QUICK, messages, produce, wide_events
 from streamer.core.batch import process_batch
-from streamer.core.events import Event
+from streamer.core.dedup import event_keys
+from streamer.core.events import Event, decode_batch
 from streamer.core.partition_state import PartitionState
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.people import Counting
+from streamer.core.records import RecordColumns, encode_record
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.demo.services import start_redis, start_tansu
 from streamer.kafka_admin import ensure_topics
@@ -82,7 +84,23 @@ def core_case(events: list[Event], now_ms: int, repeats: int) -> dict[str, Any]:
     return {"cpu_us_per_event": {m: round(v * 1e6, 2) for m, v in best.items()},
             "ratio": round(best["people"] / best["events"], 3),
             "state_bytes_per_event": {m: round(v, 1) for m, v in held.items()},
-            "state_ratio": round(held["people"] / held["events"], 3)}
+            "state_ratio": round(held["people"] / held["events"], 3),
+            "record_bytes_per_event": record_bytes(arrays, now_ms)}
+
+
+def record_bytes(arrays: list[tuple[int, bytes]], now_ms: int) -> dict[str, float]:
+    """Changelog bytes per event of one record per array, without and with the accounts."""
+    sizes = {"without_accounts": 0, "with_accounts": 0}
+    n = 0
+    for _, value in arrays:
+        cols, _ = decode_batch([value], now_ms)
+        high, low = event_keys(cols.event_ids)
+        minutes = cols.ts_ms // 60_000
+        base = (high, low, cols.post_ids, cols.types, minutes)
+        sizes["without_accounts"] += len(encode_record(RecordColumns(*base)))
+        sizes["with_accounts"] += len(encode_record(RecordColumns(*base, cols.user_ids)))
+        n += len(cols.post_ids)
+    return {k: round(v / n, 2) for k, v in sizes.items()}
 
 
 def state_bytes(arrays: list[tuple[int, bytes]], now_ms: int, counting: Counting) -> int:
