@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc["rate_eps"] = args.rate
         doc["worker_runs"] = asyncio.run(worker_cases(args.quick, events, args.repeats, args.rate))
         doc["worker"] = summary(doc["worker_runs"])
-    if not args.quick:
+    if not args.quick and not args.core_only:  # results/people.json holds full runs only
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps({k: v for k, v in doc.items() if k != "worker_runs"}, indent=2))

@@ -249,16 +249,7 @@ class PeopleWindow:
         of every pair and type moves forward."""
         first, _ = self._bounds()
         self.fit(int(slots.max()) + 1)
-        high, low = pair_keys(slots, users)
-        order = np.lexsort((low, high))
-        h, lo = high[order], low[order]
-        starts = np.flatnonzero(np.concatenate(([True], (h[1:] != h[:-1]) | (lo[1:] != lo[:-1]))))
-        mark = np.zeros(len(h), dtype=np.bool_)
-        mark[starts] = True
-        group = np.cumsum(mark) - 1
-        newest = np.full((len(starts), 4), NONE, dtype=np.int32)
-        np.maximum.at(newest, (group, types[order]), minutes[order].astype(np.int32))
-        h, lo = h[starts], lo[starts]
+        h, lo, newest = _newest(*pair_keys(slots, users), types, minutes)
         run_of, pos_of = self.pairs.locate(h, lo)
         old = np.full_like(newest, NONE)
         for r, run in enumerate(self.pairs.runs):
@@ -290,6 +281,23 @@ class PeopleWindow:
             count_into(self.anyone, slots[~left], -1)
             run.keep(left)
         self.pairs.runs = [r for r in self.pairs.runs if len(r)]
+
+
+def _newest(high: U64, low: U64, types: U8, minutes: I64) -> tuple[U64, U64, I32]:
+    """Distinct pairs of a batch, sorted, with the newest minute of each type (NONE: none)."""
+    order = np.argsort(high, kind="stable")
+    h, lo = high[order], low[order]
+    if ((h[1:] == h[:-1]) & (lo[1:] != lo[:-1])).any():  # two pairs share a high half: rare
+        order = np.lexsort((low, high))
+        h, lo = high[order], low[order]
+    fresh = np.concatenate(([True], (h[1:] != h[:-1]) | (lo[1:] != lo[:-1])))
+    newest = np.full((int(fresh.sum()), 4), NONE, dtype=np.int32)
+    mins, kinds = minutes[order].astype(np.int32), types[order]
+    if len(newest) == len(h):  # every pair once (the usual wide batch): no reduction needed
+        newest[np.arange(len(h)), kinds] = mins
+        return h, lo, newest
+    np.maximum.at(newest, (np.cumsum(fresh) - 1, kinds), mins)
+    return h[fresh], lo[fresh], newest
 
 
 def _firsts(key: I64, users: I64) -> npt.NDArray[np.intp]:
