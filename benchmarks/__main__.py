@@ -1,6 +1,6 @@
 """`python -m benchmarks [options]`: the suite; `... stream [options]`: the stream matrix;
-`... sustained [options]`: one worker's sustained whole-process cost; `... soak [--minutes N]`:
-the long run (not for CI)."""
+`... sustained [options]`: one worker's sustained whole-process cost; `... people [options]`:
+counting people beside counting events; `... soak [--minutes N]`: the long run (not for CI)."""
 
 import sys
 
@@ -16,6 +16,11 @@ if sys.argv[1:2] == ["sustained"]:
     from benchmarks.stream_sustained import main as sustained_main
 
     sys.exit(sustained_main(sys.argv[2:]))
+
+if sys.argv[1:2] == ["people"]:
+    from benchmarks.people_cost import main as people_main
+
+    sys.exit(people_main(sys.argv[2:]))
 
 from benchmarks.run import main
 

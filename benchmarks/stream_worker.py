@@ -23,6 +23,7 @@ CONFIGS: dict[str, dict[str, str]] = {
     "default": {},
     "tuned": {"STREAMER_CLICKHOUSE_SINK": "false", "STREAMER_TABLE_STORE": "memory"},
     "sink-off": {"STREAMER_CLICKHOUSE_SINK": "false"},
+    "people": {"JOB_TRENDING_COUNT": "people"},  # default, counting people (benchmarks/people_cost.py)
 }
 # Not on the hot path, set in both configurations: a publish every second (the exactness check
 # waits for one after the drain), the hourly jobs out of the run, and short consumer-group timers

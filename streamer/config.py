@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     job_trending_interval_sec: int = Field(default=60, gt=0)
     job_trending_window_hours: int = Field(default=1, gt=0)
     job_trending_topk: int = Field(default=50, gt=0)
+    # Counting people (streamer/core/people.py): what a post's counters count, and the distinct
+    # accounts (any type) a listed post needs. Restart-only: the stream state depends on them.
+    job_trending_count: str = "events"  # events | people
+    job_trending_min_people: int = Field(default=1, gt=0)
     job_suggestion_interval_sec: int = Field(default=600, gt=0)
     job_suggestion_batch_size: int = Field(default=100, gt=0)
     job_suggestions_per_user: int = Field(default=20, gt=0)
@@ -193,6 +197,13 @@ class Settings(BaseSettings):
     def _store(cls, value: str) -> str:
         if value not in ("rocksdb", "memory"):
             raise ValueError("must be 'rocksdb' or 'memory'")
+        return value
+
+    @field_validator("job_trending_count")
+    @classmethod
+    def _count(cls, value: str) -> str:
+        if value not in ("events", "people"):
+            raise ValueError("must be 'events' or 'people'")
         return value
 
     @field_validator("log_format")

@@ -54,7 +54,7 @@ def test_trending_round_trip(posts: list[PostCounts]) -> None:
 
 
 def test_meta_fields() -> None:
-    """generated_at_ms, window bounds, mode, partitions (sorted) and completeness."""
+    """generated_at_ms, window bounds, mode, partitions (sorted), completeness, counting."""
     meta = TrendingMeta(1_000, Window(60_000, 120_000), "stream", [3, 1], missing_partitions=[2])
     assert orjson.loads(encode_meta(meta)) == {
         "generated_at_ms": 1_000,
@@ -64,6 +64,8 @@ def test_meta_fields() -> None:
         "partitions": [1, 3],
         "missing_partitions": [2],
         "complete": False,
+        "count": "events",
+        "min_people": 1,
     }
     plain = orjson.loads(encode_meta(TrendingMeta(5, Window(0, 60_000), "clickhouse", [], extra={"x": 1})))
     assert plain["partitions"] == [] and plain["complete"] is True and plain["x"] == 1

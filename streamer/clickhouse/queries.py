@@ -9,6 +9,7 @@ import numpy as np
 
 from streamer.clickhouse.client import ClickHouse
 from streamer.core.events import EVENT_TYPES, Event
+from streamer.core.people import EVENTS, Counting
 from streamer.core.scoring import PostCounts
 from streamer.core.sink_rows import TYPE_NAMES, SinkRows
 from streamer.core.suggest import Suggestion, rank_sorted
@@ -20,7 +21,7 @@ FUTURE_TOLERANCE_MS = 5 * 60 * 1000
 _TYPES_SQL = ", ".join(f"'{t}'" for t in EVENT_TYPES)
 
 _DEDUPED_IN_WINDOW = """
-    SELECT event_id, any(post_id) AS pid, any(event_type) AS etype
+    SELECT event_id, any(post_id) AS pid, any(event_type) AS etype{users}
     FROM {db}.post_events
     WHERE event_time >= fromUnixTimestamp64Milli({{start_ms:Int64}}, 'UTC')
       AND event_time < fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')
@@ -35,16 +36,20 @@ _CUTOFF = """AND (kafka_partition < 0 OR kafka_partition >= length({offsets:Arra
            OR kafka_offset < {offsets:Array(Int64)}[kafka_partition + 1])"""
 
 
-def _deduped(ch: ClickHouse, offsets: Sequence[int] | None) -> str:
+def _deduped(ch: ClickHouse, offsets: Sequence[int] | None, users: bool = False) -> str:
     return _DEDUPED_IN_WINDOW.format(
-        db=ch.database, types=_TYPES_SQL, cutoff=_CUTOFF if offsets is not None else ""
+        db=ch.database, types=_TYPES_SQL, cutoff=_CUTOFF if offsets is not None else "",
+        users=", any(user_id) AS uid" if users else "",
     )
 
 
-def _params(window: Window, offsets: Sequence[int] | None) -> dict[str, object]:
+def _params(window: Window, offsets: Sequence[int] | None,
+            counting: Counting = EVENTS) -> dict[str, object]:
     params: dict[str, object] = {"start_ms": window.start_ms, "end_ms": window.end_ms}
     if offsets is not None:
         params["offsets"] = list(offsets)
+    if counting.min_people > 1:
+        params["min_people"] = counting.min_people
     return params
 
 _COUNTS = """
@@ -54,6 +59,24 @@ _COUNTS = """
     FROM ({deduped}) {where}
     GROUP BY pid
 """
+# Counting people: per post and type the distinct accounts among the deduplicated events.
+_PEOPLE = """
+    SELECT pid AS post_id,
+           uniqExactIf(uid, etype = 'view') AS views, uniqExactIf(uid, etype = 'like') AS likes,
+           uniqExactIf(uid, etype = 'comment') AS comments,
+           uniqExactIf(uid, etype = 'share') AS shares
+    FROM ({deduped}) {where}
+    GROUP BY pid
+"""
+_MIN_PEOPLE = " HAVING uniqExact(uid) >= {min_people:UInt64}"
+
+
+def _counts(ch: ClickHouse, offsets: Sequence[int] | None, counting: Counting, where: str,
+            listed: bool) -> str:
+    """Per-post counters by the counting mode; `listed`: only posts with the minimum of accounts."""
+    deduped = _deduped(ch, offsets, counting.tracks_people)
+    sql = (_PEOPLE if counting.people else _COUNTS).format(deduped=deduped, where=where)
+    return sql + _MIN_PEOPLE if listed and counting.min_people > 1 else sql
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -65,25 +88,27 @@ def ms_to_datetime(ts_ms: int) -> datetime:
 
 
 async def trending(
-    ch: ClickHouse, window: Window, k: int, offsets: Sequence[int] | None = None
+    ch: ClickHouse, window: Window, k: int, offsets: Sequence[int] | None = None,
+    counting: Counting = EVENTS,
 ) -> list[PostCounts]:
-    """Exact top-k posts over the window, ranked as the contract says."""
+    """Exact top-k posts over the window, ranked as the contract says (by the counting mode)."""
     sql = (
-        _COUNTS.format(deduped=_deduped(ch, offsets), where="")
+        _counts(ch, offsets, counting, "", listed=True)
         + " ORDER BY views + 20 * likes + 30 * comments + 50 * shares DESC, post_id ASC"
         + " LIMIT {k:UInt32}"
     )
-    rows = await ch.rows(sql, {**_params(window, offsets), "k": k})
+    rows = await ch.rows(sql, {**_params(window, offsets, counting), "k": k})
     return [PostCounts(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
 
 
 async def post_counts(
-    ch: ClickHouse, window: Window, post_ids: Sequence[int], offsets: Sequence[int] | None = None
+    ch: ClickHouse, window: Window, post_ids: Sequence[int], offsets: Sequence[int] | None = None,
+    counting: Counting = EVENTS,
 ) -> list[PostCounts]:
-    """Window counters of the given posts (for reconciliation)."""
+    """Window counters of the given posts (for reconciliation), by the counting mode."""
     if not post_ids:
         return []
-    sql = _COUNTS.format(deduped=_deduped(ch, offsets), where="WHERE pid IN {posts:Array(UInt64)}")
+    sql = _counts(ch, offsets, counting, "WHERE pid IN {posts:Array(UInt64)}", listed=False)
     rows = await ch.rows(sql, {**_params(window, offsets), "posts": list(post_ids)})
     return [PostCounts(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
 

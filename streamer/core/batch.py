@@ -56,5 +56,6 @@ def process_batch(
             forwards.append(Forward(target, post_key(post), cols.encode_one(i)))
         if len(foreign):
             cols = cols.take(np.flatnonzero(mine))
-    accepted = state.accept_columns(cols.event_ids, cols.post_ids, cols.types, cols.ts_ms)
+    accepted = state.accept_columns(cols.event_ids, cols.post_ids, cols.types, cols.ts_ms,
+                                    cols.user_ids)
     return BatchResult(expired, state.take_records(), dead, forwards, accepted)

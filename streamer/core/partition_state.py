@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from streamer.core.dedup import DedupIndex, event_keys
 from streamer.core.events import Event
+from streamer.core.people import EVENTS, Counting, PeopleWindow, eligible_top, masked
 from streamer.core.reconcile import StreamSnapshot
 from streamer.core.records import (
     RecordColumns,
@@ -29,6 +30,7 @@ from streamer.core.records import (
     encode_record,
     record_key,
     record_span,
+    users_of,
 )
 from streamer.core.scoring import PostCounts
 from streamer.core.window import MINUTE_MS, Window
@@ -52,10 +54,15 @@ class Accepted:
 class PartitionState:
     """Window counters, dedup keys and live records of one source partition."""
 
-    def __init__(self, partition: int, window_minutes: int, now_ms: int) -> None:
+    def __init__(self, partition: int, window_minutes: int, now_ms: int,
+                 counting: Counting = EVENTS) -> None:
         self.partition = partition
         self.window = PartitionWindow(window_minutes, RETAIN_MINUTES)
         self.window.advance(now_ms)
+        self.counting = counting
+        self.people = PeopleWindow(RETAIN_MINUTES) if counting.tracks_people else None
+        if self.people is not None:
+            self.people.advance(*self.window.bounds())
         self.dedup = DedupIndex()
         self.records: dict[bytes, int] = {}  # record key -> newest minute it touches
         self.writer = secrets.token_hex(4)
@@ -65,7 +72,7 @@ class PartitionState:
         self._expired_to: int | None = None  # window start of the last expiry pass
 
     def accept_columns(self, event_ids: list[str], post_ids: I64, types: npt.NDArray[np.uint8],
-                       ts_ms: I64) -> Accepted:
+                       ts_ms: I64, user_ids: I64 | None = None) -> Accepted:
         """Dedup and count events that belong to this partition (one vectorised pass)."""
         first, last = self.window.bounds()
         minutes = ts_ms // MINUTE_MS
@@ -75,15 +82,17 @@ class PartitionState:
             keep = np.flatnonzero(on_time)
             event_ids = [event_ids[i] for i in keep.tolist()]
             post_ids, types, minutes = post_ids[keep], types[keep], minutes[keep]
+            user_ids = None if user_ids is None else user_ids[keep]
         high, low = event_keys(event_ids)
         fresh = self.dedup.add_batch(high, low, minutes)
         accepted = int(fresh.sum())
         if accepted < len(fresh):
             high, low, post_ids = high[fresh], low[fresh], post_ids[fresh]
             types, minutes = types[fresh], minutes[fresh]
+            user_ids = None if user_ids is None else user_ids[fresh]
         if accepted:
-            self.window.add_batch(post_ids, types, minutes)
-            self.pending.append(RecordColumns(high, low, post_ids, types, minutes))
+            self._add(post_ids, types, minutes, user_ids)
+            self.pending.append(RecordColumns(high, low, post_ids, types, minutes, user_ids))
         pending = int((minutes > last).sum())
         return Accepted(accepted - pending, pending, late, len(fresh) - accepted)
 
@@ -91,7 +100,8 @@ class PartitionState:
         """Dedup and count one event (tests and tools; the hot path uses accept_columns)."""
         got = self.accept_columns([event.event_id], np.array([event.post_id], dtype=np.int64),
                                   np.array([event.type_index], dtype=np.uint8),
-                                  np.array([event.ts_ms], dtype=np.int64))
+                                  np.array([event.ts_ms], dtype=np.int64),
+                                  np.array([event.user_id], dtype=np.int64))
         if got.late:
             return Outcome.LATE
         if got.duplicate:
@@ -108,7 +118,8 @@ class PartitionState:
         for start in range(0, len(cols), MAX_RECORD_EVENTS):
             part = slice(start, start + MAX_RECORD_EVENTS)
             piece = RecordColumns(cols.high[part], cols.low[part], cols.post_ids[part],
-                                  cols.types[part], cols.minutes[part])
+                                  cols.types[part], cols.minutes[part],
+                                  None if cols.users is None else cols.users[part])
             key = record_key(self.partition, self.writer, self.next_seq)
             self.next_seq += 1
             self.records[key] = int(piece.minutes.max())
@@ -125,6 +136,8 @@ class PartitionState:
     def advance(self, now_ms: int) -> list[bytes]:
         """Move the window to wall-clock now; return keys of records that fully expired."""
         first = self.window.advance(now_ms).first_minute
+        if self.people is not None:
+            self.people.advance(*self.window.bounds())
         if self._expired_to == first:
             return []  # same window start as the last expiry pass: nothing can have expired
         self._expired_to = first
@@ -154,12 +167,33 @@ class PartitionState:
         # dedup remembers in-window minutes only; retained ones are counted once all the same
         fresh = self.dedup.add_batch(cols.high[held], cols.low[held], minutes, minutes >= first)
         once = held[fresh]
-        self.window.add_batch(cols.post_ids[once], cols.types[once], cols.minutes[once])
+        self._add(cols.post_ids[once], cols.types[once], cols.minutes[once], users_of(cols)[once])
         return expired
 
+    def _add(self, post_ids: I64, types: npt.NDArray[np.uint8], minutes: I64,
+             user_ids: I64 | None) -> None:
+        """Hold deduplicated events in the window (and, counting people, their accounts)."""
+        slots = self.window.add_batch(post_ids, types, minutes)
+        if self.people is not None and user_ids is not None and len(post_ids):
+            self.people.fit(len(self.window.post_of))  # grows as the window's slots do
+            self.people.add_batch(slots, types, user_ids, minutes)
+
     def top(self, k: int) -> list[PostCounts]:
-        """Top k posts of the current window."""
-        return self.window.top(k)
+        """Top k posts of the current window (by the counting mode, above the minimum)."""
+        people = self.people
+        if people is None:
+            return self.window.top(k)
+        if self.counting.people:
+            return eligible_top(lambda d: people.top(d, self.window.post_of), self._people_of, k,
+                                self.counting.min_people)
+        return eligible_top(self.window.top, self._people_of, k, self.counting.min_people)
+
+    def _people_of(self, post_ids: list[int]) -> list[int]:
+        """Distinct accounts (any type) of each post in the window."""
+        assert self.people is not None
+        self.people.fit(len(self.window.post_of))
+        slots = [self.window.slot_of.get(p, -1) for p in post_ids]
+        return [int(self.people.anyone[s]) if s >= 0 else 0 for s in slots]
 
     def can_compute(self, window: Window) -> bool:
         """True when every minute of `window` is still held (in the window or retained)."""
@@ -169,7 +203,12 @@ class PartitionState:
     def complete_partial(self, window: Window, k: int) -> StreamSnapshot:
         """This partition's snapshot over a past complete-minute window (held minutes): its
         exact top-k, event total and next source offset."""
-        totals = self.window.totals_over(window.first_minute, window.last_minute)
+        lo, hi = window.first_minute, window.last_minute
+        totals = self.window.totals_over(lo, hi)
+        events = int(totals.sum())
+        if self.people is not None:
+            counts, anyone = self.people.counts_over(lo, hi, len(self.window.post_of))
+            ranked = counts if self.counting.people else totals
+            totals = masked(ranked, anyone, self.counting.min_people)
         top = top_of(self.window.post_of, totals, k)
-        return StreamSnapshot(window, top, int(totals.sum()), [self.partition], [], k,
-                              [self.next_offset])
+        return StreamSnapshot(window, top, events, [self.partition], [], k, [self.next_offset])

@@ -174,6 +174,8 @@ class TrendingMeta:
     missing_partitions: Sequence[int] = ()
     extra: dict[str, Any] | None = None
     ttl_ms: int | None = None  # the TTL the writer gave value and meta (set when publishing)
+    count: str = "events"  # JOB_TRENDING_COUNT that made the list: "events" | "people"
+    min_people: int = 1  # JOB_TRENDING_MIN_PEOPLE that made the list
 
     def to_payload(self) -> dict[str, Any]:
         """JSON object for the meta key."""
@@ -185,6 +187,8 @@ class TrendingMeta:
             "partitions": sorted(self.partitions),
             "missing_partitions": sorted(self.missing_partitions),
             "complete": not self.missing_partitions,
+            "count": self.count,
+            "min_people": self.min_people,
         }
         if self.ttl_ms is not None:
             out["ttl_ms"] = self.ttl_ms

@@ -171,15 +171,16 @@ class PartitionWindow:
             found = list(map(self.slot_of.__getitem__, posts))
         return np.array(found, dtype=np.int32)[inverse]
 
-    def add_batch(self, post_ids: I64, types: npt.NDArray[np.uint8], minutes: I64) -> None:
-        """Hold accepted, deduplicated events; count those inside the window.
+    def add_batch(self, post_ids: I64, types: npt.NDArray[np.uint8],
+                  minutes: I64) -> npt.NDArray[np.int32]:
+        """Hold accepted, deduplicated events; count those inside the window; return their slots.
 
         Minutes before the window start are held (as retained minutes) but not counted; the
         caller keeps them within `retain_minutes`.
         """
         first, last = self.bounds()
         if not len(post_ids):
-            return
+            return np.zeros(0, dtype=np.int32)
         slots = self.slots(post_ids)
         self._widen(len(post_ids))
         live = (minutes >= first) & (minutes <= last)
@@ -190,6 +191,7 @@ class PartitionWindow:
             scatter_add(self.totals, slots[live], types[live])
             self._top.touch(slots[live])
         self._recent.append((slots, types, minutes))
+        return slots
 
     def add(self, post_id: int, type_index: int, ts_ms: int, count: int = 1) -> Outcome:
         """Count `count` events of one post at ts_ms; the caller deduplicates first."""

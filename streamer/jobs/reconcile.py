@@ -21,6 +21,7 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
 from streamer.core.payloads import reconcile_key, sink_positions_key
+from streamer.core.people import counting_of
 from streamer.core.reconcile import DriftPolicy, ReconcileReport, StreamSnapshot, compare, is_drift
 from streamer.core.topk import merge_partials
 from streamer.ops.logging import new_correlation_id
@@ -146,10 +147,12 @@ class Reconciler:
         k = self.settings.job_trending_topk
         window = snapshot.window
         offsets = snapshot.offsets
-        ch_top = await queries.trending(self.ch, window, k, offsets)
+        counting = counting_of(self.settings.job_trending_count,
+                               self.settings.job_trending_min_people)
+        ch_top = await queries.trending(self.ch, window, k, offsets, counting)
         stream_top = merge_partials([snapshot.posts], k)
         ids = sorted({p.post_id for p in ch_top} | {p.post_id for p in stream_top})
-        counts = await queries.post_counts(self.ch, window, ids, offsets)
+        counts = await queries.post_counts(self.ch, window, ids, offsets, counting)
         events = await queries.distinct_events(self.ch, window, offsets)
         return compare(snapshot, ch_top, counts, events, k=k, generated_at_ms=self.clock())
 

@@ -16,6 +16,7 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
 from streamer.core.payloads import TrendingMeta, trending_lock_key, trending_meta_key
+from streamer.core.people import counting_of
 from streamer.core.publish_policy import TAKEOVER_FACTOR
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
@@ -66,8 +67,10 @@ async def clickhouse_trending(
 ) -> tuple[list[PostCounts], TrendingMeta]:
     """The ClickHouse top-K over window_at(now) and its meta (mode "clickhouse")."""
     window = window_at(now_ms, settings.window_minutes)
-    posts = await queries.trending(ch, window, settings.job_trending_topk)
-    return posts, TrendingMeta(now_ms, window, "clickhouse", partitions or [], extra=extra)
+    counting = counting_of(settings.job_trending_count, settings.job_trending_min_people)
+    posts = await queries.trending(ch, window, settings.job_trending_topk, counting=counting)
+    return posts, TrendingMeta(now_ms, window, "clickhouse", partitions or [], extra=extra,
+                               count=counting.mode, min_people=counting.min_people)
 
 
 def record_publish(mode: str, started: float) -> None:

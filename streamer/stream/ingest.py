@@ -24,6 +24,7 @@ from streamer.clock import wall_ms
 from streamer.core.batch import BatchResult, Forward, process_batch
 from streamer.core.events import DeadLetter
 from streamer.core.partition_state import PartitionState
+from streamer.core.people import EVENTS, Counting
 from streamer.ops.metrics import (
     ACTIVE_POSTS,
     CHANGELOG_RECORDS,
@@ -55,6 +56,7 @@ class Ingestor:
         window_minutes: int,
         events_topic: str,
         dlq_topic: str,
+        counting: Counting = EVENTS,
     ) -> None:
         self.writer = writer
         self.send_many = send_many
@@ -63,6 +65,7 @@ class Ingestor:
         self.window_minutes = window_minutes
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
+        self.counting = counting  # JOB_TRENDING_COUNT / _MIN_PEOPLE (restart-only)
         self.states: dict[int, PartitionState] = {}
         self.assigned: set[int] = set()
         self.recovered_once = False
@@ -91,7 +94,7 @@ class Ingestor:
         for partition in sorted(partitions):
             if partition in self.states:
                 continue
-            state = PartitionState(partition, self.window_minutes, now)
+            state = PartitionState(partition, self.window_minutes, now, self.counting)
             expired = state.load(self.writer.records(partition))
             for key in expired:
                 self._track(self.writer.put(partition, key, None))

@@ -206,7 +206,8 @@ class Publisher:
         if source is PublishSource.STREAM:
             posts = merge_partials(answers.partials, s.job_trending_topk)
             extra = {"tick": now_ms // self.interval_ms, "request": req.request_id}
-            meta = TrendingMeta(now_ms, req.window, "stream", answers.present, (), extra)
+            meta = TrendingMeta(now_ms, req.window, "stream", answers.present, (), extra,
+                                count=s.job_trending_count, min_people=s.job_trending_min_people)
             if await self._publish(posts, meta, started):
                 self.last_complete_ms = now_ms
             return

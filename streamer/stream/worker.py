@@ -20,6 +20,7 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
 from streamer.config import Settings
 from streamer.core.payloads import sink_positions_key
+from streamer.core.people import counting_of
 from streamer.core.sink_rows import SinkRows
 from streamer.errors import StartError
 from streamer.jobs.reconcile import make_stream_reconciler
@@ -167,7 +168,8 @@ class Worker:
             app.consumer.ack(message)
 
         ingestor = Ingestor(TableWriter(table, s.kafka_events_topic), send_many, ack, partitions,
-                            s.window_minutes, s.kafka_events_topic, s.kafka_dlq_topic)
+                            s.window_minutes, s.kafka_events_topic, s.kafka_dlq_topic,
+                            counting_of(s.job_trending_count, s.job_trending_min_people))
         register_batch_handler(app, s.kafka_events_topic, ingestor.handle_batch)
         table.on_recovered = ingestor.on_recovered
         topic = s.kafka_events_topic
