@@ -42,7 +42,8 @@ def check_config(settings: Settings) -> int:
 async def schema(settings: Settings) -> int:
     """Create the database and tables if missing."""
     ch = ClickHouse.from_settings(settings)
-    await create_schema(ch)
+    for done in await create_schema(ch):
+        console.print(done)
     console.print(f"schema ready in database [bold]{settings.clickhouse_database}[/]")
     return 0
 
