@@ -286,6 +286,27 @@ async def test_schema_migrates_a_follows_table_of_the_first_schema(clickhouse: C
     assert sorted(held) == sorted((a, b) for a, b, _ in old if (a, b) != (1, 2))
 
 
+async def test_current_state_tie_goes_to_the_end_in_any_arrival_order(clickhouse: ClickHouse) -> None:
+    """Per pair the latest row holds; at an equal created_at the deleted row wins, whether it
+    arrives first or last. The query alone is checked, on a plain MergeTree that keeps every
+    row (the project's table also resolves ties by its version when it merges)."""
+    db = "ties_scratch"
+    await clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    await clickhouse.command(f"CREATE DATABASE {db}")
+    await clickhouse.command(
+        f"CREATE TABLE {db}.follows (follower_id UInt64, followee_id UInt64, created_at "
+        f"DateTime64(3, 'UTC'), deleted UInt8) ENGINE = MergeTree ORDER BY tuple()")
+    scratch = ClickHouse(clickhouse.dsn, db, 30_000)
+    pairs = [[(1, b, NOW, 0), (1, b, NOW, 1)] for b in range(2, 8)]
+    for b, pair in enumerate(pairs):
+        await queries.insert_edge_rows(scratch, "follows", pair if b % 2 else pair[::-1])
+    await queries.insert_edge_rows(scratch, "follows", [(1, 20, NOW, 1), (1, 20, NOW + 1, 0)])
+    await queries.insert_edge_rows(scratch, "follows", [(1, 21, NOW + 1, 1), (1, 21, NOW, 0)])
+    held = await clickhouse.rows(f"SELECT follower_id, followee_id FROM ({queries.current_follows(db)})")
+    assert held == [(1, 20)]
+    await clickhouse.command(f"DROP DATABASE {db}")
+
+
 async def test_event_time_is_stored_to_the_millisecond(clickhouse: ClickHouse) -> None:
     """Big ids and millisecond timestamps survive the insert exactly."""
     ev = Event("exact", 2**63 - 1, 2**63 - 2, "comment", NOW + 999)
