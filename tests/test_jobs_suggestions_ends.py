@@ -40,7 +40,7 @@ def current(rows: Iterable[Row], table: str) -> set[tuple[int, int]]:
     return {pair for pair, (_, deleted) in latest.items() if deleted == 0}
 
 
-def recount(user: int, rows: list[Row], fallback: bool) -> list[Want]:
+def recount(user: int, rows: list[Row], fallback: bool, limit: int = PER_USER) -> list[Want]:
     """The contract's list for `user`, from nothing but the raw rows."""
     follows, blocks = current(rows, "follows"), current(rows, "blocks")
     f_u = {b for a, b in follows if a == user}
@@ -59,14 +59,14 @@ def recount(user: int, rows: list[Row], fallback: bool) -> list[Want]:
             return -1 if x[1] > y[1] else 1
         return (y[2] - x[2]) or (x[0] - y[0])
 
-    ranked = sorted(found, key=functools.cmp_to_key(order))[:PER_USER]
+    ranked = sorted(found, key=functools.cmp_to_key(order))[:limit]
     if not fallback:
         return ranked
     counts: dict[int, int] = {}
     for _, b in follows:
         counts[b] = counts.get(b, 0) + 1
     for c in sorted(counts, key=lambda x: (-counts[x], x)):
-        if len(ranked) < PER_USER and c != user and c not in f_u | blocked | {r[0] for r in ranked}:
+        if len(ranked) < limit and c != user and c not in f_u | blocked | {r[0] for r in ranked}:
             ranked.append((c, 0.0, 0))
     return ranked
 

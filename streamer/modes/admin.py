@@ -20,7 +20,7 @@ from streamer.config_file import origins, read_config_file
 from streamer.core.events import Event
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
-from streamer.demo.generate import events, follow_graph
+from streamer.demo.generate import events, load_graph_rows
 
 console = Console()
 
@@ -54,8 +54,7 @@ async def sample(settings: Settings, args: argparse.Namespace) -> int:
     await create_schema(ch)
     now_ms = wall_ms()
     with console.status("generating follow graph…"):
-        edges = follow_graph(args.users, args.avg_follows)
-        await queries.insert_follows(ch, [(a, b, now_ms) for a, b in edges])
+        graph = await load_graph_rows(ch, args.users, args.avg_follows, now_ms)
     batch: list[Event] = []
     with console.status(f"loading {args.events:,} events…"):
         for ev in events(args.events, args.posts, args.users, now_ms, 2 * 3_600_000):
@@ -64,7 +63,9 @@ async def sample(settings: Settings, args: argparse.Namespace) -> int:
                 await queries.insert_events(ch, batch)
                 batch = []
         await queries.insert_events(ch, batch)
-    console.print(f"loaded {len(edges):,} follows and {args.events:,} events into ClickHouse")
+    console.print(f"loaded {graph['edges']:,} follows ({graph['unfollows']:,} unfollows, "
+                  f"{graph['refollows']:,} re-follows, {graph['blocks']:,} blocks, "
+                  f"{graph['unblocks']:,} unblocks) and {args.events:,} events into ClickHouse")
     return 0
 
 
