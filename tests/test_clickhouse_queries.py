@@ -307,6 +307,26 @@ async def test_current_state_tie_goes_to_the_end_in_any_arrival_order(clickhouse
     await clickhouse.command(f"DROP DATABASE {db}")
 
 
+async def test_both_reads_of_the_follows_table_apply_the_tie_rule(clickhouse: ClickHouse) -> None:
+    """The table's own reads (argMax for a block of users, FINAL for the whole table) agree
+    with the rule for ties in either arrival order, rows in separate parts, before a merge."""
+    db = clickhouse.database
+    await clickhouse.command(f"SYSTEM STOP MERGES {db}.follows")
+    try:
+        for b in range(2, 10):
+            pair = [(1, b, NOW, 0), (1, b, NOW, 1)]
+            for row in pair if b % 2 else pair[::-1]:
+                await queries.insert_edge_rows(clickhouse, "follows", [row])
+        await queries.insert_edge_rows(clickhouse, "follows", [(1, 20, NOW + 1, 0)])
+        await queries.insert_edge_rows(clickhouse, "follows", [(1, 20, NOW, 1)])
+        for sql in (queries.all_current_follows(db),
+                    queries.current_follows(db, "WHERE follower_id IN {users:Array(UInt64)}")):
+            rows = await clickhouse.rows(f"SELECT follower_id, followee_id FROM ({sql})", {"users": [1]})
+            assert rows == [(1, 20)], sql
+    finally:
+        await clickhouse.command(f"SYSTEM START MERGES {db}.follows")
+
+
 async def test_event_time_is_stored_to_the_millisecond(clickhouse: ClickHouse) -> None:
     """Big ids and millisecond timestamps survive the insert exactly."""
     ev = Event("exact", 2**63 - 1, 2**63 - 2, "comment", NOW + 999)

@@ -99,25 +99,38 @@ async def active_users(ch: ClickHouse, now_ms: int, days: int = 7) -> list[int]:
 
 
 # Follows and blocks hold one row per state change: per pair, the row with the greatest
-# (created_at, deleted) is the current state (a tie goes to deleted = 1), read with argMax so
-# that no query depends on merges having happened (FINAL measured slower: docs/OPERATIONS.md).
+# (created_at, deleted) is the current state (a tie goes to deleted = 1). A block of users reads
+# it with argMax (no dependence on merges); a whole-table read uses FINAL, which the table's
+# version (created_at ms x 2 + deleted) makes the same rule and which measured ~4x cheaper on
+# chDB for whole tables, ~1.5x dearer for a block (benchmarks/RESULTS.md, "Follows that end").
 _CURRENT = """SELECT {a} AS {x}, {b} AS {y} FROM {db}.{table} {where}
     GROUP BY {a}, {b} HAVING argMax(deleted, (created_at, deleted)) = 0"""
+_CURRENT_ALL = "SELECT {a} AS {x}, {b} AS {y} FROM {db}.{table} FINAL WHERE deleted = 0"
 
 
 def current_follows(db: str, where: str = "", x: str = "follower_id", y: str = "followee_id") -> str:
-    """Follows that hold now, as (x = follower, y = followee)."""
+    """Follows that hold now, as (x = follower, y = followee); `where` limits the rows read."""
     return _CURRENT.format(a="follower_id", b="followee_id", x=x, y=y, db=db, table="follows",
                            where=where)
 
 
+def all_current_follows(db: str) -> str:
+    """Every follow that holds now, as (follower_id, followee_id): one pass over the table."""
+    return _CURRENT_ALL.format(a="follower_id", b="followee_id", x="follower_id",
+                               y="followee_id", db=db, table="follows")
+
+
 def current_blocks_either_way(db: str, who: str = "") -> str:
-    """Blocks that hold now, both directions, as (u, other); `who`: an IN clause limiting u."""
-    one = _CURRENT.format(a="blocker_id", b="blocked_id", x="u", y="other", db=db,
-                          table="blocks", where=f"WHERE blocker_id {who}" if who else "")
-    two = _CURRENT.format(a="blocked_id", b="blocker_id", x="u", y="other", db=db,
-                          table="blocks", where=f"WHERE blocked_id {who}" if who else "")
-    return f"SELECT u, other FROM ({one}) UNION ALL SELECT u, other FROM ({two})"
+    """Blocks that hold now, both directions, as (u, other); `who`: an IN clause limiting u
+    (without it, the whole table)."""
+    def one(a: str, b: str) -> str:
+        if not who:
+            return _CURRENT_ALL.format(a=a, b=b, x="u", y="other", db=db, table="blocks")
+        return _CURRENT.format(a=a, b=b, x="u", y="other", db=db, table="blocks",
+                               where=f"WHERE {a} {who}")
+
+    return (f"SELECT u, other FROM ({one('blocker_id', 'blocked_id')}) "
+            f"UNION ALL SELECT u, other FROM ({one('blocked_id', 'blocker_id')})")
 
 
 _USERS = "IN {users:Array(UInt64)}"
@@ -196,7 +209,7 @@ async def follow_fingerprints(ch: ClickHouse) -> dict[int, int]:
     """follower -> 64-bit hash of its sorted current followees: what changed since a run."""
     rows = await ch.rows(
         f"SELECT follower_id, sipHash64(arraySort(groupArray(followee_id))) "
-        f"FROM ({current_follows(ch.database)}) GROUP BY follower_id"
+        f"FROM ({all_current_follows(ch.database)}) GROUP BY follower_id"
     )
     return {int(a): int(h) for a, h in rows}
 
@@ -213,7 +226,7 @@ async def block_fingerprints(ch: ClickHouse) -> dict[int, int]:
 async def popular_accounts(ch: ClickHouse, limit: int) -> list[int]:
     """The `limit` accounts with the most current followers (ties: user_id ascending)."""
     rows = await ch.rows(
-        f"SELECT followee_id FROM ({current_follows(ch.database)}) GROUP BY followee_id "
+        f"SELECT followee_id FROM ({all_current_follows(ch.database)}) GROUP BY followee_id "
         f"ORDER BY count() DESC, followee_id ASC LIMIT {{limit:UInt64}}",
         {"limit": limit},
     )
