@@ -51,6 +51,13 @@ _BLOCK = "WHERE follower_id IN (SELECT number * 97 FROM numbers(1000))"
 _ARGMAX_BLOCK = ("SELECT count() FROM (SELECT follower_id, followee_id FROM nova.follows " + _BLOCK
                  + " GROUP BY follower_id, followee_id HAVING argMax(deleted, (created_at, deleted)) = 0)")
 _FINAL_BLOCK = "SELECT count() FROM nova.follows FINAL " + _BLOCK + " AND deleted = 0"
+_FP = ("SELECT count(), sum(h) FROM (SELECT follower_id, sipHash64(arraySort(groupArray(followee_id)))"
+       " AS h FROM ({}) GROUP BY follower_id)")
+_POP = ("SELECT count() FROM (SELECT followee_id FROM ({}) GROUP BY followee_id "
+        "ORDER BY count() DESC, followee_id LIMIT 1000)")
+_ARGMAX_PAIRS = ("SELECT follower_id, followee_id FROM nova.follows GROUP BY follower_id, "
+                 "followee_id HAVING argMax(deleted, (created_at, deleted)) = 0")
+_FINAL_PAIRS = "SELECT follower_id, followee_id FROM nova.follows FINAL WHERE deleted = 0"
 
 
 def change(data: Path, env: dict[str, str], share: float, unfollow: bool) -> int:
@@ -75,7 +82,11 @@ def state_reads(data: Path, repeat: int = 3) -> dict[str, float]:
         ch = ClickHouse(f"chdb://{data / 'clickhouse'}", "nova", 600_000)
         out: dict[str, float] = {}
         for name, sql in (("argmax_all", _ARGMAX), ("final_all", _FINAL),
-                          ("argmax_block", _ARGMAX_BLOCK), ("final_block", _FINAL_BLOCK)):
+                          ("argmax_block", _ARGMAX_BLOCK), ("final_block", _FINAL_BLOCK),
+                          ("argmax_fingerprints", _FP.format(_ARGMAX_PAIRS)),
+                          ("final_fingerprints", _FP.format(_FINAL_PAIRS)),
+                          ("argmax_popular", _POP.format(_ARGMAX_PAIRS)),
+                          ("final_popular", _POP.format(_FINAL_PAIRS))):
             out[name + "_s"], out[name + "_rows"] = await best(ch, sql)
         ch.close()
         return out
