@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from streamer.clickhouse.client import ClickHouse
 
 EVENTS_RETENTION_DAYS = 30
@@ -50,16 +52,18 @@ def ddl(database: str) -> list[str]:
     ]
 
 
-def migration(database: str) -> list[str]:
+def migration(database: str, suffix: str) -> list[str]:
     """Move a follows table of the first schema (no `deleted`, replacing without a version, which
-    could keep an older row of a pair) into the current one; the old rows stay in follows_v1."""
+    could keep an older row of a pair) into the current one; the old rows stay in follows_v1.
+    The copy has its own name: of two processes migrating at once, the second's rename fails
+    (follows_v1 exists) and a restart finds the table migrated."""
+    copy = f"follows_migrating_{suffix}"
     return [
-        f"DROP TABLE IF EXISTS {database}.follows_migrating",
-        _edge_table(database, "follows_migrating", "follower_id", "followee_id"),
-        f"INSERT INTO {database}.follows_migrating (follower_id, followee_id, created_at) "
+        _edge_table(database, copy, "follower_id", "followee_id"),
+        f"INSERT INTO {database}.{copy} (follower_id, followee_id, created_at) "
         f"SELECT follower_id, followee_id, created_at FROM {database}.follows",
         f"RENAME TABLE {database}.follows TO {database}.follows_v1, "
-        f"{database}.follows_migrating TO {database}.follows",
+        f"{database}.{copy} TO {database}.follows",
     ]
 
 
@@ -79,8 +83,13 @@ async def create_schema(ch: ClickHouse) -> list[str]:
     done: list[str] = []
     await ch.command(f"CREATE DATABASE IF NOT EXISTS {ch.database}")
     if await _needs_migration(ch):
-        for statement in migration(ch.database):
-            await ch.command(statement)
+        suffix = secrets.token_hex(4)
+        try:
+            for statement in migration(ch.database, suffix):
+                await ch.command(statement)
+        except BaseException:
+            await ch.command(f"DROP TABLE IF EXISTS {ch.database}.follows_migrating_{suffix}")
+            raise
         done.append(f"follows migrated (old rows kept in {ch.database}.follows_v1)")
     for statement in ddl(ch.database):
         await ch.command(statement)
