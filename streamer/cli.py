@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--avg-follows", type=_positive_int, default=20,
                         help="average accounts a user follows (default: %(default)s)")
     sample.add_argument("--replace", action="store_true",
-                        help="empty post_events and follows first (default: refuse when they "
+                        help="empty post_events, follows and blocks first (default: refuse when they "
                              "hold rows)")
     sample.add_argument("--allow-server", action="store_true",
                         help="allow loading into a ClickHouse server (http(s) CLICKHOUSE_URL); "

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     job_suggestion_block_users: int = Field(default=1000, gt=0)
     job_suggestion_shards: int = Field(default=16, gt=0)
     job_suggestion_degree_cap: int = Field(default=0, ge=0)
+    # Lists shorter than JOB_SUGGESTIONS_PER_USER: `popular` tops them up with the most-followed
+    # accounts (new users get a list), `none` leaves them short.
+    job_suggestion_fallback: str = "none"
     # Stream-mode knobs beyond the contract.
     streamer_table_store: str = "rocksdb"  # rocksdb | memory
     streamer_clickhouse_sink: bool = True
@@ -204,6 +207,13 @@ class Settings(BaseSettings):
     def _count(cls, value: str) -> str:
         if value not in ("events", "people"):
             raise ValueError("must be 'events' or 'people'")
+        return value
+
+    @field_validator("job_suggestion_fallback")
+    @classmethod
+    def _fallback(cls, value: str) -> str:
+        if value not in ("popular", "none"):
+            raise ValueError("must be 'popular' or 'none'")
         return value
 
     @field_validator("log_format")

@@ -12,9 +12,9 @@ import redis as sync_redis
 
 from streamer.core.payloads import suggestions_key, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
-from streamer.demo.generate import events, follow_graph
+from streamer.demo.generate import events, graph_rows
 from streamer.demo.services import free_port
-from tests.test_core_suggest import oracle as suggest_oracle
+from tests.test_jobs_suggestions_ends import recount
 from tests.waiting import catches, wait_until
 
 SAMPLE = {"events": 3000, "posts": 100, "users": 150, "avg_follows": 4}
@@ -63,10 +63,11 @@ def test_jobs_once_publishes_trending_and_every_active_users_suggestions(
     assert meta["mode"] == "clickhouse" and meta["window_end_ms"] - meta["window_start_ms"] == 3_600_000
     active = {e.user_id for e in events(SAMPLE["events"], SAMPLE["posts"], SAMPLE["users"], 0, 1)}
     assert suggestion_users(redis_sync) == active
-    edges = follow_graph(SAMPLE["users"], SAMPLE["avg_follows"])
+    rows = list(graph_rows(SAMPLE["users"], SAMPLE["avg_follows"], 0))  # with ends and blocks
+    assert {r[4] for r in rows} == {0, 1}
     for user in sorted(active):
         got = js(redis_sync.get(suggestions_key(user)))
-        want = suggest_oracle(user, edges, 20)
+        want = recount(user, rows, False, 20)
         assert [(o["user_id"], o["mutual_count"]) for o in got] == [(c, m) for c, _, m in want]
         assert all(abs(o["score"] - s) <= 1e-9 for o, (_, s, _) in zip(got, want, strict=True))
     top = streamer(subprocess_env, "top")

@@ -234,15 +234,22 @@ async def test_schema_is_idempotent_and_has_the_contract_columns(clickhouse: Cli
     """Running the DDL again is harmless; columns and types are the contract's."""
     await create_schema(clickhouse)
     await create_schema(clickhouse)
-    assert len(ddl("nova")) == 5  # database, two tables, two ALTERs adding position columns
+    assert len(ddl("nova")) == 6  # database, three tables, two ALTERs adding position columns
     rows = await clickhouse.rows(
         "SELECT table, name, type FROM system.columns WHERE database = {db:String} ORDER BY table, position",
         {"db": clickhouse.database},
     )
     assert [(t, n, ty) for t, n, ty in rows] == [
+        ("blocks", "blocker_id", "UInt64"),
+        ("blocks", "blocked_id", "UInt64"),
+        ("blocks", "created_at", "DateTime64(3, 'UTC')"),
+        ("blocks", "deleted", "UInt8"),
+        ("blocks", "version", "UInt64"),
         ("follows", "follower_id", "UInt64"),
         ("follows", "followee_id", "UInt64"),
         ("follows", "created_at", "DateTime64(3, 'UTC')"),
+        ("follows", "deleted", "UInt8"),
+        ("follows", "version", "UInt64"),
         ("post_events", "event_id", "String"),
         ("post_events", "post_id", "UInt64"),
         ("post_events", "user_id", "UInt64"),
@@ -251,6 +258,73 @@ async def test_schema_is_idempotent_and_has_the_contract_columns(clickhouse: Cli
         ("post_events", "kafka_partition", "Int32"),
         ("post_events", "kafka_offset", "Int64"),
     ]
+
+
+async def test_schema_migrates_a_follows_table_of_the_first_schema(clickhouse: ClickHouse) -> None:
+    """A follows table made by the first schema (no `deleted`, replacing without a version)
+    keeps every row, gains the column, and then reads unfollows by the contract's rule."""
+    db = clickhouse.database
+    await clickhouse.command(f"DROP TABLE IF EXISTS {db}.follows")
+    await clickhouse.command(
+        f"CREATE TABLE {db}.follows (follower_id UInt64, followee_id UInt64, "
+        f"created_at DateTime64(3, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY (follower_id, followee_id)"
+    )
+    old = [(a, b, NOW - 1000 * (a + b)) for a in range(1, 30) for b in range(1, 6) if a != b]
+    await clickhouse.insert("follows", [[a, b, queries.ms_to_datetime(t)] for a, b, t in old],
+                            ("follower_id", "followee_id", "created_at"))
+    await create_schema(clickhouse)
+    await create_schema(clickhouse)  # the second run finds nothing to migrate
+    rows = await clickhouse.rows(
+        f"SELECT follower_id, followee_id, toUnixTimestamp64Milli(created_at), deleted FROM {db}.follows"
+    )
+    assert sorted(rows) == sorted((a, b, t, 0) for a, b, t in old)
+    # The unfollow must win over the older follow whatever order the rows arrive in.
+    await queries.insert_follows(clickhouse, [(1, 2, NOW)], deleted=True)
+    await queries.insert_follows(clickhouse, [(1, 2, NOW - 5)])
+    await clickhouse.command(f"OPTIMIZE TABLE {db}.follows FINAL")
+    held = await clickhouse.rows(f"SELECT follower_id, followee_id FROM ({queries.current_follows(db)})")
+    assert sorted(held) == sorted((a, b) for a, b, _ in old if (a, b) != (1, 2))
+
+
+async def test_current_state_tie_goes_to_the_end_in_any_arrival_order(clickhouse: ClickHouse) -> None:
+    """Per pair the latest row holds; at an equal created_at the deleted row wins, whether it
+    arrives first or last. The query alone is checked, on a plain MergeTree that keeps every
+    row (the project's table also resolves ties by its version when it merges)."""
+    db = "ties_scratch"
+    await clickhouse.command(f"DROP DATABASE IF EXISTS {db}")
+    await clickhouse.command(f"CREATE DATABASE {db}")
+    await clickhouse.command(
+        f"CREATE TABLE {db}.follows (follower_id UInt64, followee_id UInt64, created_at "
+        f"DateTime64(3, 'UTC'), deleted UInt8) ENGINE = MergeTree ORDER BY tuple()")
+    scratch = ClickHouse(clickhouse.dsn, db, 30_000)
+    pairs = [[(1, b, NOW, 0), (1, b, NOW, 1)] for b in range(2, 8)]
+    for b, pair in enumerate(pairs):
+        await queries.insert_edge_rows(scratch, "follows", pair if b % 2 else pair[::-1])
+    await queries.insert_edge_rows(scratch, "follows", [(1, 20, NOW, 1), (1, 20, NOW + 1, 0)])
+    await queries.insert_edge_rows(scratch, "follows", [(1, 21, NOW + 1, 1), (1, 21, NOW, 0)])
+    held = await clickhouse.rows(f"SELECT follower_id, followee_id FROM ({queries.current_follows(db)})")
+    assert held == [(1, 20)]
+    await clickhouse.command(f"DROP DATABASE {db}")
+
+
+async def test_both_reads_of_the_follows_table_apply_the_tie_rule(clickhouse: ClickHouse) -> None:
+    """The table's own reads (argMax for a block of users, FINAL for the whole table) agree
+    with the rule for ties in either arrival order, rows in separate parts, before a merge."""
+    db = clickhouse.database
+    await clickhouse.command(f"SYSTEM STOP MERGES {db}.follows")
+    try:
+        for b in range(2, 10):
+            pair = [(1, b, NOW, 0), (1, b, NOW, 1)]
+            for row in pair if b % 2 else pair[::-1]:
+                await queries.insert_edge_rows(clickhouse, "follows", [row])
+        await queries.insert_edge_rows(clickhouse, "follows", [(1, 20, NOW + 1, 0)])
+        await queries.insert_edge_rows(clickhouse, "follows", [(1, 20, NOW, 1)])
+        for sql in (queries.all_current_follows(db),
+                    queries.current_follows(db, "WHERE follower_id IN {users:Array(UInt64)}")):
+            rows = await clickhouse.rows(f"SELECT follower_id, followee_id FROM ({sql})", {"users": [1]})
+            assert rows == [(1, 20)], sql
+    finally:
+        await clickhouse.command(f"SYSTEM START MERGES {db}.follows")
 
 
 async def test_event_time_is_stored_to_the_millisecond(clickhouse: ClickHouse) -> None:

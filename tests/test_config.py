@@ -328,3 +328,12 @@ class TestRedisTargets:
         lines = (out.stdout + out.stderr).strip().splitlines()
         assert out.returncode == 2 and len(lines) == 1 and "REDIS_URL" in lines[0], lines
         assert "secretpw" not in lines[0]
+
+
+def test_suggestion_fallback_values() -> None:
+    """JOB_SUGGESTION_FALLBACK: `none` by default, `popular` accepted, anything else named."""
+    assert load_settings({}).job_suggestion_fallback == "none"
+    assert load_settings({"JOB_SUGGESTION_FALLBACK": "popular"}).job_suggestion_fallback == "popular"
+    with pytest.raises(ConfigError) as info:
+        load_settings({"JOB_SUGGESTION_FALLBACK": "trending"})
+    assert "JOB_SUGGESTION_FALLBACK" in str(info.value) and "popular" in str(info.value)

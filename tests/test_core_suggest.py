@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.core.suggest import Suggestion, adamic_adar_weight, rank_suggestions, suggest_for_user
+from streamer.core.suggest import Suggestion, adamic_adar_weight, rank_suggestions, suggest_for_user, top_up
 
 Edge = tuple[int, int]
 TOL = 1e-9
@@ -145,3 +145,13 @@ def test_rank_suggestions_with_exact_ties(items: list[Suggestion], limit: int) -
 def test_payload() -> None:
     """Entry fields are user_id, score, mutual_count."""
     assert Suggestion(77, 1.3918, 3).to_payload() == {"user_id": 77, "score": 1.3918, "mutual_count": 3}
+
+
+def test_top_up_fills_after_the_candidates_skipping_exclusions() -> None:
+    """Popular accounts in order after the second-degree ones; u, excluded and listed skipped."""
+    listed = [Suggestion(5, 1.2, 2)]
+    got = top_up(1, listed, [5, 1, 7, 8, 9, 10], {7}, 4)
+    assert got == [Suggestion(5, 1.2, 2), Suggestion(8, 0.0, 0), Suggestion(9, 0.0, 0),
+                   Suggestion(10, 0.0, 0)]
+    assert top_up(1, listed, [2, 3], set(), 1) == listed  # already full: unchanged
+    assert top_up(1, [], [1, 7], {7}, 3) == []  # nothing left to offer

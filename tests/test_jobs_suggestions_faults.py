@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
+from streamer.cache.suggestions import RunState
 from streamer.clickhouse.client import ClickHouse
 from streamer.config import Settings
 from streamer.errors import LockLost
@@ -54,13 +55,13 @@ async def test_a_failed_write_leaves_no_query_running(
     queries: list[asyncio.Task[object]] = []
     real_query = j._query
 
-    async def tracked_query(users: list[int]) -> object:
+    async def tracked_query(run: RunState, users: list[int]) -> object:
         task = asyncio.current_task()
         assert task is not None
         queries.append(task)
         if len(queries) > 1:
             await asyncio.Event().wait()  # a slow block query, still running at the failure
-        return await real_query(users)
+        return await real_query(run, users)
 
     async def failing_fence(*_: object) -> None:
         raise LockLost("claim taken")

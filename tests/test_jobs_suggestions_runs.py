@@ -55,6 +55,7 @@ def job(
 async def reset(ch: ClickHouse, redis: Redis) -> None:
     """Empty tables and Redis between hypothesis examples."""
     await ch.command(f"TRUNCATE TABLE {ch.database}.follows")
+    await ch.command(f"TRUNCATE TABLE {ch.database}.blocks")
     await ch.command(f"TRUNCATE TABLE {ch.database}.post_events")
     await redis.flushall()
 

@@ -83,7 +83,7 @@ class TestClickHouseFailing:
         suggestions job succeeds again."""
         w = start_worker(cluster, fake_ch)
         pid = w.proc.pid if w.proc else 0
-        fake_ch.sql("INSERT INTO nova.follows VALUES " + ",".join(
+        fake_ch.sql("INSERT INTO nova.follows (follower_id, followee_id, created_at) VALUES " + ",".join(
             f"({a},{b},now64(3))" for a, b in FOLLOWS))
         now = now_ms()
         phase_a, phase_b, phase_c = (random_events(n, 300, now, seed=s)

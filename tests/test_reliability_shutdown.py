@@ -82,7 +82,7 @@ class TestSigtermInFlight:
                            JOB_CH_TIMEOUT_MS="10000", JOB_SUGGESTION_INTERVAL_SEC="2",
                            JOB_SUGGESTION_BATCH_SIZE="10")
         w.wait_ready(90)
-        fake_ch.sql("INSERT INTO nova.follows VALUES " + ",".join(
+        fake_ch.sql("INSERT INTO nova.follows (follower_id, followee_id, created_at) VALUES " + ",".join(
             f"({a},{b},now64(3))" for a, b in FOLLOWS))
         first = random_events(2000, 200, now_ms(), seed=81)
         await produce(cluster.bootstrap, cluster.topic, keyed(first))

@@ -25,6 +25,7 @@ from streamer.core.payloads import (
     suggestions_key,
     suggestions_plan_key,
     suggestions_run_lock_key,
+    suggestions_short_key,
     suggestions_snapshot_key,
     suggestions_state_key,
 )
@@ -40,7 +41,7 @@ redis.call('pexpire', KEYS[1], ARGV[3])
 redis.call('pexpire', KEYS[2], ARGV[3])
 return 1
 """
-# KEYS: run lock, state, done set, pending snapshot, snapshot.
+# KEYS: run lock, state, done set, pending snapshot, snapshot, pending short set, short set.
 # ARGV: run token, shard, shards, now ms. Marks a shard done; the last one commits the run.
 _DONE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -50,6 +51,12 @@ redis.call('pexpire', KEYS[3], 86400000)
 if redis.call('scard', KEYS[3]) < tonumber(ARGV[3]) then return 0 end
 if redis.call('exists', KEYS[4]) == 1 then redis.call('rename', KEYS[4], KEYS[5]) end
 redis.call('persist', KEYS[5])
+if redis.call('exists', KEYS[6]) == 1 then
+  redis.call('rename', KEYS[6], KEYS[7])
+  redis.call('persist', KEYS[7])
+else
+  redis.call('del', KEYS[7])
+end
 redis.call('hset', KEYS[2], 'status', 'done', 'finished_ms', ARGV[4])
 redis.call('del', KEYS[1])
 return 1
@@ -65,6 +72,8 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 _EXTEND = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], "
            "ARGV[2]) end return 0")
 PLAN_TTL_MS = 86_400_000
+# Member of every short set, so an empty set still exists (a missing one means "not recorded").
+_SHORT_SENTINEL = "-"
 
 
 def _text(raw: bytes | str) -> str:
@@ -147,16 +156,36 @@ class RunStore:
         """The encoded snapshot of the last successful run."""
         return _bytes(await self.redis.get(suggestions_snapshot_key(self.app_id)))
 
-    async def start_run(self, run: RunState, plans: Sequence[bytes], snapshot: bytes) -> None:
-        """Store the shard plans and the pending snapshot, then the state (fenced by the lock)."""
+    async def start_run(
+        self, run: RunState, plans: Sequence[bytes], snapshot: bytes, track_short: bool = False
+    ) -> None:
+        """Store the shard plans and the pending snapshot (and an empty short set when the run
+        records topped-up users), then the state (fenced by the lock)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for i, plan in enumerate(plans):
                 pipe.set(suggestions_plan_key(self.app_id, run.token, i), plan, px=PLAN_TTL_MS)
             pipe.set(suggestions_snapshot_key(self.app_id, run.token), snapshot, px=PLAN_TTL_MS)
+            if track_short:
+                short = suggestions_short_key(self.app_id, run.token)
+                pipe.delete(short)
+                pipe.sadd(short, _SHORT_SENTINEL)
+                pipe.pexpire(short, PLAN_TTL_MS)
             await pipe.execute()
         if not await self.redis.eval(_SET_STATE, 2, self.lock_key, self.state_key, run.token,
                                      *run.to_fields()):
             raise LockLost("suggestions run lock lost while planning")
+
+    async def short_users(self) -> set[int] | None:
+        """Users the last successful run topped up; None when it did not record them."""
+        members = await self.redis.smembers(suggestions_short_key(self.app_id))
+        if not members:
+            return None
+        return {int(m) for m in (_text(x) for x in members) if m != _SHORT_SENTINEL}
+
+    async def mark_short(self, run: RunState, users: Sequence[int]) -> None:
+        """Record users of this run whose list was topped up from the popular accounts."""
+        if users:
+            await self.redis.sadd(suggestions_short_key(self.app_id, run.token), *users)
 
     async def plan(self, run: RunState, shard: int) -> bytes | None:
         """One shard's plan."""
@@ -191,7 +220,8 @@ class RunStore:
         """Mark a shard done: 1 = that completed the run, 0 = more to do, -1 = run not ours."""
         keys = (self.lock_key, self.state_key, suggestions_done_key(self.app_id, run.token),
                 suggestions_snapshot_key(self.app_id, run.token),
-                suggestions_snapshot_key(self.app_id))
+                suggestions_snapshot_key(self.app_id),
+                suggestions_short_key(self.app_id, run.token), suggestions_short_key(self.app_id))
         return int(await self.redis.eval(_DONE, len(keys), *keys, run.token, shard, run.shards,
                                          now_ms))
 

@@ -126,33 +126,75 @@ async def active_users(ch: ClickHouse, now_ms: int, days: int = 7) -> list[int]:
     return sorted(await active_users_by_activity(ch, now_ms, days))
 
 
-# One query per block of users. Each subquery is written once (a CTE would be inlined and
-# scanned again per use); DISTINCT because ReplacingMergeTree may still hold repeated edges.
-# s: every intermediary f that someone in the block follows, with F(f) as an array and its
-# Adamic-Adar weight over the full out-degree |F(f)|; the optional cap drops intermediaries
-# whose out-degree exceeds it (0 = off, exact).
+# Follows and blocks hold one row per state change: per pair, the row with the greatest
+# (created_at, deleted) is the current state (a tie goes to deleted = 1). A block of users reads
+# it with argMax (no dependence on merges); a whole-table read uses FINAL, which the table's
+# version (created_at ms x 2 + deleted) makes the same rule and which measured ~4x cheaper on
+# chDB for whole tables, ~1.5x dearer for a block (benchmarks/RESULTS.md, "Follows that end").
+_CURRENT = """SELECT {a} AS {x}, {b} AS {y} FROM {db}.{table} {where}
+    GROUP BY {a}, {b} HAVING argMax(deleted, (created_at, deleted)) = 0"""
+_CURRENT_ALL = "SELECT {a} AS {x}, {b} AS {y} FROM {db}.{table} FINAL WHERE deleted = 0"
+
+
+def current_follows(db: str, where: str = "", x: str = "follower_id", y: str = "followee_id") -> str:
+    """Follows that hold now, as (x = follower, y = followee); `where` limits the rows read."""
+    return _CURRENT.format(a="follower_id", b="followee_id", x=x, y=y, db=db, table="follows",
+                           where=where)
+
+
+def all_current_follows(db: str) -> str:
+    """Every follow that holds now, as (follower_id, followee_id): one pass over the table."""
+    return _CURRENT_ALL.format(a="follower_id", b="followee_id", x="follower_id",
+                               y="followee_id", db=db, table="follows")
+
+
+def current_blocks_either_way(db: str, who: str = "") -> str:
+    """Blocks that hold now, both directions, as (u, other); `who`: an IN clause limiting u
+    (without it, the whole table)."""
+    def one(a: str, b: str) -> str:
+        if not who:
+            return _CURRENT_ALL.format(a=a, b=b, x="u", y="other", db=db, table="blocks")
+        return _CURRENT.format(a=a, b=b, x="u", y="other", db=db, table="blocks",
+                               where=f"WHERE {a} {who}")
+
+    return (f"SELECT u, other FROM ({one('blocker_id', 'blocked_id')}) "
+            f"UNION ALL SELECT u, other FROM ({one('blocked_id', 'blocker_id')})")
+
+
+_USERS = "IN {users:Array(UInt64)}"
+# One query per block of users. s: every intermediary f that someone in the block follows
+# now, with its current F(f) as an array and the Adamic-Adar weight over |F(f)|; the optional
+# cap drops intermediaries whose out-degree exceeds it (0 = off, exact). Candidates that u
+# follows, and accounts in a block with u (either way), are never kept.
 _SUGGEST = """
     SELECT u, groupArray((c, mutual, score)) FROM (
       SELECT u, c, count() AS mutual, sum(w) AS score
       FROM (
         SELECT d.u AS u, arrayJoin(s.cs) AS c, s.w AS w
-        FROM (SELECT DISTINCT follower_id AS u, followee_id AS f FROM {db}.follows
-              WHERE follower_id IN {{users:Array(UInt64)}}) AS d
+        FROM ({mine}) AS d
         INNER JOIN (
-          SELECT follower_id AS f, groupUniqArray(followee_id) AS cs,
-                 1 / log(2 + length(cs)) AS w
-          FROM {db}.follows
-          WHERE follower_id IN (SELECT followee_id FROM {db}.follows
-                                WHERE follower_id IN {{users:Array(UInt64)}})
-          GROUP BY follower_id
+          SELECT f, groupArray(c) AS cs, 1 / log(2 + length(cs)) AS w
+          FROM ({second})
+          GROUP BY f
           HAVING {{cap:UInt64}} = 0 OR length(cs) <= {{cap:UInt64}}) AS s ON s.f = d.f)
-      WHERE c != u AND (u, c) NOT IN (SELECT follower_id, followee_id FROM {db}.follows
-                                      WHERE follower_id IN {{users:Array(UInt64)}})
+      WHERE c != u AND (u, c) NOT IN ({mine})
+        AND (u, c) NOT IN (SELECT u, other FROM ({blocked}))
       GROUP BY u, c
       ORDER BY u, score DESC, mutual DESC, c ASC
       LIMIT {{limit:UInt32}} BY u)
     GROUP BY u
 """
+
+
+def _suggest_sql(db: str) -> str:
+    mine = current_follows(db, f"WHERE follower_id {_USERS}", "u", "f")
+    # Superset of the intermediaries (every f ever followed); the join keeps the current ones.
+    second = current_follows(
+        db, f"WHERE follower_id IN (SELECT followee_id FROM {db}.follows WHERE follower_id {_USERS})",
+        "f", "c")
+    return _SUGGEST.format(mine=mine, second=second, blocked=current_blocks_either_way(db, _USERS))
+
+
 # Ids bound into one query: parameters travel in the HTTP request line of a server.
 _IDS_PER_QUERY = 5000
 # Extra rows per user so the 1e-9 tie rule can reorder near-equal scores at the cut.
@@ -167,7 +209,7 @@ async def suggestions(
     if not users:
         return out
     rows = await ch.rows(
-        _SUGGEST.format(db=ch.database),
+        _suggest_sql(ch.database),
         {"users": list(users), "limit": per_user + _TIE_MARGIN, "cap": degree_cap},
     )
     for u, items in rows:
@@ -192,12 +234,48 @@ async def active_users_by_activity(ch: ClickHouse, now_ms: int, days: int = 7) -
 
 
 async def follow_fingerprints(ch: ClickHouse) -> dict[int, int]:
-    """follower -> 64-bit hash of its sorted distinct followees: what changed since a run."""
+    """follower -> 64-bit hash of its sorted current followees: what changed since a run."""
     rows = await ch.rows(
-        f"SELECT follower_id, sipHash64(arraySort(groupUniqArray(followee_id))) "
-        f"FROM {ch.database}.follows GROUP BY follower_id"
+        f"SELECT follower_id, sipHash64(arraySort(groupArray(followee_id))) "
+        f"FROM ({all_current_follows(ch.database)}) GROUP BY follower_id"
     )
     return {int(a): int(h) for a, h in rows}
+
+
+async def block_fingerprints(ch: ClickHouse) -> dict[int, int]:
+    """account -> 64-bit hash of the sorted accounts in a current block with it (either way)."""
+    rows = await ch.rows(
+        f"SELECT u, sipHash64(arraySort(groupUniqArray(other))) "
+        f"FROM ({current_blocks_either_way(ch.database)}) GROUP BY u"
+    )
+    return {int(a): int(h) for a, h in rows}
+
+
+async def popular_accounts(ch: ClickHouse, limit: int) -> list[int]:
+    """The `limit` accounts with the most current followers (ties: user_id ascending)."""
+    rows = await ch.rows(
+        f"SELECT followee_id FROM ({all_current_follows(ch.database)}) GROUP BY followee_id "
+        f"ORDER BY count() DESC, followee_id ASC LIMIT {{limit:UInt64}}",
+        {"limit": limit},
+    )
+    return [int(r[0]) for r in rows]
+
+
+async def excluded_accounts(ch: ClickHouse, users: Sequence[int]) -> dict[int, set[int]]:
+    """user -> accounts it follows now or is in a current block with (either way)."""
+    out: dict[int, set[int]] = {u: set() for u in users}
+    if not users:
+        return out
+    mine = current_follows(ch.database, f"WHERE follower_id {_USERS}", "u", "other")
+    blocked = current_blocks_either_way(ch.database, _USERS)
+    rows = await ch.rows(
+        f"SELECT u, groupUniqArray(other) FROM (SELECT u, other FROM ({mine}) "
+        f"UNION ALL SELECT u, other FROM ({blocked})) GROUP BY u",
+        {"users": list(users)},
+    )
+    for u, others in rows:
+        out[int(u)] = {int(o) for o in others}
+    return out
 
 
 async def followers_of(ch: ClickHouse, accounts: Sequence[int]) -> set[int]:
@@ -238,7 +316,16 @@ async def insert_rows(ch: ClickHouse, rows: SinkRows) -> None:
     await ch.insert_columns("post_events", columns, EVENT_COLUMNS + POSITION_COLUMNS)
 
 
-async def insert_follows(ch: ClickHouse, edges: Sequence[tuple[int, int, int]]) -> None:
-    """Write follow edges (follower, followee, created_at_ms)."""
-    rows = [[a, b, ms_to_datetime(ts)] for a, b, ts in edges]
-    await ch.insert("follows", rows, ("follower_id", "followee_id", "created_at"))
+async def insert_follows(
+    ch: ClickHouse, edges: Sequence[tuple[int, int, int]], deleted: bool = False
+) -> None:
+    """Append follow rows (follower, followee, created_at_ms); deleted=True: unfollows."""
+    rows = [[a, b, ms_to_datetime(ts), int(deleted)] for a, b, ts in edges]
+    await ch.insert("follows", rows, ("follower_id", "followee_id", "created_at", "deleted"))
+
+
+async def insert_edge_rows(ch: ClickHouse, table: str, rows: Sequence[tuple[int, int, int, int]]) -> None:
+    """Append (a, b, created_at_ms, deleted) rows to `follows` or `blocks`."""
+    columns = {"follows": ("follower_id", "followee_id"), "blocks": ("blocker_id", "blocked_id")}
+    data = [[a, b, ms_to_datetime(ts), d] for a, b, ts, d in rows]
+    await ch.insert(table, data, (*columns[table], "created_at", "deleted"))

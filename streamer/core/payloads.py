@@ -77,6 +77,13 @@ def suggestions_snapshot_key(app_id: str, run_token: str = "") -> str:
     return f"{KEY_PREFIX}:{_SUGGEST_TAG}:{app_id}{suffix}:snapshot"
 
 
+def suggestions_short_key(app_id: str, run_token: str = "") -> str:
+    """Set of the users whose list the last successful run topped up with popular accounts
+    (JOB_SUGGESTION_FALLBACK=popular); with a token, the set a run in progress is filling."""
+    suffix = f":run:{run_token}" if run_token else ""
+    return f"{KEY_PREFIX}:{_SUGGEST_TAG}:{app_id}{suffix}:short"
+
+
 def suggestions_plan_key(app_id: str, run_token: str, shard: int) -> str:
     """The users of one shard of a run, with their recompute/renew flags."""
     return f"{KEY_PREFIX}:{_SUGGEST_TAG}:{app_id}:run:{run_token}:plan:{shard}"

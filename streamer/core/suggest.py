@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,3 +77,21 @@ def rank_sorted(items: Sequence[tuple[int, int, float]], limit: int) -> list[Sug
         if i + 1 >= limit and gap > SCORE_TOLERANCE:
             break  # the group at the cut ends here
     return [Suggestion(c, s, m) for c, m, s in items[:limit]]
+
+
+def top_up(
+    user_id: int, listed: Sequence[Suggestion], popular: Iterable[int], excluded: Collection[int],
+    limit: int,
+) -> list[Suggestion]:
+    """A short list filled from the popular accounts in order (score 0.0, mutual_count 0),
+    skipping u, the accounts in `excluded` (followed, in a block) and those already listed."""
+    out = list(listed[:limit])
+    taken = {s.user_id for s in out}
+    for account in popular:
+        if len(out) >= limit:
+            break
+        if account == user_id or account in excluded or account in taken:
+            continue
+        out.append(Suggestion(account, 0.0, 0))
+        taken.add(account)
+    return out

@@ -1,11 +1,14 @@
 """Planning a suggestions run: what changed since the last successful one, and the shards.
 
-A user's list depends on F(u), and on F(f) for every f in F(u) (candidates, and |F(f)| in
-the Adamic-Adar weight). So after the follows of a set C of accounts changed (new follows,
-unfollows, deleted rows), exactly the users in C and the followers of accounts in C can have
-a different list; everyone else's value is unchanged. Follows are compared by a 64-bit hash of
-each follower's sorted distinct followees, so a change is missed only on a hash collision
-(about 2^-64 per changed account); a full run every JOB_SUGGESTION_FULL_EVERY runs bounds even that.
+A user's list depends on F(u), on F(f) for every f in F(u) (candidates, and |F(f)| in the
+Adamic-Adar weight), and on the accounts in a block with u (either way). So after the current
+follows of a set C of accounts changed (new follows, unfollows, re-follows), the users in C and
+the current followers of accounts in C can have a different list; after a block or unblock,
+both accounts can; with the popular fallback, so can every user whose list was topped up
+(the popular order moves with any follow). Everyone else's value is unchanged. Follows and
+blocks are compared by a 64-bit hash of each account's sorted current set, so a change is
+missed only on a hash collision (about 2^-64 per changed account); a full run every
+JOB_SUGGESTION_FULL_EVERY runs bounds even that.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import sys
 from array import array
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -22,16 +25,18 @@ _HEADER_END = b"\n"
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What a run saw when it was planned: follows fingerprints, active users, parameters."""
+    """What a run saw when it was planned: follows and blocks fingerprints, active users,
+    parameters."""
 
     fingerprints: Mapping[int, int]
     active: frozenset[int]
     params: str
+    blocks: Mapping[int, int] = field(default_factory=dict)
 
 
-def run_params(per_user: int, degree_cap: int) -> str:
+def run_params(per_user: int, degree_cap: int, fallback: str = "none") -> str:
     """Settings that change every value: a change forces a full run."""
-    return f"per_user={per_user};cap={degree_cap}"
+    return f"per_user={per_user};cap={degree_cap};fallback={fallback}"
 
 
 def _u64(values: Iterable[int]) -> bytes:
@@ -51,9 +56,11 @@ def _from_u64(raw: bytes) -> list[int]:
 
 def encode_snapshot(snap: Snapshot) -> bytes:
     """Compact bytes: a JSON header line, then little-endian uint64 arrays."""
-    ids = list(snap.fingerprints)
-    header = orjson.dumps({"params": snap.params, "accounts": len(ids), "active": len(snap.active)})
-    body = _u64(ids) + _u64(snap.fingerprints[i] for i in ids) + _u64(sorted(snap.active))
+    ids, blocked = list(snap.fingerprints), list(snap.blocks)
+    header = orjson.dumps({"params": snap.params, "accounts": len(ids), "active": len(snap.active),
+                           "blocks": len(blocked)})
+    body = (_u64(ids) + _u64(snap.fingerprints[i] for i in ids) + _u64(sorted(snap.active))
+            + _u64(blocked) + _u64(snap.blocks[i] for i in blocked))
     return header + _HEADER_END + body
 
 
@@ -61,12 +68,14 @@ def decode_snapshot(raw: bytes) -> Snapshot:
     """Inverse of encode_snapshot."""
     head, _, body = raw.partition(_HEADER_END)
     meta = orjson.loads(head)
-    n, m = int(meta["accounts"]), int(meta["active"])
+    n, m, b = int(meta["accounts"]), int(meta["active"]), int(meta.get("blocks", 0))
     values = _from_u64(body)
-    if len(values) != 2 * n + m:
+    if len(values) != 2 * n + m + 2 * b:
         raise ValueError("suggestions snapshot is truncated")
     fingerprints = dict(zip(values[:n], values[n : 2 * n], strict=True))
-    return Snapshot(fingerprints, frozenset(values[2 * n :]), str(meta["params"]))
+    rest = 2 * n + m
+    blocks = dict(zip(values[rest : rest + b], values[rest + b :], strict=True))
+    return Snapshot(fingerprints, frozenset(values[2 * n : rest]), str(meta["params"]), blocks)
 
 
 def changed_accounts(before: Mapping[int, int], after: Mapping[int, int]) -> set[int]:
@@ -77,11 +86,14 @@ def changed_accounts(before: Mapping[int, int], after: Mapping[int, int]) -> set
 
 
 def recompute_set(
-    active: Iterable[int], previous: Snapshot, changed: Collection[int], followers: Collection[int]
+    active: Iterable[int], previous: Snapshot, changed: Collection[int], followers: Collection[int],
+    also: Collection[int] = (),
 ) -> set[int]:
-    """Active users whose list can differ from the last successful run's."""
+    """Active users whose list can differ from the last successful run's (`also`: accounts in a
+    changed block, users topped up from the popular list)."""
     return {
-        u for u in active if u in changed or u in followers or u not in previous.active
+        u for u in active
+        if u in changed or u in followers or u in also or u not in previous.active
     }
 
 

@@ -147,6 +147,7 @@ class Demo:
             "STREAMER_TOPIC_PARTITIONS": str(PARTITIONS),
             "JOB_TRENDING_INTERVAL_SEC": str(TRENDING_INTERVAL_S),
             "JOB_SUGGESTION_INTERVAL_SEC": str(SUGGESTION_INTERVAL_S),
+            "JOB_SUGGESTION_FALLBACK": "popular",  # new users see popular accounts, not []
             "JOB_RECONCILE_INTERVAL_SEC": str(RECONCILE_INTERVAL_S),
             # One worker on a local broker: short consumer-group timings so it joins in seconds.
             "STREAMER_REBALANCE_TIMEOUT_SEC": "3",

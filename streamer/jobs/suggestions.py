@@ -22,7 +22,7 @@ from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
 from streamer.config import Settings
-from streamer.core.suggest import Suggestion
+from streamer.core.suggest import Suggestion, top_up
 from streamer.core.suggest_plan import (
     Snapshot,
     changed_accounts,
@@ -42,6 +42,9 @@ from streamer.ops.reload import LiveSettings, live_of
 
 log = logging.getLogger("streamer.jobs.suggestions")
 Ranked = dict[int, list[Suggestion]]
+Computed = tuple[Ranked, list[int]]  # a block's lists, and its users topped up (fallback)
+# First prefix of the popular accounts a run reads (longer only when a user's exclusions need it).
+POPULAR_PREFIX = 1000
 # Above this share (and number) of accounts with changed follows, a full run is cheaper than
 # finding who follows them.
 MAX_CHANGED_SHARE = 0.25
@@ -49,6 +52,26 @@ MIN_CHANGED_FOR_FULL = 10_000
 # A run still open this long after its plan is given up and planned anew: its plan keys
 # (PLAN_TTL_MS) would expire before it could end, e.g. after every replica was down for a day.
 ABANDON_AFTER_MS = PLAN_TTL_MS // 2
+
+
+class PopularAccounts:
+    """The most-followed accounts, read once per run (again only for a longer prefix)."""
+
+    def __init__(self, ch: ClickHouse) -> None:
+        self.ch = ch
+        self.token = ""
+        self.ids: list[int] = []
+        self.complete = False
+
+    async def prefix(self, token: str, needed: int) -> list[int]:
+        """At least `needed` accounts in order (or all there are) for run `token`."""
+        if token != self.token:
+            self.token, self.ids, self.complete = token, [], False
+        if not self.complete and len(self.ids) < needed:
+            asked = max(needed, 2 * len(self.ids), POPULAR_PREFIX)
+            self.ids = await queries.popular_accounts(self.ch, asked)
+            self.complete = len(self.ids) < asked
+        return self.ids
 
 
 @dataclass(slots=True)
@@ -93,6 +116,7 @@ class SuggestionsJob(Job):
         self.once = once
         self.owner = owner or replica_name()
         self._warned_token = ""
+        self.popular = PopularAccounts(ch)
         self.refresh()
 
     def refresh(self) -> None:
@@ -184,29 +208,40 @@ class SuggestionsJob(Job):
         s = self.settings
         now_ms = self.clock()
         users = await queries.active_users_by_activity(self.ch, now_ms, s.job_suggestion_active_days)
-        fingerprints = await queries.follow_fingerprints(self.ch)
-        params = run_params(s.job_suggestions_per_user, s.job_suggestion_degree_cap)
-        raw = await self.store.snapshot()
-        prev = decode_snapshot(raw) if raw is not None else None
-        why = self._full_reason(state, prev, params)
-        recompute = set(users)
-        if not why and prev is not None:
-            changed = changed_accounts(prev.fingerprints, fingerprints)
-            if len(changed) > max(MIN_CHANGED_FOR_FULL, len(fingerprints) * MAX_CHANGED_SHARE):
-                why = "most follows changed"
-            else:
-                followers = await queries.followers_of(self.ch, sorted(changed))
-                recompute = recompute_set(users, prev, changed, followers)
+        seen = Snapshot(await queries.follow_fingerprints(self.ch), frozenset(users),
+                        run_params(s.job_suggestions_per_user, s.job_suggestion_degree_cap,
+                                   s.job_suggestion_fallback),
+                        await queries.block_fingerprints(self.ch))
+        why, recompute = await self._changes(state, seen)
         shards = split_shards(users, s.job_suggestion_shards)
         run = RunState(token, (state.run_no if state else 0) + 1, "running",
                        "full" if why else "incremental", now_ms, len(shards), len(users),
                        0 if why or state is None else state.runs_since_full + 1)
-        snapshot = encode_snapshot(Snapshot(fingerprints, frozenset(users), params))
-        await self.store.start_run(run, [encode_shard(sh, recompute) for sh in shards], snapshot)
+        await self.store.start_run(run, [encode_shard(sh, recompute) for sh in shards],
+                                   encode_snapshot(seen),
+                                   track_short=s.job_suggestion_fallback == "popular")
         log.info("suggestions run %d planned: %s%s, %d active users, %d to recompute, %d shards",
                  run.run_no, run.mode, f" ({why})" if why else "", len(users), len(recompute),
                  len(shards))
         return run
+
+    async def _changes(self, state: RunState | None, seen: Snapshot) -> tuple[str, set[int]]:
+        """Why the run is full ('' = incremental), and the active users to recompute."""
+        raw = await self.store.snapshot()
+        prev = decode_snapshot(raw) if raw is not None else None
+        why = self._full_reason(state, prev, seen.params)
+        short: set[int] | None = set()
+        if not why and self.settings.job_suggestion_fallback == "popular":
+            short = await self.store.short_users()  # their top-up follows the popular order
+            why = "" if short is not None else "topped-up users of the last run unknown"
+        if why or prev is None or short is None:
+            return why or "no previous successful run", set(seen.active)
+        changed = changed_accounts(prev.fingerprints, seen.fingerprints)
+        if len(changed) > max(MIN_CHANGED_FOR_FULL, len(seen.fingerprints) * MAX_CHANGED_SHARE):
+            return "most follows changed", set(seen.active)
+        followers = await queries.followers_of(self.ch, sorted(changed))
+        also = changed_accounts(prev.blocks, seen.blocks) | short
+        return "", recompute_set(seen.active, prev, changed, followers, also)
 
     async def _work(self, run: RunState) -> Tally:
         """Claim and finish shards in priority order (shard 0 = most active users)."""
@@ -241,11 +276,11 @@ class SuggestionsJob(Job):
             raise LockLost(f"suggestions run {run.run_no}: plan of shard {shard} is gone")
         compute = await self._renew(run, shard, claim, decode_shard(raw), tally)
         block = self.settings.job_suggestion_block_users
-        in_flight: list[tuple[asyncio.Task[Ranked], list[int]]] = []  # the block written, the next
+        in_flight: list[tuple[asyncio.Task[Computed], list[int]]] = []  # the block written, the next
         try:
             for start in range(0, len(compute), block):
                 users = compute[start : start + block]
-                in_flight.append((asyncio.create_task(self._query(users)), users))
+                in_flight.append((asyncio.create_task(self._query(run, users)), users))
                 if len(in_flight) == 2:
                     await self._write(run, shard, claim, *in_flight[0])
                     in_flight.pop(0)
@@ -274,20 +309,37 @@ class SuggestionsJob(Job):
             self._check_deadline(run, done - len(missing), tally)
         return compute
 
-    async def _query(self, users: list[int]) -> Ranked:
+    async def _query(self, run: RunState, users: list[int]) -> Computed:
+        """One block's lists, and the users among them topped up from the popular accounts."""
         s = self.settings
-        return await queries.suggestions(self.ch, users, s.job_suggestions_per_user,
-                                         s.job_suggestion_degree_cap)
+        ranked = await queries.suggestions(self.ch, users, s.job_suggestions_per_user,
+                                           s.job_suggestion_degree_cap)
+        if s.job_suggestion_fallback != "popular":
+            return ranked, []
+        per_user = s.job_suggestions_per_user
+        short = [u for u in users if len(ranked[u]) < per_user]
+        if not short:
+            return ranked, []
+        excluded = await queries.excluded_accounts(self.ch, short)
+        # Enough of the popular order that no user can run past it while accounts remain.
+        needed = max(per_user + len(excluded[u]) + len(ranked[u]) + 1 for u in short)
+        popular = await self.popular.prefix(run.token, needed)
+        for u in short:
+            ranked[u] = top_up(u, ranked[u], popular, excluded[u], per_user)
+        return ranked, short
 
     async def _write(
-        self, run: RunState, shard: int, claim: str, task: asyncio.Task[Ranked], users: list[int]
+        self, run: RunState, shard: int, claim: str,
+        task: asyncio.Task[Computed], users: list[int],
     ) -> None:
-        """Write one block's lists: a fence check, then one pipeline per batch."""
-        ranked = await task
+        """Write one block's lists: a fence check, then one pipeline per batch; then record the
+        topped-up users (the next incremental run recomputes them)."""
+        ranked, short = await task
         ttl_ms, size = self.settings.suggestions_ttl_s * 1000, self.settings.job_suggestion_batch_size
         for i in range(0, len(users), size):
             await self.store.fence(run, shard, claim)
             await self.store.write({u: ranked[u] for u in users[i : i + size]}, ttl_ms)
+        await self.store.mark_short(run, short)
 
     def _check_deadline(self, run: RunState, users: int, tally: Tally) -> None:
         """Past the interval, keys of the last run start to expire: count and say so once."""

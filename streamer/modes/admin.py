@@ -22,7 +22,7 @@ from streamer.config_file import origins, read_config_file
 from streamer.core.events import Event
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
-from streamer.demo.generate import events, follow_graph
+from streamer.demo.generate import events, load_graph_rows
 from streamer.errors import StartError, UsageError
 
 
@@ -67,13 +67,14 @@ def _jsonable(value: object) -> object:
 async def schema(settings: Settings) -> int:
     """Create the database and tables if missing."""
     ch = ClickHouse.from_settings(settings)
-    await create_schema(ch)
+    for done in await create_schema(ch):
+        console.print(done)
     console.print(f"schema ready in database [bold]{settings.clickhouse_database}[/]")
     return 0
 
 
 # The tables `sample` fills: a rerun replaces them (--replace) or is refused, never doubles them.
-SAMPLE_TABLES = ("post_events", "follows")
+SAMPLE_TABLES = ("post_events", "follows", "blocks")
 
 
 async def sample(settings: Settings, args: argparse.Namespace) -> int:
@@ -87,8 +88,7 @@ async def sample(settings: Settings, args: argparse.Namespace) -> int:
     await _empty_or_refuse(ch, settings.clickhouse_database, replace=args.replace)
     now_ms = wall_ms()
     with console.status("generating follow graph…"):
-        edges = follow_graph(args.users, args.avg_follows)
-        await queries.insert_follows(ch, [(a, b, now_ms) for a, b in edges])
+        graph = await load_graph_rows(ch, args.users, args.avg_follows, now_ms)
     batch: list[Event] = []
     with console.status(f"loading {args.events:,} events…"):
         for ev in events(args.events, args.posts, args.users, now_ms, 2 * 3_600_000):
@@ -97,7 +97,9 @@ async def sample(settings: Settings, args: argparse.Namespace) -> int:
                 await queries.insert_events(ch, batch)
                 batch = []
         await queries.insert_events(ch, batch)
-    print(f"loaded {len(edges):,} follows and {args.events:,} events into ClickHouse "
+    print(f"loaded {graph['edges']:,} follows ({graph['unfollows']:,} unfollows, "
+          f"{graph['refollows']:,} re-follows, {graph['blocks']:,} blocks, "
+          f"{graph['unblocks']:,} unblocks) and {args.events:,} events into ClickHouse "
           f"database {settings.clickhouse_database}")
     return 0
 
@@ -111,10 +113,10 @@ async def _empty_or_refuse(ch: ClickHouse, database: str, *, replace: bool) -> N
         return
     if not replace:
         raise UsageError(f"sample: {held}; pass --replace to empty "
-                         f"{' and '.join(SAMPLE_TABLES)} first (nothing was changed)")
+                         f"{', '.join(SAMPLE_TABLES)} first (nothing was changed)")
     for table in SAMPLE_TABLES:
         await ch.command(f"TRUNCATE TABLE IF EXISTS {database}.{table}")
-    print(f"replaced: emptied {' and '.join(SAMPLE_TABLES)} ({held})")
+    print(f"replaced: emptied {', '.join(SAMPLE_TABLES)} ({held})")
 
 
 def trending_table(posts: list[PostCounts], title: str, limit: int = 50) -> Table:
