@@ -17,7 +17,7 @@ from streamer.cache.lock import RedisLock
 from streamer.jobs.base import Job
 from streamer.ops.logging import new_correlation_id
 from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES
-from streamer.ops.reload import LiveSettings
+from streamer.settings.live import LiveSettings
 
 log = logging.getLogger("streamer.jobs")
 

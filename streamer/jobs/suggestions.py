@@ -21,7 +21,6 @@ from streamer.cache.suggestions import PLAN_TTL_MS, RunState, RunStore, new_run_
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
-from streamer.config import Settings
 from streamer.core.suggest import Suggestion
 from streamer.core.suggest_plan import (
     Snapshot,
@@ -38,7 +37,8 @@ from streamer.errors import LockLost
 from streamer.jobs.base import Job
 from streamer.jobs.runner import replica_name
 from streamer.ops.metrics import SUGGESTION_USERS
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
 
 log = logging.getLogger("streamer.jobs.suggestions")
 Ranked = dict[int, list[Suggestion]]

@@ -20,12 +20,12 @@ from streamer.cache.redis_client import make_redis
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
-from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.payloads import sink_positions_key
-from streamer.kafka_admin import wait_for_topics
+from streamer.kafka.admin import wait_for_topics
+from streamer.kafka.sink_consumer import ClickHouseSinkConsumer, sink_group
 from streamer.ops.http import start_http
-from streamer.stream.sink_consumer import ClickHouseSinkConsumer, sink_group
+from streamer.settings.model import Settings
 
 log = logging.getLogger("streamer.sink")
 

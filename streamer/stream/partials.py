@@ -19,12 +19,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from streamer.config import Settings
 from streamer.core.partition_state import PartitionState
 from streamer.core.payloads import merge_request_key, partial_key
 from streamer.core.scoring import PostCounts
 from streamer.core.window import Window, window_at
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
 
 
 def encode_posts(posts: Sequence[PostCounts]) -> list[list[int]]:

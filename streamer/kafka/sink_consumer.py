@@ -19,12 +19,12 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamer.clock import wall_ms
-from streamer.config import Settings
 from streamer.core.events import Event, decode_batch
 from streamer.core.partitioning import partitions_of
-from streamer.kafka_client import client_kwargs
+from streamer.kafka.client import client_kwargs
 from streamer.ops.metrics import SINK_BATCH, SINK_FAILURES, SINK_PENDING
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
 
 log = logging.getLogger("streamer.stream.sink")
 InsertFn = Callable[[Sequence[Event], Sequence[tuple[int, int]]], Awaitable[None]]

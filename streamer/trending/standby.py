@@ -21,11 +21,9 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from streamer.cache.lock import RedisLock
-from streamer.cache.publish import write_atomically
 from streamer.cache.redis_client import is_cluster
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
-from streamer.config import Settings
 from streamer.core.payloads import (
     encode_meta,
     encode_trending,
@@ -41,9 +39,11 @@ from streamer.core.publish_policy import (
 )
 from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
-from streamer.jobs.trending import clickhouse_trending, meta_and_age, record_publish
 from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES, MODE, STANDBY_PUBLISHING
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
+from streamer.trending.job import clickhouse_trending, meta_and_age, record_publish
+from streamer.trending.write import write_atomically
 
 log = logging.getLogger("streamer.standby")
 LEASE_JOB = "trending-standby"

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streamer.config_file import overlay, read_config_file
 from streamer.errors import ConfigError
-from streamer.redis_url import parse_redis_url
+from streamer.settings.file import overlay, read_config_file
+from streamer.settings.redis_url import parse_redis_url
 
 _POSITIVE = Field(gt=0, strict=False)
 _USERINFO_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
@@ -108,12 +108,12 @@ class Settings(BaseSettings):
     reconcile_min_overlap: float = Field(default=1.0, ge=0, le=1)
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
-    streamer_config_file: str = ""  # KEY=VALUE file over the environment (streamer/config_file.py)
+    streamer_config_file: str = ""  # KEY=VALUE file over the environment (streamer/settings/file.py)
 
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        parse_redis_url(value)  # one server, Sentinel or Cluster (streamer/redis_url.py)
+        parse_redis_url(value)  # one server, Sentinel or Cluster (streamer/settings/redis_url.py)
         return value
 
     @field_validator("clickhouse_url")

@@ -18,10 +18,8 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from streamer.cache.lock import RedisLock
-from streamer.cache.publish import publish_trending
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
-from streamer.config import Settings
 from streamer.core.payloads import TrendingMeta, trending_key, trending_lock_key
 from streamer.core.publish_policy import PublishSource, merger_source
 from streamer.core.scoring import PostCounts
@@ -29,16 +27,18 @@ from streamer.core.topk import merge_partials
 from streamer.core.window import window_at
 from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
-from streamer.jobs.trending import publish_clickhouse_trending, record_publish
 from streamer.ops.metrics import (
     MERGE_MISSING_PARTITIONS,
     PUBLISH_AGE,
     PUBLISH_INCOMPLETE,
 )
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
 from streamer.stream.ingest import Ingestor
 from streamer.stream.partials import Answers, MergeExchange, MergeRequest
 from streamer.stream.reconcile_hook import ReconcileHook, ReconcileRequests
+from streamer.trending.job import publish_clickhouse_trending, record_publish
+from streamer.trending.write import publish_trending
 
 log = logging.getLogger("streamer.stream.publisher")
 MERGE_LOCK = "trending-merge"

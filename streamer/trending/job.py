@@ -10,18 +10,18 @@ import orjson
 from redis.asyncio import Redis
 
 from streamer.cache.lock import RedisLock
-from streamer.cache.publish import publish_trending
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
-from streamer.config import Settings
 from streamer.core.payloads import TrendingMeta, trending_lock_key, trending_meta_key
 from streamer.core.publish_policy import TAKEOVER_FACTOR
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
 from streamer.jobs.base import Job
 from streamer.ops.metrics import MODE, PUBLISH_AGE, PUBLISH_DURATION, PUBLISH_TOTAL
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
+from streamer.trending.write import publish_trending
 
 
 async def read_meta(redis: Redis, settings: Settings) -> dict[str, Any] | None:

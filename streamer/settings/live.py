@@ -17,11 +17,11 @@ import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from streamer.config import Settings, load_settings
-from streamer.config_file import ConfigDiff, diff_settings, file_path, read_config_file
 from streamer.errors import ConfigError
 from streamer.ops.logging import setup_logging
 from streamer.ops.metrics import CONFIG_GENERATION, CONFIG_RELOADS, CONFIG_RESTART_PENDING
+from streamer.settings.file import ConfigDiff, diff_settings, file_path, read_config_file
+from streamer.settings.model import Settings, load_settings
 
 log = logging.getLogger("streamer.config")
 CONFIG_POLL_S = 1.0  # a change is acted on after two equal reads: within ~2 s, well under 10 s

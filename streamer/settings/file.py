@@ -160,7 +160,7 @@ def origins(
 
 def shown(name: str, value: Any) -> str:
     """How a value appears in a reload log line: secrets and URL passwords masked."""
-    from streamer.config import mask_url  # the config module imports this one
+    from streamer.settings.model import mask_url  # the config module imports this one
 
     if any(word in name.upper() for word in _SECRET_WORDS):
         return "***"

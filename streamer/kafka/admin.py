@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streamer.config import Settings
-from streamer.kafka_client import KafkaSecurityError, client_kwargs, preflight
+from streamer.kafka.client import KafkaSecurityError, client_kwargs, preflight
+from streamer.settings.model import Settings
 
 log = logging.getLogger("streamer.kafka")
 MAX_RETRY_S = 10.0  # the longest pause between two attempts to reach Kafka
@@ -25,7 +25,7 @@ async def ensure_topics(
 ) -> None:
     """Create topics (name -> partitions) that do not exist yet.
 
-    `security` is `streamer.kafka_client.client_kwargs(settings)` (TLS / SASL keywords).
+    `security` is `streamer.kafka.client.client_kwargs(settings)` (TLS / SASL keywords).
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
                                 **(security or {}))
@@ -42,7 +42,7 @@ async def ensure_topics(
 
 async def ensure_settings_topics(settings: Settings, dlq_partitions: int) -> None:
     """The events and dead-letter topics of `settings`, with its replication factor and security."""
-    from streamer.kafka_client import client_kwargs
+    from streamer.kafka.client import client_kwargs
 
     await ensure_topics(
         settings.kafka_bootstrap_servers,

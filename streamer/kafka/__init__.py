@@ -1,0 +1,1 @@
+"""Kafka edge: client settings, topic admin and the sink's plain consumer group."""
