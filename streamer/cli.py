@@ -14,7 +14,8 @@ from streamer import __version__
 from streamer.errors import ConfigError, StreamerError
 from streamer.ops.logging import setup_logging
 from streamer.ops.shutdown import QUICK_STOP_S, STOP_BUDGET_S, Shutdown, run_command, set_hard_exit
-from streamer.settings.model import Settings, load_settings, mask_url
+from streamer.settings.model import Settings, load_settings
+from streamer.settings.redaction import mask_url
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -48,7 +48,7 @@ def owned_states(partitions: list[int], total: int, now: int, seed: int = 0) -> 
 def publisher(settings: Settings, redis: Redis, states: dict[int, PartitionState],
               ch: ClickHouse) -> Publisher:
     """A publisher over these states (4 partitions), falling back to `ch`."""
-    return Publisher(settings, redis, StubIngestor(states), lambda: 4, ch)  # type: ignore[arg-type]
+    return Publisher(settings, redis, StubIngestor(states), lambda: 4, ch)
 
 
 def global_top(states: dict[int, PartitionState], window: Window) -> list[PostCounts]:
@@ -162,7 +162,7 @@ class TestMerge:
                                                  for i in range(20)])
         hook = make_stream_reconciler(settings, clickhouse, redis_client)
         hook.reconciler.policy.use_clickhouse = True  # as after JOB_RECONCILE drift runs
-        pub = Publisher(settings, redis_client, StubIngestor(owned_states([0, 1, 2, 3], 4, now)),  # type: ignore[arg-type]
+        pub = Publisher(settings, redis_client, StubIngestor(owned_states([0, 1, 2, 3], 4, now)),
                         lambda: 4, clickhouse, hook)
         assert await pub._hold_lock()
         await pub.merge(now)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.errors import ConfigError
+from streamer.settings.redaction import mask_url
 
 FILE_VARIABLE = "STREAMER_CONFIG_FILE"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -160,8 +161,6 @@ def origins(
 
 def shown(name: str, value: Any) -> str:
     """How a value appears in a reload log line: secrets and URL passwords masked."""
-    from streamer.settings.model import mask_url  # the config module imports this one
-
     if any(word in name.upper() for word in _SECRET_WORDS):
         return "***"
     text = str(value)

@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.errors import ConfigError
 from streamer.settings.file import overlay, read_config_file
+from streamer.settings.redaction import mask_url
 from streamer.settings.redis_url import parse_redis_url
 
 _POSITIVE = Field(gt=0, strict=False)
-_USERINFO_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
-_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&]*")
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a URL (userinfo or `password=` query) so it can be printed or logged."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # unparsable (e.g. a broken IPv6 host): mask by pattern
-        return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1:***@", url))
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    netloc = parts.netloc
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _check_port(value: str) -> None:

@@ -18,7 +18,7 @@ import logging
 import time
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.asyncio.client import Pipeline
 
 from streamer.cache.lock import RedisLock
 from streamer.cache.redis_client import is_cluster
@@ -43,7 +43,7 @@ from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, LOCK_CHANGES, MODE, STA
 from streamer.settings.live import LiveSettings, live_of
 from streamer.settings.model import Settings
 from streamer.trending.job import clickhouse_trending, meta_and_age, record_publish
-from streamer.trending.write import write_atomically
+from streamer.trending.write import write_atomically, write_if
 
 log = logging.getLogger("streamer.standby")
 LEASE_JOB = "trending-standby"
@@ -197,24 +197,18 @@ class StandbyTrending:
         changes the watched meta and fails the second."""
         if is_cluster(self.redis):
             return await self._write_fenced_if_still_due(values)
-        meta_key = trending_meta_key(self.settings.job_trending_window_hours)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(meta_key)
+
+        async def still_due(pipe: Pipeline) -> bool:
             holder = await pipe.get(self.lease.key)
             token = holder.decode() if isinstance(holder, bytes) else holder
             if token != self.lease.token:
                 self.lease.held = False
                 return False
-            if not (await self._decide(pipe)).publish:
-                return False
-            pipe.multi()  # type: ignore[no-untyped-call]
-            for key, value in values.items():
-                pipe.set(key, value, px=self.settings.trending_ttl_ms)
-            try:
-                await pipe.execute()
-            except WatchError:
-                return False
-        return True
+            return (await self._decide(pipe)).publish
+
+        meta_key = trending_meta_key(self.settings.job_trending_window_hours)
+        return await write_if(self.redis, values, self.settings.trending_ttl_ms, meta_key,
+                              still_due)
 
     async def _write_fenced_if_still_due(self, values: dict[str, bytes]) -> bool:
         """Cluster: value and meta live in different slots, so no WATCH over both. Check again,
