@@ -25,12 +25,12 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from redis.asyncio import Redis
 
 from streamer.core.events import Event
+from streamer.core.partitioning import partition_for_post, post_key
 from streamer.demo.services import LocalService, free_port, tansu_binary, wait_for_port
 from streamer.kafka.admin import ensure_topics
 from streamer.kafka.client import client_kwargs
 from streamer.kafka.sink_consumer import ClickHouseSinkConsumer
 from streamer.settings.model import load_settings
-from streamer.stream.partitioning import partition_for_post, post_key
 from tests.kafka_tls_helpers import TlsKafka, start_tls_kafka
 from tests.stream_helpers import (
     FAST_GROUP_ENV,

@@ -14,12 +14,12 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
 from streamer.core.events import Event
 from streamer.core.partition_state import PartitionState
+from streamer.core.partitioning import partition_for_post
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
 from streamer.core.window import Window, window_at
 from streamer.jobs.reconcile import make_stream_reconciler
 from streamer.settings.model import Settings
-from streamer.stream.partitioning import partition_for_post
 from streamer.trending.merger import Publisher
 
 

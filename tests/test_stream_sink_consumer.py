@@ -11,11 +11,11 @@ import orjson
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.core.events import Event
+from streamer.core.partitioning import partition_for_post, post_key
 from streamer.demo.services import LocalService
 from streamer.kafka.admin import ensure_topics
 from streamer.kafka.sink_consumer import ClickHouseSinkConsumer, rows_of
 from streamer.settings.model import Settings, load_settings
-from streamer.stream.partitioning import partition_for_post, post_key
 from tests.stream_helpers import produce
 
 NOW_MS = 1_795_913_777_000

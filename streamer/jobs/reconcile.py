@@ -21,7 +21,7 @@ from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
 from streamer.core.payloads import reconcile_key, sink_positions_key
 from streamer.core.reconcile import DriftPolicy, ReconcileReport, StreamSnapshot, compare, is_drift
-from streamer.core.topk import merge_partials
+from streamer.core.scoring import merge_partials
 from streamer.ops.metrics import (
     JOB_DURATION,
     JOB_RUNS,

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from streamer.core.partition_state import PartitionState
 from streamer.core.payloads import complete_snapshot_key, reconcile_request_key
 from streamer.core.reconcile import ReconcileReport, StreamSnapshot
-from streamer.core.topk import merge_partials
+from streamer.core.scoring import merge_partials
 from streamer.core.window import Window, complete_window_at
 from streamer.settings.live import LiveSettings, live_of
 from streamer.settings.model import Settings

@@ -24,8 +24,7 @@ from streamer.clock import wall_ms
 from streamer.core.partition_state import PartitionState
 from streamer.core.payloads import TrendingMeta, trending_key, trending_lock_key
 from streamer.core.publish_policy import PublishSource, merger_source
-from streamer.core.scoring import PostCounts
-from streamer.core.topk import merge_partials
+from streamer.core.scoring import PostCounts, merge_partials
 from streamer.core.window import window_at
 from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
