@@ -253,3 +253,30 @@ def test_a_wrong_path_is_caught() -> None:
     assert missing(named_paths(text)) == [
         "streamer.core.scoring.Nope", f"streamer.{gone_module}", gone_path]
     assert missing(named_paths("`streamer/modes/worker.py` and `trending.merger.Publisher`")) == []
+
+
+MODULE_LINE = re.compile(r"^  (\w+)\s{2,}\S", re.M)
+
+
+@pytest.mark.parametrize("package", sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py")))
+def test_package_docstring_lists_its_modules(package: str) -> None:
+    """Each package's docstring has a `Modules:` map naming exactly its modules."""
+    doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text())) or ""
+    listed = MODULE_LINE.findall(doc.partition("Modules:")[2].partition("\n\n")[0])
+    actual = sorted(p.stem for p in (PACKAGE / package).glob("*.py") if p.stem != "__init__")
+    assert sorted(listed) == actual
+
+
+def layout_section() -> str:
+    """CONTRIBUTING's `## Layout` section."""
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    return text.partition("## Layout")[2].partition("\n## ")[0]
+
+
+def test_contributing_layout_maps_every_area() -> None:
+    """The layout map names every package and top-level module of streamer/, and nothing else."""
+    section = layout_section()
+    named = set(re.findall(r"^(streamer/\w+(?:/|\.py))", section, re.M))
+    actual = {f"streamer/{p.parent.name}/" for p in PACKAGE.glob("*/__init__.py")}
+    actual |= {f"streamer/{p.name}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    assert named == actual
