@@ -65,8 +65,10 @@ class JobRunner:
             started = time.perf_counter()
             status = await self._guarded_run(job)
             elapsed = time.perf_counter() - started
-            JOB_RUNS.labels(job=job.name, status=status.value).inc()
-            JOB_DURATION.labels(job=job.name).observe(elapsed)
+            if job.counts_calls_as_runs or status is RunStatus.FAILED:
+                JOB_RUNS.labels(job=job.name, status=status.value).inc()
+            if job.counts_calls_as_runs:
+                JOB_DURATION.labels(job=job.name).observe(elapsed)
             self.last_status[job.name] = status
             log.debug("job %s finished: %s in %.3fs", job.name, status.value, elapsed,
                       extra={"job": job.name, "correlation_id_": cid})

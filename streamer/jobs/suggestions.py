@@ -36,7 +36,7 @@ from streamer.core.suggest_plan import (
 from streamer.errors import LockLost
 from streamer.jobs.base import Job
 from streamer.jobs.runner import replica_name
-from streamer.ops.metrics import SUGGESTION_USERS
+from streamer.ops.metrics import JOB_DURATION, JOB_RUNS, SUGGESTION_SHARDS, SUGGESTION_USERS
 from streamer.settings.live import LiveSettings, live_of
 from streamer.settings.model import Settings
 
@@ -71,6 +71,7 @@ class SuggestionsJob(Job):
     """Adamic-Adar suggestions from ClickHouse's follow graph into Redis."""
 
     name = "suggestions"
+    counts_calls_as_runs = False  # a run spans polls, shards and replicas: _count_run counts it
     exclusive = False  # coordinates itself: one run lock, one claim per shard
 
     def __init__(
@@ -130,6 +131,7 @@ class SuggestionsJob(Job):
             return f"skipped: run {await self.store.lock_holder()} holds the suggestion keys"
         tally = await self._work(state)
         self._count(tally)
+        self._count_run(state, tally)
         end = "run complete" if tally.committed else "other shards left to other replicas"
         return (f"run {state.run_no} ({state.mode}, {state.users} active users): "
                 f"{tally.recomputed} recomputed, {tally.renewed} renewed, {tally.stale} stale "
@@ -301,6 +303,13 @@ class SuggestionsJob(Job):
                         "refresh: keys of active users are about to expire unrefreshed "
                         "(add replicas or raise JOB_SUGGESTION_INTERVAL_SEC)",
                         run.run_no, late_ms / 1000)
+
+    def _count_run(self, state: RunState, tally: Tally) -> None:
+        """One run counts once, by the replica that commits it; duration from its plan."""
+        SUGGESTION_SHARDS.inc(tally.shards)
+        if tally.committed:
+            JOB_RUNS.labels(job=self.name, status="success").inc()
+            JOB_DURATION.labels(job=self.name).observe(max(0, self.clock() - state.plan_ms) / 1000)
 
     @staticmethod
     def _count(tally: Tally) -> None:
