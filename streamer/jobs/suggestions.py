@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from streamer.cache.lock import RedisLock
-from streamer.cache.suggestions import PLAN_TTL_MS, RunState, RunStore, new_run_token
+from streamer.cache.suggestions import PLAN_TTL_MS, RunState, RunStore, SuggestRunStatus, new_run_token
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
@@ -107,7 +107,7 @@ class SuggestionsJob(Job):
         holder = await self.store.lock_holder()
         if holder is not None and (state is None or holder != state.token):
             return False, f"run {holder} holds the suggestion keys"
-        if self.once or self.full_requested or state is None or state.status == "running":
+        if self.once or self.full_requested or state is None or state.status is SuggestRunStatus.RUNNING:
             return True, ""
         wait_ms = state.plan_ms + self.settings.job_suggestion_interval_sec * 1000 - self.clock()
         if wait_ms <= 0:
@@ -118,7 +118,7 @@ class SuggestionsJob(Job):
         """Join the run in progress or plan a new one, then work shards until none is left."""
         state = await self.store.state()
         abandoned = state is not None and self._abandoned(state)
-        if state is None or state.status != "running" or self.full_requested or abandoned:
+        if state is None or state.status is not SuggestRunStatus.RUNNING or self.full_requested or abandoned:
             planned = await self._plan(state)
             if planned is None:
                 holder = await self.store.lock_holder()
@@ -139,7 +139,7 @@ class SuggestionsJob(Job):
 
     def _abandoned(self, state: RunState) -> bool:
         """A run in progress for longer than ABANDON_AFTER_MS: release its lock, plan anew."""
-        if state.status != "running" or self.clock() - state.plan_ms <= ABANDON_AFTER_MS:
+        if state.status is not SuggestRunStatus.RUNNING or self.clock() - state.plan_ms <= ABANDON_AFTER_MS:
             return False
         log.warning("suggestions run %d was planned %.1f h ago and never finished: planning a "
                     "new run", state.run_no, (self.clock() - state.plan_ms) / 3_600_000)
@@ -200,7 +200,7 @@ class SuggestionsJob(Job):
                 followers = await queries.followers_of(self.ch, sorted(changed))
                 recompute = recompute_set(users, prev, changed, followers)
         shards = split_shards(users, s.job_suggestion_shards)
-        run = RunState(token, (state.run_no if state else 0) + 1, "running",
+        run = RunState(token, (state.run_no if state else 0) + 1, SuggestRunStatus.RUNNING,
                        "full" if why else "incremental", now_ms, len(shards), len(users),
                        0 if why or state is None else state.runs_since_full + 1)
         snapshot = encode_snapshot(Snapshot(fingerprints, frozenset(users), params))
