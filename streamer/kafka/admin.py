@@ -54,7 +54,7 @@ async def ensure_settings_topics(settings: Settings, dlq_partitions: int) -> Non
 async def topic_partitions(
     bootstrap: str, topic: str, timeout_s: float = 30.0, *, security: Mapping[str, Any] | None = None
 ) -> int:
-    """Number of partitions of a topic, from Kafka metadata (security: kafka_client.client_kwargs)."""
+    """Number of partitions of a topic, from Kafka metadata (security: `kafka.client.client_kwargs`)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
                                 **(security or {}))
     await asyncio.wait_for(consumer.start(), timeout_s)

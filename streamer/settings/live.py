@@ -4,7 +4,7 @@ Components that tune themselves live take a `LiveSettings` where they took a `Se
 read `live.current` once at the start of each tick, run or batch, so a reload never lands
 half-way through one. A reload validates the whole new configuration with the start-up rules
 (`load_settings`); a rejected one leaves the running configuration as it was. Only the
-settings in `config_file.RELOADABLE` change; the others are reported as needing a restart.
+settings in `settings.file.RELOADABLE` change; the others are reported as needing a restart.
 """
 
 from __future__ import annotations
