@@ -45,7 +45,7 @@ from streamer.core.people import Counting
 from streamer.core.records import RecordColumns, encode_record
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.demo.services import start_redis, start_tansu
-from streamer.kafka_admin import ensure_topics
+from streamer.kafka.admin import ensure_topics
 
 OUT = Path(__file__).resolve().parent / "results" / "people.json"
 MODES = {"events": Counting(), "people": Counting(people=True)}

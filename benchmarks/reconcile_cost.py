@@ -24,12 +24,12 @@ from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
 from streamer.clock import wall_ms
-from streamer.config import Settings, load_settings
 from streamer.core.reconcile import StreamSnapshot
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, Window, complete_window_at
 from streamer.demo.services import start_redis
 from streamer.jobs.reconcile import Reconciler
+from streamer.settings.model import Settings, load_settings
 
 PARTITIONS = 4
 

@@ -33,11 +33,11 @@ from benchmarks.stream_exact import verify_publish
 from benchmarks.stream_worker import CONFIGS, Target, Worker
 from benchmarks.stream_workloads import uuid4_text
 from streamer.core.events import Event
+from streamer.core.partitioning import partition_for_post
 from streamer.core.payloads import trending_meta_key
 from streamer.demo.generate import TYPE_WEIGHTS
 from streamer.demo.services import start_redis, start_tansu
-from streamer.kafka_admin import ensure_topics
-from streamer.stream.partitioning import partition_for_post
+from streamer.kafka.admin import ensure_topics
 
 PARTITIONS = 4
 SAMPLE_S = 10.0

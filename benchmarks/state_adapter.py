@@ -15,8 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from streamer.core.partition_state import PartitionState
-from streamer.core.scoring import PostCounts
-from streamer.core.topk import merge_partials
+from streamer.core.scoring import PostCounts, merge_partials
 from streamer.core.window import MINUTE_MS
 from streamer.core.window_state import PartitionWindow
 from streamer.stream.app import STATE_TABLE

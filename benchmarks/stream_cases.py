@@ -20,7 +20,7 @@ from benchmarks.stream_profile import Recorder, summarize
 from benchmarks.stream_state import changelog_size
 from benchmarks.stream_worker import Target, Worker, sample_until, steady_rate, wait_processed
 from benchmarks.stream_workloads import PARTITIONS, Form, Workload, events_for_posts, messages, produce
-from streamer.kafka_admin import ensure_topics
+from streamer.kafka.admin import ensure_topics
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from benchmarks.stream_worker import CONFIGS, Target, Worker
 from benchmarks.stream_workloads import PARTITIONS, produce
 from benchmarks.sustained_workload import wide_messages
 from streamer.demo.services import start_redis, start_tansu
-from streamer.kafka_admin import ensure_topics
+from streamer.kafka.admin import ensure_topics
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.1

@@ -11,9 +11,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from streamer.core.events import EVENT_TYPES, Event
+from streamer.core.partitioning import partition_for_post
 from streamer.core.window import MINUTE_MS
 from streamer.demo import generate
-from streamer.stream.partitioning import partition_for_post
 
 PARTITIONS = 4
 ARRAY_SIZE = 100

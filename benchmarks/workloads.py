@@ -10,8 +10,7 @@ import numpy as np
 
 from streamer.core.dedup import DedupIndex, event_keys
 from streamer.core.events import EVENT_TYPE_INDEX
-from streamer.core.scoring import PostCounts, rank_value
-from streamer.core.topk import merge_partials
+from streamer.core.scoring import PostCounts, merge_partials, rank_value
 from streamer.core.window import MINUTE_MS
 from streamer.core.window_state import PartitionWindow
 from streamer.demo import generate

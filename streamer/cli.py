@@ -14,10 +14,11 @@ from redis.exceptions import RedisError
 
 from streamer import __version__
 from streamer.cli_help import DOCS, describe_subcommands
-from streamer.config import Settings, load_settings, mask_url
 from streamer.errors import ConfigError, StreamerError, UsageError
 from streamer.ops.logging import setup_logging
 from streamer.ops.shutdown import QUICK_STOP_S, STOP_BUDGET_S, Shutdown, run_command, set_hard_exit
+from streamer.settings.model import Settings, load_settings
+from streamer.settings.redaction import mask_url
 
 
 class _Parser(argparse.ArgumentParser):
@@ -149,7 +150,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_async(lambda stop: top(settings))
     if cmd == "worker":
-        from streamer.stream.worker import run_worker
+        from streamer.modes.worker import run_worker
 
         return run_command(lambda sd: run_worker(settings, sd), describe_failure,
                            shutdown=_EARLY.pop() if _EARLY else None)
@@ -158,7 +159,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return run_async(lambda stop: run_sink(settings, stop), STOP_GRACE_S)
     if cmd == "demo":
-        from streamer.demo.runner import run_demo
+        from streamer.modes.demo_mode import run_demo
 
         return run_demo(settings, args)
     raise AssertionError(cmd)

@@ -14,9 +14,9 @@ from redis.asyncio import Redis
 
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
-from streamer.config import Settings, load_settings
 from streamer.demo.services import LocalService, start_redis, start_tansu
 from streamer.ops.shutdown import set_hard_exit
+from streamer.settings.model import Settings, load_settings
 from tests.reaping import Reaper
 from tests.reliability_helpers import FakeClickHouse, RedisProxy, cluster_of
 from tests.stream_helpers import Cluster

@@ -20,12 +20,12 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streamer.cache.publish import read_together
 from streamer.core.events import EVENT_TYPES
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import Window
 from streamer.demo.services import LocalService, free_port
+from streamer.trending.write import read_together
 from tests.waiting import await_until, value_when
 
 FAST_GROUP_ENV = {
@@ -176,7 +176,7 @@ def keyed(events: Iterable[dict[str, Any]]) -> list[Message]:
 
 async def produce(bootstrap: str, topic: str, messages: Sequence[Message],
                   security: Mapping[str, Any] | None = None) -> None:
-    """Send messages and wait for all acks (security: streamer.kafka_client.client_kwargs)."""
+    """Send messages and wait for all acks (security: streamer.kafka.client.client_kwargs)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **(security or {}))
     await producer.start()
     try:

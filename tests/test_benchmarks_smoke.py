@@ -21,7 +21,7 @@ from benchmarks.report import ANALYSIS_END, ANALYSIS_START, analysis_block, merg
 from benchmarks.stream_profile import summarize
 from benchmarks.stream_worker import steady_rate
 from benchmarks.stream_workloads import ARRAY_SIZE, PARTITIONS, QUICK, messages, wide_events
-from streamer.stream.partitioning import partition_for_post
+from streamer.core.partitioning import partition_for_post
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFLINE = ["core", "memory", "batch", "suggestions"]

@@ -16,7 +16,7 @@ import pytest
 from benchmarks.stream_sustained import worker_figures
 from benchmarks.stream_workloads import ARRAY_SIZE, PARTITIONS
 from benchmarks.sustained_workload import HOT_POSTS, SPAN_MS, wide_messages
-from streamer.stream.partitioning import partition_for_post
+from streamer.core.partitioning import partition_for_post
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW_MS = 1_795_913_777_000

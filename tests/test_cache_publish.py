@@ -11,17 +11,17 @@ import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
 
-from streamer.cache import publish
 from streamer.cache.lock import RedisLock
-from streamer.cache.publish import publish_trending, write_atomically
 from streamer.cache.suggestions import RunStore
-from streamer.config import Settings
 from streamer.core.payloads import TrendingMeta, suggestions_key, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
 from streamer.core.suggest import Suggestion
 from streamer.core.window import window_at
 from streamer.demo.services import LocalService
 from streamer.errors import LockLost
+from streamer.settings.model import Settings
+from streamer.trending import write as publish
+from streamer.trending.write import publish_trending, write_atomically
 from tests.waiting import value_when
 
 NOW = 1_795_913_777_000

@@ -10,7 +10,7 @@ import pytest
 
 from streamer import __version__
 from streamer.cli import _parser
-from streamer.config import Settings
+from streamer.settings.model import Settings
 from tests.test_config import run_streamer
 
 

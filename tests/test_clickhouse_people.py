@@ -10,13 +10,13 @@ from redis.asyncio import Redis
 
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
-from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.payloads import trending_key, trending_meta_key
 from streamer.core.people import Counting
 from streamer.core.window import window_at
 from streamer.jobs.runner import JobRunner, RunStatus
-from streamer.jobs.trending import ClickHouseTrendingJob
+from streamer.settings.model import Settings
+from streamer.trending.job import ClickHouseTrendingJob
 from tests.test_clickhouse_queries import (
     NOW,
     Dataset,

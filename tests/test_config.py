@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from streamer.config import Settings, load_settings, mask_url
 from streamer.errors import ConfigError
+from streamer.settings.model import Settings, load_settings
+from streamer.settings.redaction import mask_url
 
 CONTRACT_DEFAULTS: dict[str, object] = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -297,11 +298,11 @@ def test_check_config_prints_masked_configuration(tmp_path: Path) -> None:
 
 
 class TestRedisTargets:
-    """What each REDIS_URL form connects to (streamer/redis_url.py)."""
+    """What each REDIS_URL form connects to (streamer/settings/redis_url.py)."""
 
     def test_sentinel(self) -> None:
         """Sentinel nodes (default port 26379), service, db, both passwords, TLS."""
-        from streamer.redis_url import parse_redis_url
+        from streamer.settings.redis_url import parse_redis_url
 
         t = parse_redis_url("rediss+sentinel://u:p%40w@s1,s2:26380/mymaster/3?sentinel_password=sp")
         assert (t.kind, t.tls, t.hosts) == ("sentinel", True, (("s1", 26379), ("s2", 26380)))
@@ -310,7 +311,7 @@ class TestRedisTargets:
 
     def test_cluster_and_server(self) -> None:
         """Cluster startup nodes (default port 6379); one server with its db."""
-        from streamer.redis_url import parse_redis_url
+        from streamer.settings.redis_url import parse_redis_url
 
         c = parse_redis_url("redis+cluster://:pw@n1:7000,[::1]")
         assert (c.kind, c.hosts, c.password, c.db) == ("cluster", (("n1", 7000), ("::1", 6379)), "pw", 0)

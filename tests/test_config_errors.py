@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from streamer.config import load_settings
-from streamer.config_file import FILE_VARIABLE
 from streamer.errors import ConfigError, ConfigErrors
+from streamer.settings.file import FILE_VARIABLE
+from streamer.settings.model import load_settings
 from tests.test_config import run_streamer
 
 

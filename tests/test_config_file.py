@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from streamer.config import Settings, load_settings
-from streamer.config_file import (
+from streamer.errors import ConfigError
+from streamer.settings.file import (
     FILE_VARIABLE,
     RELOADABLE,
     diff_settings,
@@ -22,7 +22,7 @@ from streamer.config_file import (
     parse_config_text,
     read_config_file,
 )
-from streamer.errors import ConfigError
+from streamer.settings.model import Settings, load_settings
 
 KNOWN = Settings.model_fields
 NAMES = sorted(n.upper() for n in KNOWN if n != "streamer_config_file")

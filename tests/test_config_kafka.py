@@ -12,9 +12,9 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.config import load_settings
 from streamer.errors import ConfigError
-from streamer.kafka_client import _security_failure, client_kwargs, faust_credentials, ssl_context
+from streamer.kafka.client import _security_failure, client_kwargs, faust_credentials, ssl_context
+from streamer.settings.model import load_settings
 from tests.test_config import run_streamer
 
 SASL = {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "svc-streamer",

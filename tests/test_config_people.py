@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from streamer.config import Settings, load_settings
-from streamer.config_file import diff_settings
 from streamer.errors import ConfigError
+from streamer.settings.file import diff_settings
+from streamer.settings.model import Settings, load_settings
 
 
 def test_defaults_count_events_with_no_minimum() -> None:

@@ -12,7 +12,6 @@ import pytest
 from redis.asyncio import Redis
 
 from streamer.cache.lock import RedisLock
-from streamer.config import load_settings
 from streamer.jobs.base import Job
 from streamer.jobs.runner import JobRunner
 from streamer.ops.metrics import (
@@ -20,7 +19,8 @@ from streamer.ops.metrics import (
     CONFIG_RESTART_PENDING,
     REGISTRY,
 )
-from streamer.ops.reload import LiveSettings, start_reloading, watch
+from streamer.settings.live import LiveSettings, start_reloading, watch
+from streamer.settings.model import load_settings
 from tests.waiting import await_until
 
 pytestmark = pytest.mark.timeout(60)

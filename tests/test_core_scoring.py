@@ -7,8 +7,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.core.scoring import PostCounts, rank_posts, rank_value, score_of_rank
-from streamer.core.topk import TopKIndex, merge_partials
+from streamer.core.scoring import PostCounts, merge_partials, rank_posts, rank_value, score_of_rank
 
 counts = st.integers(min_value=0, max_value=10**6)
 post_ids = st.integers(min_value=0, max_value=2**63 - 1)
@@ -91,40 +90,6 @@ def test_payload_round_trip() -> None:
         "post_id": 123, "score": 67.3, "views": 123, "likes": 10, "comments": 5, "shares": 4,
     }
     assert PostCounts.from_payload(p.to_payload()) == p
-
-
-# ---- TopKIndex ----------------------------------------------------------------------------
-
-updates = st.lists(st.tuples(small_ids, st.integers(min_value=0, max_value=8)), max_size=200)
-
-
-@settings(deadline=None)  # shared 2-core machine: no per-example deadline
-@given(updates, st.integers(min_value=0, max_value=40))
-def test_topk_index_matches_sorted(ops: list[tuple[int, int]], k: int) -> None:
-    """After any sequence of updates (rank 0 removes), top(k) == sorted() of the live ranks."""
-    index = TopKIndex()
-    ranks: dict[int, int] = {}
-    for post_id, rank in ops:
-        index.update(post_id, rank)
-        if rank > 0:
-            ranks[post_id] = rank
-        else:
-            ranks.pop(post_id, None)
-        assert len(index) == len(ranks)
-    expected = sorted(ranks.items(), key=lambda item: (-item[1], item[0]))[:k]
-    assert index.top(k) == expected
-
-
-def test_topk_index_same_rank_update_is_a_no_op() -> None:
-    """Setting a post's rank to its current value keeps one entry."""
-    index = TopKIndex()
-    index.update(4, 10)
-    index.update(4, 10)
-    assert index.top(5) == [(4, 10)]
-    index.update(4, 0)
-    index.update(4, 0)
-    assert index.top(5) == []
-    assert len(index) == 0
 
 
 # ---- merge_partials -----------------------------------------------------------------------

@@ -132,7 +132,8 @@ def _close(a: list[Suggestion], b: list[Suggestion]) -> bool:
 
 
 def test_run_keys_share_one_slot_and_name_their_owner() -> None:
-    """Locks and claims are keyed by the public key space; run state carries the app id."""
+    """Locks and claims are keyed by the public key space; run state is internal and carries the
+    app id."""
     from streamer.core import payloads as p
 
     locks = [p.suggestions_run_lock_key(), p.suggestions_claim_key("t", 3)]
@@ -140,8 +141,11 @@ def test_run_keys_share_one_slot_and_name_their_owner() -> None:
              p.suggestions_snapshot_key("app-x", "t"), p.suggestions_plan_key("app-x", "t", 3),
              p.suggestions_done_key("app-x", "t")]
     for key in locks + state:
-        assert key.startswith("nova:cache:") and "{suggested_users}" in key
+        assert "{suggested_users}" in key
         assert key.count("{") == 1  # one hash tag: one Cluster slot for all of them
+    # Locks guard the public key space; run state is internal, outside `nova:cache:*`.
+    assert all(k.startswith("nova:cache:lock:") for k in locks)
+    assert all(k.startswith("nova:streamer:{suggested_users}:app-x") for k in state)
     assert all("app-x" not in k for k in locks) and all("app-x" in k for k in state)
     assert len(set(locks + state)) == len(locks + state)
 

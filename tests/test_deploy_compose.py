@@ -16,8 +16,8 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
 
-from streamer.config import Settings, load_settings
 from streamer.demo.services import LocalService
+from streamer.settings.model import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -10,8 +10,8 @@ from pathlib import Path
 from prometheus_client.metrics_core import Metric
 
 from streamer.cli import _parser
-from streamer.config import Settings
 from streamer.ops.metrics import REGISTRY
+from streamer.settings.model import Settings
 from tests.contract_doc import (
     CONTRACT,
     PENDING_COMMANDS,

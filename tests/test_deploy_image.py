@@ -159,7 +159,7 @@ class TestDockerfile:
 
     def test_env_names_are_settings(self, instructions: list[Instruction]) -> None:
         """Every streamer variable set in the image is a Settings field."""
-        from streamer.config import Settings
+        from streamer.settings.model import Settings
 
         known = {name.upper() for name in Settings.model_fields}
         names: set[str] = set()

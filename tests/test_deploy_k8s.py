@@ -10,8 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from streamer.config import Settings, load_settings
-from streamer.config_file import FILE_VARIABLE, parse_config_text
+from streamer.settings.file import FILE_VARIABLE, parse_config_text
+from streamer.settings.model import Settings, load_settings
 from tests.contract_doc import PENDING_VARIABLES, contract_variables
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from streamer.config import load_settings
+from streamer.settings.model import load_settings
 from tests.test_deploy_compose import command_of, env_of
 from tests.test_deploy_k8s import container, find, pod_spec, settings_env
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from streamer.cli import _parser
-from streamer.config import Settings
 from streamer.core import payloads
 from streamer.core.payloads import TrendingMeta
 from streamer.core.window import Window
+from streamer.settings.model import Settings
 from tests.docs_index import LONG_PAGE_LINES, current_toc, toc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,9 +136,17 @@ def key_patterns() -> list[re.Pattern[str]]:
         for lock in locks if "lock" in params else [""]:
             args = [lock if p == "lock" else marker for p in params]
             out.append(re.escape(fn(*args)).replace(re.escape(marker), value))
-            if name == "suggestions_snapshot_key":  # without a run token: the last run's
+            if name in ("suggestions_snapshot_key", "suggestions_short_key"):  # no run token: the last run's
                 out.append(re.escape(fn(marker)).replace(re.escape(marker), value))
     return [re.compile(p) for p in out]
+
+
+# Keys an older release wrote, named only in OPERATIONS' upgrade notes (what to delete).
+LEGACY_KEYS = {
+    "nova:cache:{suggested_users}:…",
+    "nova:cache:{suggested_users}:<STREAMER_APP_ID>:state",
+    "nova:cache:{suggested_users}:<STREAMER_APP_ID>:snapshot",
+}
 
 
 def documented_keys(text: str) -> set[str]:
@@ -153,9 +161,10 @@ def test_documented_redis_keys_exist(page: Path) -> None:
     tag must begin a real key."""
     patterns = key_patterns()
     examples = [payloads.trending_lock_key(1, "merge"), payloads.suggestions_key(1),
-                payloads.partial_key("APP", 1, 0), payloads.trending_meta_key(1)]
+                payloads.partial_key("APP", 1, 0), payloads.trending_meta_key(1),
+                payloads.suggestions_state_key("{APP_ID}")]
     wrong = []
-    for key in documented_keys(page.read_text()):
+    for key in documented_keys(page.read_text()) - LEGACY_KEYS:
         stem = key.rstrip("*…")
         if stem != key or (key.startswith("{") and key.endswith("}")):
             ok = any(e.startswith(stem) for e in examples)

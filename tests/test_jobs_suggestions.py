@@ -10,12 +10,12 @@ import orjson
 from redis.asyncio import Redis
 
 from streamer.clickhouse.client import ClickHouse
-from streamer.config import Settings
 from streamer.core.payloads import suggestions_key
 from streamer.core.suggest import Suggestion
 from streamer.demo.services import free_port
 from streamer.jobs.runner import JobRunner, RunStatus
 from streamer.jobs.suggestions import SuggestionsJob
+from streamer.settings.model import Settings
 from tests.test_clickhouse_queries import (
     NOW,
     Dataset,

@@ -16,10 +16,10 @@ from redis.asyncio import Redis
 
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
-from streamer.config import Settings
 from streamer.core.suggest import Suggestion
 from streamer.jobs.suggestions import SuggestionsJob
-from streamer.ops.reload import LiveSettings
+from streamer.settings.live import LiveSettings
+from streamer.settings.model import Settings
 from tests.test_clickhouse_queries import NOW
 from tests.test_jobs_suggestions import stored
 from tests.test_jobs_suggestions_runs import activate, reset, run_ok, small

@@ -10,10 +10,10 @@ from redis.asyncio import Redis
 
 from streamer.cache.suggestions import RunState
 from streamer.clickhouse.client import ClickHouse
-from streamer.config import Settings
 from streamer.errors import LockLost
 from streamer.jobs.runner import JobRunner, RunStatus
 from streamer.jobs.suggestions import ABANDON_AFTER_MS, Tally
+from streamer.settings.model import Settings
 from tests.test_clickhouse_queries import NOW
 from tests.test_jobs_suggestions_runs import check_all, job, random_world, run_ok, small
 

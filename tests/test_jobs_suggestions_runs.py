@@ -15,12 +15,12 @@ from streamer.cache.suggestions import RunStore
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import ddl
-from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.payloads import suggestions_claim_key, suggestions_key
 from streamer.errors import LockLost
 from streamer.jobs.runner import JobRunner, RunStatus
 from streamer.jobs.suggestions import SuggestionsJob
+from streamer.settings.model import Settings
 from tests.reliability_helpers import FakeClickHouse
 from tests.test_clickhouse_queries import NOW
 from tests.test_core_suggest import oracle, same

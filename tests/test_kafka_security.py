@@ -24,14 +24,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from redis.asyncio import Redis
 
-from streamer.config import load_settings
 from streamer.core.events import Event
+from streamer.core.partitioning import partition_for_post, post_key
 from streamer.core.sink_rows import SinkRows
 from streamer.demo.services import LocalService, free_port, tansu_binary, wait_for_port
-from streamer.kafka_admin import ensure_topics
-from streamer.kafka_client import client_kwargs
-from streamer.stream.partitioning import partition_for_post, post_key
-from streamer.stream.sink_consumer import ClickHouseSinkConsumer
+from streamer.kafka.admin import ensure_topics
+from streamer.kafka.client import client_kwargs
+from streamer.kafka.sink_consumer import ClickHouseSinkConsumer
+from streamer.settings.model import load_settings
 from tests.kafka_tls_helpers import TlsKafka, start_tls_kafka
 from tests.stream_helpers import (
     FAST_GROUP_ENV,

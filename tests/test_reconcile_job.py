@@ -13,7 +13,6 @@ from redis.asyncio import Redis
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
-from streamer.config import Settings
 from streamer.core.events import EVENT_TYPE_INDEX, Event
 from streamer.core.payloads import reconcile_key
 from streamer.core.reconcile import StreamSnapshot
@@ -21,6 +20,7 @@ from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, Window, complete_window_at
 from streamer.jobs.reconcile import Reconciler, make_stream_reconciler
 from streamer.ops.metrics import REGISTRY
+from streamer.settings.model import Settings
 
 K = 10
 PARTITIONS = 4

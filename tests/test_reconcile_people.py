@@ -12,13 +12,13 @@ from redis.asyncio import Redis
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
-from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.partition_state import PartitionState
 from streamer.core.people import Counting
 from streamer.core.reconcile import StreamSnapshot
 from streamer.core.window import MINUTE_MS, Window, complete_window_at
 from streamer.jobs.reconcile import Reconciler
+from streamer.settings.model import Settings
 from tests.test_reconcile_job import make_events
 
 K = 10

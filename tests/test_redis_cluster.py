@@ -12,13 +12,11 @@ from redis.asyncio import Redis
 
 from streamer.cache.fencing import slot_of, slot_tag
 from streamer.cache.lock import RedisLock
-from streamer.cache.publish import publish_trending
 from streamer.cache.redis_client import is_cluster, make_redis
 from streamer.cache.suggestions import RunStore
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
-from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.payloads import (
     TrendingMeta,
@@ -34,7 +32,9 @@ from streamer.core.suggest import Suggestion
 from streamer.core.window import window_at
 from streamer.demo.services import LocalService
 from streamer.errors import LockLost
-from streamer.jobs.standby import StandbyTrending
+from streamer.settings.model import Settings
+from streamer.trending.standby import StandbyTrending
+from streamer.trending.write import publish_trending
 from tests.redis_ha import ClusterSetup, cluster_setup
 from tests.stream_helpers import Cluster, keyed, produce, random_events, settle_exact
 from tests.test_stream_publisher import answering, global_top, owned_states, publisher

@@ -19,9 +19,9 @@ from redis.exceptions import RedisError
 from streamer.cache.lock import RedisLock
 from streamer.cache.redis_client import make_redis
 from streamer.clock import wall_ms
-from streamer.config import Settings, load_settings
 from streamer.core.window import Window
 from streamer.demo.services import LocalService
+from streamer.settings.model import Settings, load_settings
 from tests.redis_ha import SERVICE, SentinelSetup, sentinel_setup
 from tests.stream_helpers import Cluster, keyed, oracle, produce, random_events, read_trending, settle_exact
 from tests.waiting import await_until

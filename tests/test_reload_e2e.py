@@ -174,7 +174,7 @@ async def test_two_workers_reloading_a_tick_apart_publish_exact_lists(
 
 
 SEED = (
-    "import asyncio,sys,orjson;from streamer.config import load_settings;"
+    "import asyncio,sys,orjson;from streamer.settings.model import load_settings;"
     "from streamer.clickhouse.client import ClickHouse;from streamer.clickhouse import queries;"
     "from streamer.core.events import Event;s=load_settings();"
     "evs=[Event(e['event_id'],e['post_id'],e['user_id'],e['event_type'],e['ts'])"

@@ -13,13 +13,13 @@ from redis.asyncio import Redis
 
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
-from streamer.config import Settings, load_settings
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import Window
-from streamer.ops.reload import LiveSettings
+from streamer.settings.live import LiveSettings
+from streamer.settings.model import Settings, load_settings
 from streamer.stream.partials import MergeExchange, MergeRequest
-from streamer.stream.publisher import Publisher
+from streamer.trending.merger import Publisher
 from tests.test_stream_publisher import owned_states, publisher
 
 

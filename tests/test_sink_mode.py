@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from streamer.core.partitioning import partition_for_post
 from streamer.core.payloads import sink_positions_key, trending_key
 from streamer.core.window import Window
 from streamer.demo.services import LocalService
-from streamer.stream.partitioning import partition_for_post
 from tests.stream_helpers import (
     FAST_GROUP_ENV,
     WorkerProcess,

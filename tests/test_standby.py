@@ -12,11 +12,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from streamer.cache.publish import publish_trending
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
-from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.payloads import (
     TrendingMeta,
@@ -27,8 +25,10 @@ from streamer.core.payloads import (
 )
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
-from streamer.jobs.standby import StandbyTrending
-from streamer.jobs.trending import clickhouse_trending, meta_and_age
+from streamer.settings.model import Settings
+from streamer.trending.job import clickhouse_trending, meta_and_age
+from streamer.trending.standby import StandbyTrending
+from streamer.trending.write import publish_trending
 from tests.waiting import await_until
 
 STREAM_POSTS = [PostCounts(1, views=1)]
@@ -171,7 +171,7 @@ class TestStandbyTicks:
             await stream_publish(redis_client, settings, wall_ms())
             return result
 
-        monkeypatch.setattr("streamer.jobs.standby.clickhouse_trending", racing)
+        monkeypatch.setattr("streamer.trending.standby.clickhouse_trending", racing)
         sb = make_standby(settings, clickhouse, redis_client)
         await sb.tick()
         value, meta = await read(redis_client)
@@ -193,7 +193,7 @@ class TestStandbyTicks:
                 assert await sb.lease.extend()
             return await real(redis, *args)
 
-        monkeypatch.setattr("streamer.jobs.standby.meta_and_age", renewing)
+        monkeypatch.setattr("streamer.trending.standby.meta_and_age", renewing)
         assert (await sb.tick()).publish
         assert sb.publishes == 1 and len(calls) == 2
         assert (await read(redis_client))[0] == ch_posts

@@ -14,9 +14,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from streamer.clock import wall_ms
-from streamer.config import Settings
 from streamer.core.payloads import trending_key, trending_lock_key, trending_meta_key
 from streamer.demo.services import free_port, wait_for_port
+from streamer.settings.model import Settings
 from tests.test_standby import stream_publish
 from tests.waiting import await_until
 

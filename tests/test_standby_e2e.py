@@ -42,7 +42,7 @@ def start_standby(env: dict[str, str], data_dir: Path) -> subprocess.Popen[bytes
     cmd = [sys.executable, "-m", "streamer"]
     subprocess.run([*cmd, "schema"], env=env, check=True, capture_output=True, timeout=120)
     seed = (
-        "import asyncio;from streamer.config import load_settings;"
+        "import asyncio;from streamer.settings.model import load_settings;"
         "from streamer.clickhouse.client import ClickHouse;from streamer.clickhouse import queries;"
         "from streamer.core.events import Event;s=load_settings();"
         "asyncio.run(queries.insert_events(ClickHouse.from_settings(s),"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from streamer.cache.publish import publish_trending
 from streamer.clock import wall_ms
 from streamer.core.payloads import TrendingMeta
 from streamer.core.window import window_at
+from streamer.trending.write import publish_trending
 from tests.stream_helpers import NotSettled, event, oracle, settle_exact
 
 

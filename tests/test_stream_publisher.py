@@ -12,15 +12,15 @@ from redis.asyncio import Redis
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
-from streamer.config import Settings
 from streamer.core.events import Event
 from streamer.core.partition_state import PartitionState
+from streamer.core.partitioning import partition_for_post
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
 from streamer.core.window import Window, window_at
 from streamer.jobs.reconcile import make_stream_reconciler
-from streamer.stream.partitioning import partition_for_post
-from streamer.stream.publisher import Publisher
+from streamer.settings.model import Settings
+from streamer.trending.merger import Publisher
 
 
 class StubIngestor:
@@ -48,7 +48,7 @@ def owned_states(partitions: list[int], total: int, now: int, seed: int = 0) -> 
 def publisher(settings: Settings, redis: Redis, states: dict[int, PartitionState],
               ch: ClickHouse) -> Publisher:
     """A publisher over these states (4 partitions), falling back to `ch`."""
-    return Publisher(settings, redis, StubIngestor(states), lambda: 4, ch)  # type: ignore[arg-type]
+    return Publisher(settings, redis, StubIngestor(states), lambda: 4, ch)
 
 
 def global_top(states: dict[int, PartitionState], window: Window) -> list[PostCounts]:
@@ -162,7 +162,7 @@ class TestMerge:
                                                  for i in range(20)])
         hook = make_stream_reconciler(settings, clickhouse, redis_client)
         hook.reconciler.policy.use_clickhouse = True  # as after JOB_RECONCILE drift runs
-        pub = Publisher(settings, redis_client, StubIngestor(owned_states([0, 1, 2, 3], 4, now)),  # type: ignore[arg-type]
+        pub = Publisher(settings, redis_client, StubIngestor(owned_states([0, 1, 2, 3], 4, now)),
                         lambda: 4, clickhouse, hook)
         assert await pub._hold_lock()
         await pub.merge(now)

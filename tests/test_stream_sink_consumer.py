@@ -12,12 +12,12 @@ import orjson
 
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
-from streamer.config import Settings, load_settings
+from streamer.core.partitioning import partition_for_post, post_key
 from streamer.core.sink_rows import SinkRows, rows_of
 from streamer.demo.services import LocalService
-from streamer.kafka_admin import ensure_topics
-from streamer.stream.partitioning import partition_for_post, post_key
-from streamer.stream.sink_consumer import ClickHouseSinkConsumer
+from streamer.kafka.admin import ensure_topics
+from streamer.kafka.sink_consumer import ClickHouseSinkConsumer
+from streamer.settings.model import Settings, load_settings
 from tests.stream_helpers import produce
 from tests.waiting import await_until
 

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from streamer.core.events import EVENT_TYPES, Event
 from streamer.core.partition_state import PartitionState
+from streamer.core.partitioning import partition_for_post, post_key
 from streamer.core.records import parse_record_key, record_key
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, Window, complete_window_at, window_at
 from streamer.core.window_state import Outcome
-from streamer.stream.partitioning import partition_for_post, post_key
 
 T0 = 1_795_900_000_000 - 1_795_900_000_000 % MINUTE_MS  # a minute boundary
 

@@ -14,9 +14,9 @@ import pytest
 from redis.asyncio import Redis
 
 from streamer.core.events import encode_events, validate_event
+from streamer.core.partitioning import partition_for_post
 from streamer.core.payloads import trending_key, trending_meta_key
 from streamer.demo.services import LocalService
-from streamer.stream.partitioning import partition_for_post
 from tests.stream_helpers import (
     Cluster,
     Message,

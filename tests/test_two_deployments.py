@@ -9,11 +9,11 @@ from redis.asyncio import Redis
 
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
-from streamer.config import Settings
 from streamer.core.payloads import decode_trending, partial_key, trending_key
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
-from streamer.stream.publisher import Publisher
+from streamer.settings.model import Settings
+from streamer.trending.merger import Publisher
 from tests.test_stream_publisher import answering, global_top, owned_states, publisher
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from streamer.config import Settings
+from streamer.modes.worker import Worker
 from streamer.ops.shutdown import Shutdown
-from streamer.stream.worker import Worker
+from streamer.settings.model import Settings
 
 
 def worker_with(settings: Settings, task: asyncio.Future[None]) -> tuple[Worker, Shutdown]:

@@ -8,8 +8,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
-from streamer.config import Settings
-from streamer.redis_url import RedisTarget, parse_redis_url
+from streamer.settings.model import Settings
+from streamer.settings.redis_url import RedisTarget, parse_redis_url
 
 
 class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):

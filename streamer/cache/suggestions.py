@@ -15,6 +15,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from redis.asyncio import Redis
 
@@ -84,13 +85,20 @@ def _bytes(raw: bytes | str | None) -> bytes | None:
     return raw.encode() if isinstance(raw, str) else raw
 
 
+class SuggestRunStatus(StrEnum):
+    """Where a suggestions run stands (the state hash's `status`; _DONE's Lua writes DONE)."""
+
+    RUNNING = "running"  # planned: replicas claim and work its shards
+    DONE = "done"  # every shard finished: its snapshot is the next run's baseline
+
+
 @dataclass(frozen=True, slots=True)
 class RunState:
     """The current or last run of a deployment, as stored in its state hash."""
 
     token: str
     run_no: int
-    status: str  # running | done
+    status: SuggestRunStatus
     mode: str  # full | incremental
     plan_ms: int
     shards: int
@@ -103,7 +111,7 @@ class RunState:
         if not raw:
             return None
         v = {_text(k): _text(b) for k, b in raw.items()}
-        return cls(v["token"], int(v["run_no"]), v["status"], v["mode"], int(v["plan_ms"]),
+        return cls(v["token"], int(v["run_no"]), SuggestRunStatus(v["status"]), v["mode"], int(v["plan_ms"]),
                    int(v["shards"]), int(v["users"]), int(v["runs_since_full"]))
 
     def to_fields(self) -> list[str]:

@@ -1,8 +1,7 @@
 """The whole pure step of one fetched batch of one partition: raw values in, effects out.
 
 The shell (streamer.stream.ingest) only sends what this returns, waits for the broker, and
-acks. Order of effects it must keep: tombstones, records, dead letters and forwards are all
-sent, and only when every send is acknowledged are the batch's messages acked.
+acks; the order of those effects is written once, as numbered steps, in its docstring.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def suggestions_key_pattern() -> str:
 # a Cluster they share one slot and the run lock, claims and run state can be checked together
 # in one script. The run lock and the shard claims guard the public keys
 # (nova:cache:suggested_users:*) and are keyed by that key space, not by the deployment; run
-# state and plans belong to one deployment and carry its STREAMER_APP_ID.
+# state, snapshots and plans belong to one deployment: they live under its internal prefix
+# (not among the public caches) and carry its STREAMER_APP_ID.
 _SUGGEST_TAG = "{suggested_users}"
 
 
@@ -68,30 +69,30 @@ def suggestions_claim_key(run_token: str, shard: int) -> str:
 
 def suggestions_state_key(app_id: str) -> str:
     """Hash: the current or last run of this deployment (id, token, status, counters)."""
-    return f"{KEY_PREFIX}:{_SUGGEST_TAG}:{app_id}:state"
+    return f"{INTERNAL_PREFIX}:{_SUGGEST_TAG}:{app_id}:state"
 
 
 def suggestions_snapshot_key(app_id: str, run_token: str = "") -> str:
     """What the last successful run saw; with a token, what a run in progress saw."""
     suffix = f":run:{run_token}" if run_token else ""
-    return f"{KEY_PREFIX}:{_SUGGEST_TAG}:{app_id}{suffix}:snapshot"
+    return f"{INTERNAL_PREFIX}:{_SUGGEST_TAG}:{app_id}{suffix}:snapshot"
 
 
 def suggestions_short_key(app_id: str, run_token: str = "") -> str:
     """Set of the users whose list the last successful run topped up with popular accounts
     (JOB_SUGGESTION_FALLBACK=popular); with a token, the set a run in progress is filling."""
     suffix = f":run:{run_token}" if run_token else ""
-    return f"{KEY_PREFIX}:{_SUGGEST_TAG}:{app_id}{suffix}:short"
+    return f"{INTERNAL_PREFIX}:{_SUGGEST_TAG}:{app_id}{suffix}:short"
 
 
 def suggestions_plan_key(app_id: str, run_token: str, shard: int) -> str:
     """The users of one shard of a run, with their recompute/renew flags."""
-    return f"{KEY_PREFIX}:{_SUGGEST_TAG}:{app_id}:run:{run_token}:plan:{shard}"
+    return f"{INTERNAL_PREFIX}:{_SUGGEST_TAG}:{app_id}:run:{run_token}:plan:{shard}"
 
 
 def suggestions_done_key(app_id: str, run_token: str) -> str:
     """Set of the shards of a run that are finished."""
-    return f"{KEY_PREFIX}:{_SUGGEST_TAG}:{app_id}:run:{run_token}:done"
+    return f"{INTERNAL_PREFIX}:{_SUGGEST_TAG}:{app_id}:run:{run_token}:done"
 
 
 # ---- locks and fencing (shared by every deployment that writes the same public key) ----

@@ -1,5 +1,5 @@
 """Pure publishing-source policies: what the stream merger publishes each tick, when a
-standby takes over (`jobs.standby`), and how old a publish may be before it is stale."""
+standby takes over (`trending.standby`), and how old a publish may be before it is stale."""
 
 from __future__ import annotations
 
@@ -46,6 +46,13 @@ def merger_source(
 
 TAKEOVER_FACTOR = 1.2  # standby takes over when the last publish is older than 1.2 intervals
 CHECKS_PER_INTERVAL = 12  # standby reads the meta this often per publish interval
+
+
+def stream_is_publishing(meta: Mapping[str, Any] | None, age_ms: int, interval_s: int) -> bool:
+    """A stream publish younger than the takeover age: ClickHouse jobs in standby stay quiet
+    (their own ClickHouse publishes do not count). `age_ms` as in standby_decision."""
+    fresh_ms = TAKEOVER_FACTOR * interval_s * 1000
+    return meta is not None and meta.get("mode") == "stream" and age_ms < fresh_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from streamer.core.scoring import PostCounts, rank_posts, score_of_rank
-from streamer.core.topk import merge_partials
+from streamer.core.scoring import PostCounts, merge_partials, rank_posts, score_of_rank
 from streamer.core.window import Window
 
 # ---- input ------------------------------------------------------------------------------

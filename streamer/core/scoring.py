@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,3 +75,14 @@ def rank_posts(posts: list[PostCounts], k: int) -> list[PostCounts]:
     """Top k posts by the contract's order, dropping posts with no counted event."""
     nonzero = [p for p in posts if p.views or p.likes or p.comments or p.shares]
     return sorted(nonzero, key=lambda p: p.key)[:k]
+
+
+def merge_partials(partials: Iterable[Iterable[PostCounts]], k: int) -> list[PostCounts]:
+    """Exact global top-k from per-partition top-k lists (posts never span partitions)."""
+    best: dict[int, PostCounts] = {}
+    for partial in partials:
+        for post in partial:
+            seen = best.get(post.post_id)
+            if seen is None or post.rank > seen.rank:
+                best[post.post_id] = post
+    return heapq.nsmallest(k, (p for p in best.values() if p.rank > 0), key=lambda p: p.key)

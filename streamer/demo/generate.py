@@ -162,7 +162,7 @@ async def _load_graph(users: int, avg_follows: int, chunk: int) -> dict[str, int
 
     from streamer.clickhouse.client import ClickHouse
     from streamer.clickhouse.schema import create_schema
-    from streamer.config import load_settings
+    from streamer.settings.model import load_settings
 
     ch = ClickHouse.from_settings(load_settings())
     _progress("schema", 0, 1)

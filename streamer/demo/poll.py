@@ -12,9 +12,9 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from streamer.cache.publish import read_together
 from streamer.core.payloads import decode_trending, reconcile_key, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
+from streamer.trending.write import read_together
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The steps of `streamer demo`: services, topics, graph, worker, traffic, final check.
 
 Each step says in plain words what it does and what came of it; the lifecycle around them
-(signals, summary, cleanup on every exit path) is in `streamer.demo.runner`.
+(signals, summary, cleanup on every exit path) is in `streamer.modes.demo_mode`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from streamer.config import Settings, load_settings
 from streamer.core.window import Window
 from streamer.demo import services
 from streamer.demo.dashboard import DemoState
@@ -43,8 +42,9 @@ from streamer.demo.options import (
 from streamer.demo.poll import Poller, Snapshot
 from streamer.demo.summary import Verdict
 from streamer.demo.traffic import TrafficModel, TrafficProgress, TrafficRecord, produce
-from streamer.kafka_admin import ensure_topics
+from streamer.kafka.admin import ensure_topics
 from streamer.ops.shutdown import Shutdown
+from streamer.settings.model import Settings, load_settings
 
 
 @dataclass

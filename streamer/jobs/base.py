@@ -14,6 +14,9 @@ class Job(ABC):
     interval_s: float = 60.0
     exclusive: bool = True
     lock_key: str | None = None  # the lock's key when it guards a public key (core.payloads)
+    # False: one run of the job spans several calls (suggestions: polls, shards, replicas), so
+    # the job counts its own runs in JOB_RUNS/JOB_DURATION; the runner counts only failures.
+    counts_calls_as_runs: bool = True
 
     def refresh(self) -> None:  # noqa: B027 - an optional hook, deliberately not abstract
         """Pick up reloaded settings between runs (interval included); default: nothing."""

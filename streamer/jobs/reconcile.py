@@ -19,11 +19,10 @@ from redis.asyncio import Redis
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
-from streamer.config import Settings
 from streamer.core.payloads import reconcile_key, sink_positions_key
 from streamer.core.people import counting_of
 from streamer.core.reconcile import DriftPolicy, ReconcileReport, StreamSnapshot, compare, is_drift
-from streamer.core.topk import merge_partials
+from streamer.core.scoring import merge_partials
 from streamer.ops.logging import new_correlation_id
 from streamer.ops.metrics import (
     JOB_DURATION,
@@ -34,7 +33,8 @@ from streamer.ops.metrics import (
     RECONCILE_MAX_DELTA,
     RECONCILE_OVERLAP,
 )
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
 
 log = logging.getLogger("streamer.reconcile")
 FLUSH_MARGIN_S = 2.0

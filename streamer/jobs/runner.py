@@ -17,7 +17,7 @@ from streamer.cache.lock import RedisLock
 from streamer.jobs.base import Job
 from streamer.ops.logging import new_correlation_id
 from streamer.ops.metrics import JOB_DURATION, JOB_LAST_SUCCESS, JOB_RUNS, LOCK_CHANGES
-from streamer.ops.reload import LiveSettings
+from streamer.settings.live import LiveSettings
 
 log = logging.getLogger("streamer.jobs")
 # The reason a job gives when its next run is simply not due yet (logged at DEBUG).
@@ -67,9 +67,11 @@ class JobRunner:
             started = time.perf_counter()
             status = await self._guarded_run(job)
             elapsed = time.perf_counter() - started
-            JOB_RUNS.labels(job=job.name, status=status.value).inc()
-            JOB_DURATION.labels(job=job.name).observe(elapsed)
-            if status is RunStatus.OK:
+            if job.counts_calls_as_runs or status is RunStatus.FAILED:
+                JOB_RUNS.labels(job=job.name, status=status.value).inc()
+            if job.counts_calls_as_runs:
+                JOB_DURATION.labels(job=job.name).observe(elapsed)
+            if job.counts_calls_as_runs and status is RunStatus.OK:
                 JOB_LAST_SUCCESS.labels(job=job.name).set(time.time())
             self.last_status[job.name] = status
             log.debug("job %s finished: %s in %.3fs", job.name, status.value, elapsed,

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from streamer.cache.lock import RedisLock
-from streamer.cache.suggestions import PLAN_TTL_MS, RunState, RunStore, new_run_token
+from streamer.cache.suggestions import PLAN_TTL_MS, RunState, RunStore, SuggestRunStatus, new_run_token
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
-from streamer.config import Settings
 from streamer.core.suggest import Suggestion, top_up
 from streamer.core.suggest_plan import (
     Snapshot,
@@ -37,8 +36,15 @@ from streamer.core.suggest_plan import (
 from streamer.errors import LockLost
 from streamer.jobs.base import Job
 from streamer.jobs.runner import replica_name
-from streamer.ops.metrics import SUGGESTION_USERS
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.ops.metrics import (
+    JOB_DURATION,
+    JOB_LAST_SUCCESS,
+    JOB_RUNS,
+    SUGGESTION_SHARDS,
+    SUGGESTION_USERS,
+)
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
 
 log = logging.getLogger("streamer.jobs.suggestions")
 Ranked = dict[int, list[Suggestion]]
@@ -94,6 +100,7 @@ class SuggestionsJob(Job):
     """Adamic-Adar suggestions from ClickHouse's follow graph into Redis."""
 
     name = "suggestions"
+    counts_calls_as_runs = False  # a run spans polls, shards and replicas: _count_run counts it
     exclusive = False  # coordinates itself: one run lock, one claim per shard
 
     def __init__(
@@ -130,7 +137,7 @@ class SuggestionsJob(Job):
         holder = await self.store.lock_holder()
         if holder is not None and (state is None or holder != state.token):
             return False, f"run {holder} holds the suggestion keys"
-        if self.once or self.full_requested or state is None or state.status == "running":
+        if self.once or self.full_requested or state is None or state.status is SuggestRunStatus.RUNNING:
             return True, ""
         wait_ms = state.plan_ms + self.settings.job_suggestion_interval_sec * 1000 - self.clock()
         if wait_ms <= 0:
@@ -141,7 +148,7 @@ class SuggestionsJob(Job):
         """Join the run in progress or plan a new one, then work shards until none is left."""
         state = await self.store.state()
         abandoned = state is not None and self._abandoned(state)
-        if state is None or state.status != "running" or self.full_requested or abandoned:
+        if state is None or state.status is not SuggestRunStatus.RUNNING or self.full_requested or abandoned:
             planned = await self._plan(state)
             if planned is None:
                 holder = await self.store.lock_holder()
@@ -154,6 +161,7 @@ class SuggestionsJob(Job):
             return f"skipped: run {await self.store.lock_holder()} holds the suggestion keys"
         tally = await self._work(state)
         self._count(tally)
+        self._count_run(state, tally)
         end = "run complete" if tally.committed else "other shards left to other replicas"
         return (f"run {state.run_no} ({state.mode}, {state.users} active users): "
                 f"{tally.recomputed} recomputed, {tally.renewed} renewed, {tally.stale} stale "
@@ -161,7 +169,7 @@ class SuggestionsJob(Job):
 
     def _abandoned(self, state: RunState) -> bool:
         """A run in progress for longer than ABANDON_AFTER_MS: release its lock, plan anew."""
-        if state.status != "running" or self.clock() - state.plan_ms <= ABANDON_AFTER_MS:
+        if state.status is not SuggestRunStatus.RUNNING or self.clock() - state.plan_ms <= ABANDON_AFTER_MS:
             return False
         log.warning("suggestions run %d was planned %.1f h ago and never finished: planning a "
                     "new run", state.run_no, (self.clock() - state.plan_ms) / 3_600_000)
@@ -214,7 +222,7 @@ class SuggestionsJob(Job):
                         await queries.block_fingerprints(self.ch))
         why, recompute = await self._changes(state, seen)
         shards = split_shards(users, s.job_suggestion_shards)
-        run = RunState(token, (state.run_no if state else 0) + 1, "running",
+        run = RunState(token, (state.run_no if state else 0) + 1, SuggestRunStatus.RUNNING,
                        "full" if why else "incremental", now_ms, len(shards), len(users),
                        0 if why or state is None else state.runs_since_full + 1)
         await self.store.start_run(run, [encode_shard(sh, recompute) for sh in shards],
@@ -353,6 +361,14 @@ class SuggestionsJob(Job):
                         "refresh: keys of active users are about to expire unrefreshed "
                         "(add replicas or raise JOB_SUGGESTION_INTERVAL_SEC)",
                         run.run_no, late_ms / 1000)
+
+    def _count_run(self, state: RunState, tally: Tally) -> None:
+        """One run counts once, by the replica that commits it; duration from its plan."""
+        SUGGESTION_SHARDS.inc(tally.shards)
+        if tally.committed:
+            JOB_RUNS.labels(job=self.name, status="success").inc()
+            JOB_DURATION.labels(job=self.name).observe(max(0, self.clock() - state.plan_ms) / 1000)
+            JOB_LAST_SUCCESS.labels(job=self.name).set(self.clock() / 1000)
 
     @staticmethod
     def _count(tally: Tally) -> None:

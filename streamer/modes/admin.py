@@ -11,19 +11,20 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
-from streamer.cache.publish import read_together
 from streamer.cache.redis_client import make_redis
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
 from streamer.clock import wall_ms
-from streamer.config import Settings, mask_url
-from streamer.config_file import origins, read_config_file
 from streamer.core.events import Event
 from streamer.core.payloads import decode_trending, trending_key, trending_meta_key
 from streamer.core.scoring import PostCounts
 from streamer.demo.generate import events, load_graph_rows
 from streamer.errors import StartError, UsageError
+from streamer.settings.file import origins, read_config_file
+from streamer.settings.model import Settings
+from streamer.settings.redaction import mask_url
+from streamer.trending.write import read_together
 
 
 class _PipeConsole(Console):

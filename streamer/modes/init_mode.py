@@ -6,8 +6,8 @@ import logging
 
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
-from streamer.config import Settings
-from streamer.kafka_admin import ensure_settings_topics
+from streamer.kafka.admin import ensure_settings_topics
+from streamer.settings.model import Settings
 
 log = logging.getLogger("streamer.init")
 

@@ -16,15 +16,15 @@ from redis.asyncio import Redis
 from streamer.cache.redis_client import make_redis
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
-from streamer.config import Settings
 from streamer.jobs.base import Job
 from streamer.jobs.runner import JobRunner
-from streamer.jobs.standby import StandbyTrending
 from streamer.jobs.suggestions import SuggestionsJob
-from streamer.jobs.trending import ClickHouseTrendingJob
 from streamer.ops.http import start_http
 from streamer.ops.metrics import serve_as
-from streamer.ops.reload import LiveSettings, start_reloading
+from streamer.settings.live import LiveSettings, start_reloading
+from streamer.settings.model import Settings
+from streamer.trending.job import ClickHouseTrendingJob
+from streamer.trending.standby import StandbyTrending
 
 log = logging.getLogger("streamer.jobs")
 

@@ -19,13 +19,13 @@ from streamer.cache.redis_client import make_redis
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
-from streamer.config import Settings
 from streamer.core.payloads import sink_positions_key
 from streamer.core.sink_rows import SinkRows
-from streamer.kafka_admin import wait_for_topics
+from streamer.kafka.admin import wait_for_topics
+from streamer.kafka.sink_consumer import ClickHouseSinkConsumer, sink_group
 from streamer.ops.http import start_http
 from streamer.ops.metrics import serve_as
-from streamer.stream.sink_consumer import ClickHouseSinkConsumer, sink_group
+from streamer.settings.model import Settings
 
 log = logging.getLogger("streamer.sink")
 

@@ -1,1 +1,9 @@
-"""Operations edge: metrics, HTTP endpoints, logging."""
+"""Operations edge: metrics, HTTP endpoints, logging, the stop sequence.
+
+Modules:
+  metrics         every Prometheus metric, defined once.
+  http            /metrics, /healthz, /readyz.
+  logging         structured logging (JSON or text) with a correlation id; log-line redaction.
+  shutdown        the one stop sequence of every long-running command.
+  memory          allocator settings and the start-up heap freeze of the worker.
+"""

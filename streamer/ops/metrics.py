@@ -122,6 +122,11 @@ CONFIG_RESTART_PENDING = Gauge(
     "Restart-only settings whose configured value differs from the running one",
     registry=REGISTRY,
 )
+SUGGESTION_SHARDS = Counter(
+    "streamer_suggestion_shards",
+    "Shards of suggestions runs finished by this replica (a run counts once in job_runs)",
+    registry=REGISTRY,
+)
 SUGGESTION_USERS = Counter(
     "streamer_suggestion_users",
     "Active users per suggestions run by outcome: recomputed, renewed (TTL only, value "

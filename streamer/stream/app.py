@@ -9,9 +9,9 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
-from streamer.config import Settings
 from streamer.core.records import parse_record_key
-from streamer.kafka_client import faust_credentials
+from streamer.kafka.client import faust_credentials
+from streamer.settings.model import Settings
 from streamer.stream import faust_compat
 from streamer.stream.transport import broker_url, register_transport
 

@@ -1,12 +1,23 @@
 """Batch handler of the events topic: one pure call per batch, then send, wait and ack.
 
-streamer.core.batch.process_batch decodes, routes, dedups, counts and builds the records; this
-shell only performs its effects. Order of effects per fetched batch of one partition
-(at-least-once, exact):
-1. every dead letter and forwarded event is sent, every accepted event goes into one record;
-2. the record is written to the table store and its changelog;
-3. only when all of those sends are acknowledged by the broker are the batch's messages acked,
-   so Faust can never commit an offset whose effects are not durable.
+The ack/commit protocol, written once here, in the module that runs it (at-least-once
+delivery + dedup by id = exact counts across kill -9). `modes.worker` only wires it: the
+producer's `send_many`, the consumer's `ack`, the rebalance signals.
+1. The lean transport (`stream.transport`) hands `handle_batch` one partition's fetched
+   messages. A partition without a state here (not ours, or still RECOVERING) returns
+   False: nothing is acked, the messages are read again.
+2. `core.batch.process_batch` (pure) decodes, routes, dedups and counts, and returns the
+   effects: tombstones of expired records, the new record (every accepted event's id and its
+   counts travel in one changelog record), dead letters and forwards.
+3. Every effect is sent: records and tombstones to the table and its changelog, dead letters
+   and forwards through the producer, in order.
+4. Only when all of those sends are acknowledged by the broker are the batch's messages
+   acked, in offset order per partition (Faust commits past gaps in acks), so Faust never
+   commits an offset whose effects could be lost. At most MAX_IN_FLIGHT batches wait.
+5. A failed send is fatal: the next batch raises it and the worker stops, to stay exact.
+6. On revoke, every pending send and ack is drained before the partitions' states go; on
+   assignment a partition counts only once the table's recovery rebuilt its state from its
+   records (`PartitionPhase`).
 A crash anywhere re-delivers from the committed offset; ids in durable records make the
 re-delivered events duplicates, events of lost records are counted afresh.
 """
@@ -16,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from enum import Enum
 from typing import Any
 
 from faust.types import TP, Message
@@ -44,6 +56,14 @@ Outgoing = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] |
 SendMany = Callable[[list[Outgoing]], Awaitable[None]]  # sends in order, returns when all landed
 
 
+class PartitionPhase(Enum):
+    """Where one partition of this worker stands; only the rebalance callbacks move it."""
+
+    RECOVERING = "recovering"  # assigned to us; Faust restores the table, no state yet
+    LIVE = "live"  # state rebuilt from its records: batches are processed and acked
+    REVOKED = "revoked"  # taken away: pending sends and acks drain, then the state goes
+
+
 class Ingestor:
     """Owns the PartitionState of every partition this worker holds."""
 
@@ -67,7 +87,7 @@ class Ingestor:
         self.dlq_topic = dlq_topic
         self.counting = counting  # JOB_TRENDING_COUNT / _MIN_PEOPLE (restart-only)
         self.states: dict[int, PartitionState] = {}
-        self.assigned: set[int] = set()
+        self.phases: dict[int, PartitionPhase] = {}  # every partition assigned to us
         self.recovered_once = False
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._tails: dict[int, asyncio.Future[Any]] = {}
@@ -76,16 +96,19 @@ class Ingestor:
     # ---- rebalance -----------------------------------------------------------------
     def on_assigned(self, partitions: set[int]) -> None:
         """New assignment: state must be rebuilt before the partitions count as ready."""
-        self.assigned = set(partitions)
+        self.phases = {p: PartitionPhase.LIVE if p in self.states else PartitionPhase.RECOVERING
+                       for p in partitions}
         RECOVERY_PROGRESS.set(0 if partitions else 1)
 
     async def on_revoked(self, partitions: set[int]) -> None:
         """Partitions leave: wait for in-flight writes, then drop their state."""
+        for partition in partitions & self.phases.keys():
+            self.phases[partition] = PartitionPhase.REVOKED
         await self.drain()
         for partition in partitions:
             self.states.pop(partition, None)
             self._tails.pop(partition, None)
-        self.assigned -= partitions
+            self.phases.pop(partition, None)
         self._update_gauges()
 
     async def on_recovered(self, partitions: set[int]) -> None:
@@ -101,15 +124,15 @@ class Ingestor:
             self.states[partition] = state
             log.info("partition %d recovered: %d records, %d posts, %d ids", partition,
                      len(state.records), len(state.window), len(state.dedup))
-        self.assigned |= partitions
+        self.phases.update(dict.fromkeys(partitions, PartitionPhase.LIVE))
         self.recovered_once = True
         RECOVERY_PROGRESS.set(1)
         self._update_gauges()
 
     @property
     def ready(self) -> bool:
-        """Every assigned partition has its state."""
-        return self.recovered_once and self.assigned <= set(self.states)
+        """Every assigned partition has its state (none is still recovering)."""
+        return self.recovered_once and PartitionPhase.RECOVERING not in self.phases.values()
 
     # ---- processing ----------------------------------------------------------------
     async def handle_batch(self, tp: TP, messages: list[Message]) -> bool:

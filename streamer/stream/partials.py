@@ -12,23 +12,24 @@ share its hash tag, so the MGET of the answers works in a Redis Cluster too.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
-from streamer.config import Settings
 from streamer.core.partition_state import PartitionState
 from streamer.core.payloads import merge_request_key, partial_key
 from streamer.core.scoring import PostCounts
 from streamer.core.window import Window, window_at
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
 
 
 def encode_posts(posts: Sequence[PostCounts]) -> list[list[int]]:
-    """Compact rows [post_id, views, likes, comments, shares]."""
+    """Compact rows [post_id, views, likes, comments, shares]: the one row codec of both
+    exchanges (merge answers here, complete-window answers in `stream.reconcile_hook`)."""
     return [[p.post_id, p.views, p.likes, p.comments, p.shares] for p in posts]
 
 
@@ -126,6 +127,10 @@ class MergeExchange:
             await pipe.execute()
         done.update(p for p, _ in todo)
         return [p for p, _ in todo]
+
+    def has_answered(self, request_id: str, partitions: Iterable[int]) -> bool:
+        """Whether this worker already answered `request_id` for every one of `partitions`."""
+        return self.answered[0] == request_id and not set(partitions) - self.answered[1]
 
     async def collect(self, req: MergeRequest, partitions: int) -> Answers:
         """Merger: the answers to `req` of partitions 0..partitions-1."""

@@ -17,14 +17,14 @@ from typing import Protocol
 import orjson
 from redis.asyncio import Redis
 
-from streamer.config import Settings
 from streamer.core.partition_state import PartitionState
 from streamer.core.payloads import complete_snapshot_key, reconcile_request_key
 from streamer.core.reconcile import ReconcileReport, StreamSnapshot
-from streamer.core.scoring import PostCounts
-from streamer.core.topk import merge_partials
+from streamer.core.scoring import merge_partials
 from streamer.core.window import Window, complete_window_at
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
+from streamer.stream.partials import decode_posts, encode_posts
 
 log = logging.getLogger("streamer.stream.reconcile")
 
@@ -41,10 +41,6 @@ class ReconcileHook(Protocol):
 
     async def stop(self) -> None:
         """Cancel a comparison still running (the worker is stopping)."""
-
-
-def _rows(posts: list[PostCounts]) -> list[list[int]]:
-    return [[p.post_id, p.views, p.likes, p.comments, p.shares] for p in posts]
 
 
 class ReconcileRequests:
@@ -83,7 +79,7 @@ class ReconcileRequests:
                 continue
             partial = state.complete_partial(window, k)
             doc = {"window_start_ms": window.start_ms, "total_events": partial.events,
-                   "top": _rows(partial.posts), "offset": (partial.offsets or [-1])[0]}
+                   "top": encode_posts(partial.posts), "offset": (partial.offsets or [-1])[0]}
             await self.redis.set(key, orjson.dumps(doc), px=ttl)
 
     async def drive(self, hook: ReconcileHook, partitions: int, now_ms: int) -> None:
@@ -116,7 +112,7 @@ class ReconcileRequests:
         docs = [orjson.loads(r) if r else None for r in await self.redis.mget(keys)]
         if any(d is None or d["window_start_ms"] != window.start_ms for d in docs):
             return None
-        partials = [[PostCounts(*row) for row in d["top"]] for d in docs if d]
+        partials = [decode_posts(d["top"]) for d in docs if d]
         total = sum(int(d["total_events"]) for d in docs if d)
         depth = int(req.get("k", self.k))
         offsets = [int(d.get("offset", -1)) for d in docs if d]

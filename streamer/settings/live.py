@@ -4,7 +4,7 @@ Components that tune themselves live take a `LiveSettings` where they took a `Se
 read `live.current` once at the start of each tick, run or batch, so a reload never lands
 half-way through one. A reload validates the whole new configuration with the start-up rules
 (`load_settings`); a rejected one leaves the running configuration as it was. Only the
-settings in `config_file.RELOADABLE` change; the others are reported as needing a restart.
+settings in `settings.file.RELOADABLE` change; the others are reported as needing a restart.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from streamer.config import Settings, load_settings
-from streamer.config_file import ConfigDiff, diff_settings, file_path
 from streamer.errors import ConfigError
 from streamer.ops.logging import setup_logging
 from streamer.ops.metrics import CONFIG_GENERATION, CONFIG_RELOADS, CONFIG_RESTART_PENDING
+from streamer.settings.file import ConfigDiff, diff_settings, file_path
+from streamer.settings.model import Settings, load_settings
 
 log = logging.getLogger("streamer.config")
 CONFIG_POLL_S = 1.0  # a change is acted on after two equal reads: within ~2 s, well under 10 s

@@ -23,7 +23,6 @@ import signal
 import sys
 from typing import Any
 
-from streamer.config import Settings
 from streamer.demo import services
 from streamer.demo.live import make_view
 from streamer.demo.options import (
@@ -44,6 +43,7 @@ from streamer.demo.summary import (
     write_report,
 )
 from streamer.ops.shutdown import CANCEL_WAIT_S, Shutdown, run_command
+from streamer.settings.model import Settings
 
 
 async def finish(demo: Demo, code: int) -> int:

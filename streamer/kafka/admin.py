@@ -12,9 +12,9 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streamer.config import Settings
-from streamer.kafka_client import KafkaSecurityError, client_kwargs, preflight
+from streamer.kafka.client import KafkaSecurityError, client_kwargs, preflight
 from streamer.ops.logging import error_text
+from streamer.settings.model import Settings
 
 log = logging.getLogger("streamer.kafka")
 MAX_RETRY_S = 10.0  # the longest pause between two attempts to reach Kafka
@@ -26,7 +26,7 @@ async def ensure_topics(
 ) -> None:
     """Create topics (name -> partitions) that do not exist yet.
 
-    `security` is `streamer.kafka_client.client_kwargs(settings)` (TLS / SASL keywords).
+    `security` is `streamer.kafka.client.client_kwargs(settings)` (TLS / SASL keywords).
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
                                 **(security or {}))
@@ -43,7 +43,7 @@ async def ensure_topics(
 
 async def ensure_settings_topics(settings: Settings, dlq_partitions: int) -> None:
     """The events and dead-letter topics of `settings`, with its replication factor and security."""
-    from streamer.kafka_client import client_kwargs
+    from streamer.kafka.client import client_kwargs
 
     await ensure_topics(
         settings.kafka_bootstrap_servers,
@@ -55,7 +55,7 @@ async def ensure_settings_topics(settings: Settings, dlq_partitions: int) -> Non
 async def topic_partitions(
     bootstrap: str, topic: str, timeout_s: float = 30.0, *, security: Mapping[str, Any] | None = None
 ) -> int:
-    """Number of partitions of a topic, from Kafka metadata (security: kafka_client.client_kwargs)."""
+    """Number of partitions of a topic, from Kafka metadata (security: `kafka.client.client_kwargs`)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
                                 **(security or {}))
     await asyncio.wait_for(consumer.start(), timeout_s)

@@ -3,41 +3,23 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streamer.config_errors import field_error as _field_error
-from streamer.config_errors import located, pem_errors
-from streamer.config_file import overlay, read_config_file
 from streamer.errors import ConfigError, raise_all
-from streamer.redis_url import parse_redis_url
+from streamer.settings.file import overlay, read_config_file
+from streamer.settings.redaction import mask_url
+from streamer.settings.redis_url import parse_redis_url
+from streamer.settings.validation import field_error as _field_error
+from streamer.settings.validation import located, pem_errors
 
 _POSITIVE = Field(gt=0, strict=False)
-_USERINFO_PASSWORD = re.compile(r"(://[^:/@]*):[^@/]*@")
-_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&]*")
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a URL (userinfo or `password=` query) so it can be printed or logged."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # unparsable (e.g. a broken IPv6 host): mask by pattern
-        return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1:***@", url))
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    netloc = parts.netloc
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
-    if netloc == parts.netloc and query == parts.query:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _check_port(value: str) -> None:
@@ -118,12 +100,12 @@ class Settings(BaseSettings):
     reconcile_min_overlap: float = Field(default=1.0, ge=0, le=1)
     log_level: str = "INFO"
     log_format: str = "text"  # text | json
-    streamer_config_file: str = ""  # KEY=VALUE file over the environment (streamer/config_file.py)
+    streamer_config_file: str = ""  # KEY=VALUE file over the environment (streamer/settings/file.py)
 
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        parse_redis_url(value)  # one server, Sentinel or Cluster (streamer/redis_url.py)
+        parse_redis_url(value)  # one server, Sentinel or Cluster (streamer/settings/redis_url.py)
         return value
 
     @field_validator("clickhouse_url")

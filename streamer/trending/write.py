@@ -1,14 +1,16 @@
-"""Atomic cache writes: trending + meta together, fenced by the publisher's lock (suggestions
-are written by `cache.suggestions.RunStore`, one pipeline per batch).
+"""The one trending write path: trending + meta together, fenced by the publisher's lock or
+lease, for every writer (stream merger, ClickHouse job, standby). Suggestions are written by
+`cache.suggestions.RunStore`, one pipeline per batch.
 
-Single server and Sentinel: one MULTI/EXEC under WATCH of the lock. Cluster: per slot, fenced."""
+Single server and Sentinel: one MULTI/EXEC under WATCH (`write_if`). Cluster: per slot, fenced."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from streamer.cache.fencing import write_fenced
@@ -56,20 +58,37 @@ async def _try_write(
     redis: Redis, values: Mapping[str, bytes], ttl_ms: int, lock: RedisLock | None
 ) -> bool:
     """One fenced MULTI/EXEC; False when the watched lock key changed before EXEC."""
-    async with redis.pipeline(transaction=True) as pipe:
+
+    async def holds(pipe: Pipeline) -> bool:
         if lock is not None:
-            await pipe.watch(lock.key)
             holder = await pipe.get(lock.key)
             if holder is None or _text(holder) != lock.token:
                 lock.held = False
                 raise LockLost(f"lock {lock.key} lost before write; not overwriting")
+        return True
+
+    # A WatchError is a takeover or our own renewal: the next attempt re-checks the holder.
+    return await write_if(redis, values, ttl_ms, lock.key if lock else None, holds)
+
+
+async def write_if(
+    redis: Redis, values: Mapping[str, bytes], ttl_ms: int, watch_key: str | None,
+    check: Callable[[Pipeline], Awaitable[bool]],
+) -> bool:
+    """SET every key with PX ttl in one MULTI/EXEC under WATCH of `watch_key`, if `check` (run
+    on the watching pipeline) still passes; False when it fails or the watched key changed."""
+    async with redis.pipeline(transaction=True) as pipe:
+        if watch_key is not None:
+            await pipe.watch(watch_key)
+        if not await check(pipe):
+            return False
         pipe.multi()  # type: ignore[no-untyped-call]
         for key, value in values.items():
             pipe.set(key, value, px=ttl_ms)
         try:
             await pipe.execute()
         except WatchError:
-            return False  # a takeover or our own renewal: the next attempt re-checks the holder
+            return False
     return True
 
 

@@ -19,14 +19,12 @@ import time
 from dataclasses import replace
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.asyncio.client import Pipeline
 
 from streamer.cache.lock import RedisLock
-from streamer.cache.publish import write_atomically
 from streamer.cache.redis_client import is_cluster
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
-from streamer.config import Settings
 from streamer.core.payloads import (
     encode_meta,
     encode_trending,
@@ -42,7 +40,6 @@ from streamer.core.publish_policy import (
 )
 from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
-from streamer.jobs.trending import clickhouse_trending, meta_and_age, record_publish
 from streamer.ops.logging import window_text
 from streamer.ops.metrics import (
     JOB_DURATION,
@@ -52,7 +49,10 @@ from streamer.ops.metrics import (
     MODE,
     STANDBY_PUBLISHING,
 )
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
+from streamer.trending.job import clickhouse_trending, meta_and_age, record_publish
+from streamer.trending.write import write_atomically, write_if
 
 log = logging.getLogger("streamer.standby")
 LEASE_JOB = "trending-standby"
@@ -209,24 +209,18 @@ class StandbyTrending:
         changes the watched meta and fails the second."""
         if is_cluster(self.redis):
             return await self._write_fenced_if_still_due(values)
-        meta_key = trending_meta_key(self.settings.job_trending_window_hours)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(meta_key)
+
+        async def still_due(pipe: Pipeline) -> bool:
             holder = await pipe.get(self.lease.key)
             token = holder.decode() if isinstance(holder, bytes) else holder
             if token != self.lease.token:
                 self.lease.held = False
                 return False
-            if not (await self._decide(pipe)).publish:
-                return False
-            pipe.multi()  # type: ignore[no-untyped-call]
-            for key, value in values.items():
-                pipe.set(key, value, px=self.settings.trending_ttl_ms)
-            try:
-                await pipe.execute()
-            except WatchError:
-                return False
-        return True
+            return (await self._decide(pipe)).publish
+
+        meta_key = trending_meta_key(self.settings.job_trending_window_hours)
+        return await write_if(self.redis, values, self.settings.trending_ttl_ms, meta_key,
+                              still_due)
 
     async def _write_fenced_if_still_due(self, values: dict[str, bytes]) -> bool:
         """Cluster: value and meta live in different slots, so no WATCH over both. Check again,

@@ -25,8 +25,8 @@ from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from streamer.config import Settings
 from streamer.errors import ConfigError, StreamerError
+from streamer.settings.model import Settings
 
 
 class KafkaSecurityError(StreamerError):

@@ -18,7 +18,6 @@ from streamer.cache.redis_client import make_redis
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clickhouse.schema import create_schema
-from streamer.config import Settings
 from streamer.core.payloads import sink_positions_key
 from streamer.core.people import counting_of
 from streamer.core.sink_rows import SinkRows
@@ -26,20 +25,21 @@ from streamer.errors import StartError
 from streamer.jobs.reconcile import make_stream_reconciler
 from streamer.jobs.runner import JobRunner
 from streamer.jobs.suggestions import SuggestionsJob
-from streamer.kafka_admin import wait_for_topics
+from streamer.kafka.admin import wait_for_topics
+from streamer.kafka.sink_consumer import ClickHouseSinkConsumer
 from streamer.ops.http import start_http
 from streamer.ops.logging import error_text
 from streamer.ops.memory import freeze_startup_heap, tune_allocator
 from streamer.ops.metrics import CONSUMER_LAG, serve_as
-from streamer.ops.reload import LiveSettings, live_of, start_reloading
 from streamer.ops.shutdown import Shutdown
+from streamer.settings.live import LiveSettings, live_of, start_reloading
+from streamer.settings.model import Settings
 from streamer.stream import faust_compat
 from streamer.stream.app import StateTable, TableWriter, build_app
 from streamer.stream.ingest import Ingestor, Outgoing
-from streamer.stream.publisher import Publisher
-from streamer.stream.sink_consumer import ClickHouseSinkConsumer
 from streamer.stream.startup import StartClock, prepare_data_dir
 from streamer.stream.transport import register_batch_handler
+from streamer.trending.merger import Publisher
 
 log = logging.getLogger("streamer.worker")
 # Caps of the stop steps; each is also bounded by what is left of the one stop budget.

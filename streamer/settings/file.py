@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.errors import ConfigError, raise_all
+from streamer.settings.redaction import mask_url
 
 FILE_VARIABLE = "STREAMER_CONFIG_FILE"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -177,8 +178,6 @@ def origins(
 
 def shown(name: str, value: Any) -> str:
     """How a value appears in a reload log line: secrets and URL passwords masked."""
-    from streamer.config import mask_url  # the config module imports this one
-
     if any(word in name.upper() for word in _SECRET_WORDS):
         return "***"
     text = str(value)

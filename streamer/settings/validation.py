@@ -12,8 +12,8 @@ from streamer.errors import ConfigError
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
-    from streamer.config import Settings
-    from streamer.config_file import FileValues
+    from streamer.settings.file import FileValues
+    from streamer.settings.model import Settings
 
 # pydantic error type -> the rule in words ({...}: the error's context).
 _RULES = {
@@ -34,7 +34,7 @@ _RANGES = {"streamer_web_port": "must be a port number in 1..65535"}
 
 def _shown(value: object) -> str:
     """How a rejected value is echoed: repr, URL passwords masked."""
-    from streamer.config import mask_url  # the config module imports this one
+    from streamer.settings.redaction import mask_url
 
     return repr(mask_url(value) if isinstance(value, str) and "://" in value else value)
 

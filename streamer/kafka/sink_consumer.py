@@ -22,9 +22,8 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamer.clock import wall_ms
-from streamer.config import Settings
 from streamer.core.sink_rows import SinkRows, rows_of
-from streamer.kafka_client import client_kwargs
+from streamer.kafka.client import client_kwargs
 from streamer.ops.metrics import (
     SINK_BATCH,
     SINK_FAILURES,
@@ -32,7 +31,8 @@ from streamer.ops.metrics import (
     SINK_LAST_SUCCESS,
     SINK_PENDING,
 )
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
 
 log = logging.getLogger("streamer.stream.sink")
 InsertFn = Callable[[SinkRows], Awaitable[None]]

@@ -2,7 +2,7 @@
 
 Every JOB_TRENDING_INTERVAL_SEC the merger (holder of the lock guarding the trending key)
 names the window of its own clock and collects each partition's answer for that window
-(stream/partials.py), so merges do not depend on the workers' clocks agreeing. A merge that
+(`stream.partials`), so merges do not depend on the workers' clocks agreeing. A merge that
 misses partitions is never published: `core.publish_policy.merger_source()` decides between the
 complete merge, the ClickHouse result (mode `clickhouse`) and keeping the current value.
 """
@@ -13,23 +13,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
 from redis.asyncio import Redis
 
 from streamer.cache.lock import RedisLock
-from streamer.cache.publish import publish_trending
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
-from streamer.config import Settings
+from streamer.core.partition_state import PartitionState
 from streamer.core.payloads import TrendingMeta, trending_key, trending_lock_key
 from streamer.core.publish_policy import PublishSource, merger_source
-from streamer.core.scoring import PostCounts
-from streamer.core.topk import merge_partials
+from streamer.core.scoring import PostCounts, merge_partials
 from streamer.core.window import window_at
 from streamer.errors import LockLost
 from streamer.jobs.runner import replica_name
-from streamer.jobs.trending import publish_clickhouse_trending, record_publish
 from streamer.ops.logging import correlation_scope, window_text
 from streamer.ops.metrics import (
     MERGE_MISSING_PARTITIONS,
@@ -37,10 +35,12 @@ from streamer.ops.metrics import (
     PUBLISH_INCOMPLETE,
     PUBLISH_INTERVAL,
 )
-from streamer.ops.reload import LiveSettings, live_of
-from streamer.stream.ingest import Ingestor
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
 from streamer.stream.partials import Answers, MergeExchange, MergeRequest
 from streamer.stream.reconcile_hook import ReconcileHook, ReconcileRequests
+from streamer.trending.job import publish_clickhouse_trending, record_publish
+from streamer.trending.write import publish_trending
 
 log = logging.getLogger("streamer.stream.publisher")
 MERGE_LOCK = "trending-merge"
@@ -58,6 +58,18 @@ def answer_poll_s(interval_s: int) -> float:
     return min(0.25, interval_s / 20)
 
 
+class OwnedStates(Protocol):
+    """What the merger needs of the ingest (`stream.ingest.Ingestor`): the owned partitions'
+    states, and a way to advance them all to a time (the worker passes the ingestor in)."""
+
+    @property
+    def states(self) -> Mapping[int, PartitionState]:
+        """Partition -> its state, for every partition this worker owns now."""
+
+    def advance_all(self, now_ms: int) -> None:
+        """Advance every owned state to `now_ms`."""
+
+
 class Publisher:
     """The publish loop of one worker."""
 
@@ -65,7 +77,7 @@ class Publisher:
         self,
         settings: Settings | LiveSettings,
         redis: Redis,
-        ingestor: Ingestor,
+        ingestor: OwnedStates,
         partition_count: Callable[[], int],
         ch: ClickHouse,
         reconcile: ReconcileHook | None = None,
@@ -130,8 +142,7 @@ class Publisher:
 
     async def answer(self, req: MergeRequest) -> list[int]:
         """Advance to the merger's time if it is ahead of ours, then answer for its window."""
-        if self.exchange.answered[0] != req.request_id or \
-                set(self.ingestor.states) - self.exchange.answered[1]:
+        if not self.exchange.has_answered(req.request_id, self.ingestor.states):
             self._advance(max(wall_ms(), req.now_ms))
         current = window_at(self.advanced_to_ms, self.settings.window_minutes)
         return await self.exchange.answer(req, self.ingestor.states, current)

@@ -10,14 +10,12 @@ import orjson
 from redis.asyncio import Redis
 
 from streamer.cache.lock import RedisLock
-from streamer.cache.publish import publish_trending
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import Clock, wall_ms
-from streamer.config import Settings
 from streamer.core.payloads import TrendingMeta, trending_lock_key, trending_meta_key
 from streamer.core.people import counting_of
-from streamer.core.publish_policy import TAKEOVER_FACTOR
+from streamer.core.publish_policy import stream_is_publishing
 from streamer.core.scoring import PostCounts
 from streamer.core.window import window_at
 from streamer.jobs.base import Job
@@ -29,7 +27,9 @@ from streamer.ops.metrics import (
     PUBLISH_LAST_SUCCESS,
     PUBLISH_TOTAL,
 )
-from streamer.ops.reload import LiveSettings, live_of
+from streamer.settings.live import LiveSettings, live_of
+from streamer.settings.model import Settings
+from streamer.trending.write import publish_trending
 
 
 async def read_meta(redis: Redis, settings: Settings) -> dict[str, Any] | None:
@@ -135,8 +135,7 @@ class ClickHouseTrendingJob(Job):
         if not self.standby:
             return True, ""
         meta, age_ms = await meta_and_age(self.redis, self.settings, self.clock())
-        fresh_ms = TAKEOVER_FACTOR * self.settings.job_trending_interval_sec * 1000
-        if meta is not None and meta.get("mode") == "stream" and age_ms < fresh_ms:
+        if stream_is_publishing(meta, age_ms, self.settings.job_trending_interval_sec):
             return False, "a stream worker is publishing"
         return True, ""
 
