@@ -178,10 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_failure(exc)[1], file=sys.stderr)  # type: ignore[index]
         return 2
     setup_logging(settings.log_level, settings.log_format)
-    if args.command in VERSION_LOGGED:
-        logging.getLogger("streamer").info("streamer %s %s, Python %s", __version__, args.command,
-                                           platform.python_version())
     try:
+        if args.command == "worker":  # an untested Faust stops the start in one line, before any log
+            from streamer.stream.faust_compat import check_faust
+
+            check_faust()
+        if args.command in VERSION_LOGGED:
+            logging.getLogger("streamer").info("streamer %s %s, Python %s", __version__,
+                                               args.command, platform.python_version())
         return _dispatch(args, settings)
     except StreamerError as exc:
         code, line = describe_failure(exc) or (1, f"streamer: {exc}")

@@ -176,7 +176,7 @@ _PUBLISHER = frozenset({
     "streamer_publish_last_success_timestamp_seconds", "streamer_publish_interval_seconds",
     "streamer_mode", "streamer_job_runs", "streamer_job_duration_seconds",
     "streamer_job_last_success_timestamp_seconds", "streamer_lock_holder_changes",
-    "streamer_suggestion_users",
+    "streamer_suggestion_users", "streamer_suggestion_shards",
 })
 _SINK = frozenset({"streamer_sink_batch_size", "streamer_sink_failures",
                    "streamer_sink_pending_events", "streamer_sink_lag",
