@@ -70,8 +70,11 @@ async def finish(demo: Demo, code: int) -> int:
             table, plain = side_by_side(table_posts(demo), demo.people.verdict.snapshot.trending or [],
                                         demo.record.burst.get("post_id"))
         demo.view.table(table, plain)
-        demo.view.lines(summary_lines(summary, demo.state)
-                        + people_lines(demo.people, demo.record.burst))
+        lines = summary_lines(summary, demo.state)
+        at = next((i for i, line in enumerate(lines) if line.startswith("  suggested users")),
+                  len(lines))
+        lines[at:at] = people_lines(demo.people, demo.record.burst)  # beside the events check
+        demo.view.lines(lines)
         if demo.opts.report_path is not None:
             write_report(demo.opts.report_path, code, summary, demo.record,
                          demo.settings.job_trending_topk, demo.opts.seed,
