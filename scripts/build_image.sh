@@ -80,7 +80,7 @@ build_cmd=("$docker_cli" build
     --build-arg "GIT_SHA=${git_sha}"
     --build-arg "BUILD_DATE=${build_date}")
 if [[ "$server" -eq 1 ]]; then
-    build_cmd+=(--build-arg "STREAMER_EXTRAS=")
+    build_cmd+=(--build-arg "INSTALL_EXTRAS=")
 fi
 if [[ -n "$platform" ]]; then
     build_cmd+=(--platform "$platform")
