@@ -3,9 +3,14 @@
 # Build with scripts/build_image.sh (tags version + git sha and prints metadata).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Optional parts installed (pip extras): "embedded" (chDB, ClickHouse inside the process, the
+# default when CLICKHOUSE_URL is unset). Build with --build-arg INSTALL_EXTRAS= for a
+# server-only image (CLICKHOUSE_URL must name a server). The demo's broker is never included.
+ARG INSTALL_EXTRAS=embedded
 
 # ---- stage 1: build wheels for the package and every dependency --------------------------
 FROM ${PYTHON_IMAGE} AS build
+ARG INSTALL_EXTRAS
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -18,15 +23,18 @@ WORKDIR /src
 # README.md* : the glob keeps the build working while the README is absent.
 COPY pyproject.toml constraints.txt README.md* ./
 COPY streamer ./streamer
-# constraints.txt: the exact versions CI tested.
-RUN pip wheel --wheel-dir /wheels -c constraints.txt .
+# constraints.txt: the exact versions CI tested. Only the wheels of the chosen extras are built,
+# so a server-only image never carries the engine, not even in a copied layer.
+RUN pip wheel --wheel-dir /wheels -c constraints.txt ".${INSTALL_EXTRAS:+[${INSTALL_EXTRAS}]}"
 
 # ---- stage 2: slim runtime, non-root ------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION=0.0.0
 ARG GIT_SHA=unknown
 ARG BUILD_DATE=unknown
+ARG INSTALL_EXTRAS
 LABEL org.opencontainers.image.title="streamer" \
+      io.streamer.extras="${INSTALL_EXTRAS}" \
       org.opencontainers.image.description="Exact stream-driven trending and suggested-users caches" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${GIT_SHA}" \

@@ -4,22 +4,25 @@
 # Tags: IMAGE:VERSION, IMAGE:VERSION-SHA and IMAGE:SHA (VERSION from pyproject.toml, SHA =
 # short git commit, with "-dirty" when the work tree has uncommitted changes).
 #
-# Usage: scripts/build_image.sh [--dry-run] [--push] [--platform LIST]
+# Usage: scripts/build_image.sh [--dry-run] [--push] [--platform LIST] [--server]
 #   IMAGE       repository name (default: streamer), e.g. registry.example.com/nova/streamer
 #   DOCKER      container CLI (default: docker; podman works too)
 #   --dry-run   print the metadata and the build command, build nothing (no engine needed)
 #   --push      push every tag after a successful build
+#   --server    server-only image: no embedded ClickHouse (chDB); tags end in -server
 set -euo pipefail
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 dry_run=0
 push=0
+server=0
 platform=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --dry-run) dry_run=1 ;;
         --push) push=1 ;;
+        --server) server=1 ;;
         --platform) platform="${2:?--platform needs a value}"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "build_image.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -65,13 +68,20 @@ else
 fi
 build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
-tags=("${image}:${version}" "${image}:${version}-${git_sha}" "${image}:${git_sha}")
+suffix=""
+if [[ "$server" -eq 1 ]]; then
+    suffix="-server"
+fi
+tags=("${image}:${version}${suffix}" "${image}:${version}-${git_sha}${suffix}" "${image}:${git_sha}${suffix}")
 
 build_cmd=("$docker_cli" build
     --file Dockerfile
     --build-arg "VERSION=${version}"
     --build-arg "GIT_SHA=${git_sha}"
     --build-arg "BUILD_DATE=${build_date}")
+if [[ "$server" -eq 1 ]]; then
+    build_cmd+=(--build-arg "INSTALL_EXTRAS=")
+fi
 if [[ -n "$platform" ]]; then
     build_cmd+=(--platform "$platform")
 fi

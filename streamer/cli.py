@@ -17,6 +17,7 @@ from streamer.cli_help import DOCS, describe_subcommands
 from streamer.errors import ConfigError, StreamerError, UsageError
 from streamer.ops.logging import setup_logging
 from streamer.ops.shutdown import QUICK_STOP_S, STOP_BUDGET_S, Shutdown, run_command, set_hard_exit
+from streamer.settings.extras import require_demo_parts, require_embedded_engine
 from streamer.settings.model import Settings, load_settings
 from streamer.settings.redaction import mask_url
 
@@ -120,6 +121,18 @@ def run_async(
 _EARLY: list[Shutdown] = []
 
 
+# Commands that open ClickHouse: an embedded DSN needs the `embedded` extra.
+USES_CLICKHOUSE = frozenset({"schema", "init", "sample", "jobs", "worker", "sink"})
+
+
+def _require_extras(cmd: str, settings: Settings) -> None:
+    """Before anything starts (or logs): the optional parts this command needs are installed."""
+    if cmd in USES_CLICKHOUSE:
+        require_embedded_engine(settings.clickhouse_dsn)
+    if cmd == "demo":
+        require_demo_parts()
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     cmd = args.command
     if cmd == "check-config":
@@ -177,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(describe_failure(exc)[1], file=sys.stderr)  # type: ignore[index]
         return 2
+    try:
+        _require_extras(args.command, settings)
+    except StreamerError as exc:
+        code, line = describe_failure(exc) or (1, f"streamer: {exc}")
+        print(line, file=sys.stderr)
+        return code
     setup_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "worker":  # an untested Faust stops the start in one line, before any log

@@ -84,6 +84,42 @@ def recompute(events: list[list[Any]], start_ms: int, end_ms: int, k: int) -> li
     return [p.to_payload() for p in ranked]
 
 
+def recompute_people(
+    events: list[list[Any]], start_ms: int, end_ms: int, k: int, min_people: int
+) -> list[dict[str, Any]]:
+    """Trending counted in people: distinct accounts per post and type, each event_id once."""
+    seen: set[str] = set()
+    accounts: dict[int, list[set[int]]] = {}
+    for event_id, post_id, user_id, event_type, ts in events:
+        if event_id in seen or not start_ms <= ts < end_ms:
+            continue
+        seen.add(event_id)
+        accounts.setdefault(post_id, [set(), set(), set(), set()])[
+            EVENT_TYPES.index(event_type)].add(user_id)
+    listed = [PostCounts(p, *(len(s) for s in sets)) for p, sets in accounts.items()
+              if len(set().union(*sets)) >= min_people]
+    return [p.to_payload() for p in rank_posts(listed, k)]
+
+
+def check_people_list(report: dict[str, Any]) -> None:
+    """The people list equals its recount; the burst tops the events list, not the people one."""
+    people, produced, burst = report["people"], report["produced"], report["produced"]["burst"]
+    assert people is not None and people["verified"] is True, people
+    meta = people["meta"]
+    assert (meta["count"], meta["min_people"]) == ("people", people["min_people"])
+    assert people["min_people"] > 1
+    expected = recompute_people(produced["events"], meta["window_start_ms"], meta["window_end_ms"],
+                                report["topk"], people["min_people"])
+    assert people["trending"] == expected
+    without_burst = [e for e in produced["events"] if e[2] != burst["user_id"]]
+    assert expected == recompute_people(without_burst, meta["window_start_ms"],
+                                        meta["window_end_ms"], report["topk"],
+                                        people["min_people"])
+    assert report["trending"][0]["post_id"] == burst["post_id"]
+    assert burst["post_id"] not in [p["post_id"] for p in expected]
+    assert (people["events_rank"], people["people_rank"]) == (1, 0)
+
+
 class TestDemoRun:
     """A short demo run publishes a trending list equal to the recomputation."""
 
@@ -109,6 +145,8 @@ class TestDemoRun:
         assert report["metrics"]["streamer_events_invalid_total"] == (
             produced["counters"]["dead_letters_expected"])
         assert report["suggestion_keys"] > 0 and report["suggestions"]
+        check_people_list(report)
+        assert "people list verified against recomputation: OK" in proc.stdout
         assert wait_until_gone(run_id, tmp_path / "data") == []
 
 

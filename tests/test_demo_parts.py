@@ -16,6 +16,7 @@ from streamer.core.events import decode_message
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, window_at
 from streamer.demo.dashboard import DemoState, plain_line, render
+from streamer.demo.people import MIN_PEOPLE, plan_burst, recompute_people
 from streamer.demo.poll import Snapshot, parse_metrics
 from streamer.demo.services import group_alive
 from streamer.demo.summary import Verdict
@@ -105,6 +106,39 @@ class TestTrafficRecord:
         _, record, _ = produce_offline(ticks=3)
         doc = orjson.loads(orjson.dumps(record.to_json()))
         assert len(doc["events"]) == record.counters["valid_events"]
+
+
+class TestBurstAndPeople:
+    """The burst tops the events list; the people recount ignores it and matches brute force."""
+
+    def test_burst_tops_events_and_leaves_people_unchanged(self) -> None:
+        """After the burst: its post first in events, people list identical to before."""
+        model, record, sent = produce_offline()
+        window = window_at(NOW_MS, 60)
+        people_before = recompute_people(record.people.items(), window, 50, MIN_PEOPLE)
+        for plan in plan_burst(model, record, NOW_MS, 60):
+            record.add_message(plan)
+            sent.append((plan.key, plan.value, plan.partition))
+        burst = record.burst
+        assert record.trending(window, 50)[0].post_id == burst["post_id"]
+        assert recompute_people(record.people.items(), window, 50, MIN_PEOPLE) == people_before
+        one = recompute_people(record.people.items(), window, 10_000, 1)
+        assert PostCounts(burst["post_id"], 0, 1, 0, 0) in one  # one account: one like
+        # brute force from the decoded messages: distinct accounts per post and type
+        accounts: dict[int, list[set[int]]] = {}
+        seen: set[str] = set()
+        for _, value, _ in sent:
+            for ev in decode_message(value, NOW_MS).events:
+                if ev.event_id in seen or not window.contains(ev.ts_ms):
+                    continue
+                seen.add(ev.event_id)
+                accounts.setdefault(ev.post_id, [set(), set(), set(), set()])[ev.type_index].add(
+                    ev.user_id)
+        for minimum in (1, MIN_PEOPLE):
+            listed = [PostCounts(p, *(len(x) for x in sets)) for p, sets in accounts.items()
+                      if len(set().union(*sets)) >= minimum]
+            assert recompute_people(record.people.items(), window, 50, minimum) == rank_posts(
+                listed, 50)
 
 
 class TestPostLifecycles:

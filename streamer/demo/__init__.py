@@ -10,4 +10,5 @@ Modules:
   dashboard       what the live view shows, computed from snapshots.
   live            how the demo talks to the screen (rich live view or plain lines).
   summary         the end of a run: did the published list match, in sentences.
+  people          the burst from one account, and the list counted in people beside the events one.
 """

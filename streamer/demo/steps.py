@@ -39,6 +39,7 @@ from streamer.demo.options import (
     DemoOptions,
     Stopped,
 )
+from streamer.demo.people import PeopleList, plan_burst
 from streamer.demo.poll import Poller, Snapshot
 from streamer.demo.summary import Verdict
 from streamer.demo.traffic import TrafficModel, TrafficProgress, TrafficRecord, produce
@@ -58,6 +59,7 @@ class Demo:
     state: DemoState = field(default_factory=DemoState)
     record: TrafficRecord = field(default_factory=TrafficRecord)
     verdict: Verdict | None = None
+    people: PeopleList | None = None
     final: Snapshot | None = None
     interrupted: str = ""
     env: dict[str, str] = field(default_factory=dict)
@@ -270,7 +272,8 @@ class Demo:
         self.view.live_start(self.state)
         task = asyncio.create_task(produce(
             s.kafka_bootstrap_servers, s.kafka_events_topic, model, self.record, self.opts.rate,
-            self.opts.duration_s, self.stop, progress))
+            self.opts.duration_s, self.stop, progress,
+            finale=lambda now: plan_burst(model, self.record, now, s.window_minutes)))
         while not task.done():
             self.state.traffic_elapsed_s = progress.elapsed_s
             self.check_stop()

@@ -148,7 +148,8 @@ def final_table(verdict: Verdict | None, state: DemoState) -> tuple[RenderableTy
 
 
 def write_report(
-    path: Path, code: int, s: Summary, record: TrafficRecord, topk: int, seed: int
+    path: Path, code: int, s: Summary, record: TrafficRecord, topk: int, seed: int,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """The compared trending value + meta, the produced events and the counters, as JSON."""
     verdict = s.verdict
@@ -168,5 +169,6 @@ def write_report(
         "produced": record.to_json(),
         "data_dir": s.data_dir,
         "seed": seed,
+        **(extra or {}),
     }
     path.write_bytes(orjson.dumps(report))

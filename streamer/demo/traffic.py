@@ -104,6 +104,8 @@ class TrafficRecord:
     buckets: dict[tuple[int, int], list[int]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     users: dict[int, int] = field(default_factory=dict)
+    people: dict[tuple[int, int], list[set[int]]] = field(default_factory=dict)  # accounts per type
+    burst: dict[str, int] = field(default_factory=dict)  # post_id, user_id, events of the burst
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTER_NAMES, 0))
     started_ms: int = 0
     finished_ms: int = 0
@@ -122,6 +124,8 @@ class TrafficRecord:
         self.counters["valid_events"] += 1
         counts = self.buckets.setdefault((ev.post_id, minute_of(ev.ts_ms)), [0, 0, 0, 0])
         counts[EVENT_TYPE_INDEX[ev.event_type]] += 1
+        accounts = self.people.setdefault((ev.post_id, minute_of(ev.ts_ms)), [set(), set(), set(), set()])
+        accounts[EVENT_TYPE_INDEX[ev.event_type]].add(ev.user_id)
         self.users[ev.user_id] = self.users.get(ev.user_id, 0) + 1
         if self.keep_events:
             self.events.append(ev)
@@ -150,6 +154,7 @@ class TrafficRecord:
             "counters": dict(self.counters),
             "started_ms": self.started_ms,
             "finished_ms": self.finished_ms,
+            "burst": dict(self.burst),
             "events": [[e.event_id, e.post_id, e.user_id, e.event_type, e.ts_ms] for e in self.events],
         }
 
@@ -341,8 +346,10 @@ async def produce(
     bootstrap: str, topic: str, model: TrafficModel, record: TrafficRecord, rate: float,
     duration_s: float, stop: asyncio.Event, progress: TrafficProgress,
     on_tick: Callable[[], None] | None = None,
+    finale: Callable[[int], list[MessagePlan]] | None = None,
 ) -> None:
-    """Send traffic at `rate` events/s for `duration_s` seconds (or until stop is set)."""
+    """Send traffic at `rate` events/s for `duration_s` seconds (or until stop is set), then
+    the finale's messages (planned at that moment, from the record so far)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1,
                                 request_timeout_ms=15000)
     await producer.start()
@@ -362,6 +369,8 @@ async def produce(
             if on_tick is not None:
                 on_tick()
             await _sleep_or_stop(stop, TICK_S)
+        if finale is not None and not stop.is_set():
+            await _send_all(producer, topic, finale(now_ms()), record, model)
         await producer.flush()
     finally:
         record.finished_ms = now_ms()

@@ -34,6 +34,7 @@ from streamer.demo.options import (
     DemoOptions,
     Stopped,
 )
+from streamer.demo.people import people_lines, publish_people_list, report_of, side_by_side
 from streamer.demo.steps import Demo
 from streamer.demo.summary import (
     Summary,
@@ -62,14 +63,30 @@ async def finish(demo: Demo, code: int) -> int:
         summary = Summary(
             dict(demo.record.counters), demo.state.traffic_elapsed_s, demo.final, demo.verdict,
             suggestions[0], suggestions[1], demo.interrupted, str(demo.data_dir), not demo.temp_dir)
+        if code == 0 and demo.people is not None and not demo.people.verdict.ok:
+            code = 1
         table, plain = final_table(demo.verdict, demo.state)
+        if demo.people is not None and demo.people.verdict.snapshot is not None:
+            table, plain = side_by_side(table_posts(demo), demo.people.verdict.snapshot.trending or [],
+                                        demo.record.burst.get("post_id"))
         demo.view.table(table, plain)
-        demo.view.lines(summary_lines(summary, demo.state))
+        lines = summary_lines(summary, demo.state)
+        at = next((i for i, line in enumerate(lines) if line.startswith("  suggested users")),
+                  len(lines))
+        lines[at:at] = people_lines(demo.people, demo.record.burst)  # beside the events check
+        demo.view.lines(lines)
         if demo.opts.report_path is not None:
             write_report(demo.opts.report_path, code, summary, demo.record,
-                         demo.settings.job_trending_topk, demo.opts.seed)
+                         demo.settings.job_trending_topk, demo.opts.seed,
+                         {"people": report_of(demo.people)})
     await stop_everything(demo)
     return code
+
+
+def table_posts(demo: Demo) -> list[Any]:
+    """The events list the summary shows: the verified one, else the last one seen."""
+    snap = demo.verdict.snapshot if demo.verdict and demo.verdict.snapshot else demo.state.last
+    return (snap.trending if snap else None) or []
 
 
 async def stop_worker_then_suggestions(demo: Demo) -> tuple[int, dict[int, Any]]:
@@ -82,6 +99,8 @@ async def stop_worker_then_suggestions(demo: Demo) -> tuple[int, dict[int, Any]]
         demo.view.step("Stopping the worker (SIGTERM; it flushes its ClickHouse sink and exits)…")
         demo.log(await demo.procs.stop(worker, demo.shutdown.left_s(WORKER_STOP_S)))
         demo.view.ok("worker stopped")
+        if not demo.interrupted and demo.verdict is not None and demo.verdict.ok:
+            demo.people = await publish_people_list(demo)
     users = demo.record.top_users(200)
     with contextlib.suppress(OSError, ConnectionError):
         found = await sample_suggestions(demo.redis, users)

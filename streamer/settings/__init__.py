@@ -7,4 +7,5 @@ Modules:
   redaction       the one URL masking (passwords in userinfo or query).
   redis_url       REDIS_URL forms: one server, Sentinel or Cluster.
   validation      configuration errors in words, with file and line; PEM file checks.
+  extras          optional parts of the install (pip extras), checked before a command needs one.
 """
