@@ -135,7 +135,7 @@ def test_no_cycles_between_areas() -> None:
     (("streamer.jobs.runner", "streamer.demo.traffic"), "entry points"),
     (("streamer.stream.ingest", "streamer.trending.write"), "stream"),
     (("streamer.stream.app", "streamer.jobs.runner"), "stream"),
-    (("streamer.jobs.reconcile", "streamer.stream.partials"), "jobs"),
+    (("streamer.jobs.reconcile", "streamer.stream.exchange"), "jobs"),
     (("streamer.core.events", "streamer.settings.model"), "core"),
 ])
 def test_a_planted_edge_is_caught(edge: tuple[str, str], rule: str) -> None:
@@ -163,7 +163,7 @@ PATH = re.compile(r"(?<![\w/.-])((?:streamer|tests|benchmarks|scripts|k8s)/[\w./
 DOTTED = re.compile(r"(?<![\w./-])(streamer(?:\.\w+)+)")
 AREAS = "core|stream|jobs|trending|kafka|settings|cache|clickhouse|modes|ops|demo"
 # Short names in backticks: `jobs.reconcile`, `core.reconcile.StreamSnapshot`; short paths
-# (`stream/partials.py`) in docstrings.
+# (`stream/exchange.py`) in docstrings.
 SHORT = re.compile(rf"`((?:{AREAS})\.\w+(?:\.\w+)*)")
 SHORT_PATH = re.compile(rf"(?<![\w/.-])((?:{AREAS})/\w+\.py)")
 FILE_SUFFIXES = {"log", "conf", "yaml", "yml", "json", "txt", "toml", "md"}  # file names, not modules
