@@ -17,8 +17,8 @@ from streamer.cli_help import DOCS, describe_subcommands
 from streamer.errors import ConfigError, StreamerError, UsageError
 from streamer.ops.logging import setup_logging
 from streamer.ops.shutdown import QUICK_STOP_S, STOP_BUDGET_S, Shutdown, run_command, set_hard_exit
+from streamer.redaction import mask_url
 from streamer.settings.model import Settings, load_settings
-from streamer.settings.redaction import mask_url
 
 
 class _Parser(argparse.ArgumentParser):

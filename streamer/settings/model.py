@@ -11,8 +11,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.errors import ConfigError, raise_all
+from streamer.redaction import mask_url
 from streamer.settings.file import overlay, read_config_file
-from streamer.settings.redaction import mask_url
 from streamer.settings.redis_url import parse_redis_url
 from streamer.settings.validation import field_error as _field_error
 from streamer.settings.validation import located, pem_errors
