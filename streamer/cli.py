@@ -17,9 +17,9 @@ from streamer.cli_help import DOCS, describe_subcommands
 from streamer.errors import ConfigError, StreamerError, UsageError
 from streamer.ops.logging import setup_logging
 from streamer.ops.shutdown import QUICK_STOP_S, STOP_BUDGET_S, Shutdown, run_command, set_hard_exit
+from streamer.redaction import mask_url
 from streamer.settings.extras import require_demo_parts, require_embedded_engine
 from streamer.settings.model import Settings, load_settings
-from streamer.settings.redaction import mask_url
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=["text", "json"], default="text",
                        help="text: one NAME=VALUE  # source line each; json: one object "
                             "(default: %(default)s)")
+    _add_sample(sub)
+    _add_demo(sub)
+    sub.add_parser("top", help="print the trending list and its meta from Redis")
+    sub.add_parser("sink", help="only the ClickHouse sink consumer group (needs a ClickHouse server)")
+    describe_subcommands(sub)
+    return p
+
+
+def _add_sample(sub: argparse._SubParsersAction[Any]) -> None:
+    """`streamer sample` and its options (sizes of the generated data)."""
     sample = sub.add_parser("sample", help="load generated sample data into ClickHouse")
     sample.add_argument("--events", type=_positive_int, default=50_000,
                         help="engagement events over the last 2 hours (default: %(default)s)")
@@ -73,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--allow-server", action="store_true",
                         help="allow loading into a ClickHouse server (http(s) CLICKHOUSE_URL); "
                              "default: only the embedded engine")
+
+
+def _add_demo(sub: argparse._SubParsersAction[Any]) -> None:
+    """`streamer demo` and its options (how long, how fast, how big)."""
     demo = sub.add_parser("demo", help="the whole system on this machine")
     demo.add_argument("--duration", type=float, default=90.0,
                       help="seconds of traffic (default: %(default)s)")
@@ -82,10 +96,6 @@ def _parser() -> argparse.ArgumentParser:
                       help="distinct posts, at least 10 (default: %(default)s)")
     demo.add_argument("--users", type=int, default=2_000,
                       help="users in the follow graph, at least 10 (default: %(default)s)")
-    sub.add_parser("top", help="print the trending list and its meta from Redis")
-    sub.add_parser("sink", help="only the ClickHouse sink consumer group (needs a ClickHouse server)")
-    describe_subcommands(sub)
-    return p
 
 
 # One stop sequence and one budget for every command (streamer.ops.shutdown): a command that

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from streamer.errors import ConfigError
+from streamer.redaction import mask_url
 from streamer.settings.model import Settings, load_settings
-from streamer.settings.redaction import mask_url
 
 CONTRACT_DEFAULTS: dict[str, object] = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",

@@ -16,6 +16,7 @@ from streamer.core.events import EVENT_TYPES, Event
 from streamer.core.partition_state import RETAIN_MINUTES, PartitionState
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, Window, complete_window_at, window_at
+from tests.state_helpers import counts
 
 T0 = 1_795_913_700_000 + 7_777
 PARTITIONS = 3
@@ -155,7 +156,7 @@ def test_batches_match_brute_force(seed: int, program: list[tuple[object, ...]],
         assert state.top(20) == oracle.top(window, 20)
         for post in range(13):
             want = [p for p in oracle.top(window, 100) if p.post_id == post]
-            assert state.window.counts(post) == (want[0] if want else PostCounts(post))
+            assert counts(state.window, post) == (want[0] if want else PostCounts(post))
         complete = complete_window_at(now, WINDOW_MINUTES)
         assert state.can_compute(complete)
         partial = state.complete_partial(complete, 20)

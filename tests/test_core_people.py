@@ -15,6 +15,7 @@ from streamer.core.people import Counting, eligible_top, pair_keys
 from streamer.core.records import RecordColumns, decode_record, encode_record
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, Window, complete_window_at, window_at
+from tests.state_helpers import accept, counts
 
 T0 = 1_795_900_000_000 - 1_795_900_000_000 % MINUTE_MS
 WINDOW_MINUTES = 10  # short windows: slides, expiries and retained minutes in few steps
@@ -128,16 +129,16 @@ class TestPeopleCases:
     def test_one_account_counts_once_per_type(self) -> None:
         state = PartitionState(0, 60, T0, Counting(people=True))
         for i in range(50):
-            state.accept(Event(f"b{i}", 1, 9, "like", T0 + i))
-        state.accept(Event("v", 1, 9, "view", T0))
-        state.accept(Event("o", 2, 3, "like", T0))
-        state.accept(Event("p", 2, 4, "like", T0))
+            accept(state, Event(f"b{i}", 1, 9, "like", T0 + i))
+        accept(state, Event("v", 1, 9, "view", T0))
+        accept(state, Event("o", 2, 3, "like", T0))
+        accept(state, Event("p", 2, 4, "like", T0))
         assert state.top(5) == [PostCounts(2, likes=2), PostCounts(1, views=1, likes=1)]
 
     def test_a_later_event_moves_the_expiry(self) -> None:
         state = PartitionState(0, 60, T0, Counting(people=True))
-        state.accept(Event("a", 1, 9, "like", T0))
-        state.accept(Event("b", 1, 9, "like", T0 + 30 * MINUTE_MS))
+        accept(state, Event("a", 1, 9, "like", T0))
+        accept(state, Event("b", 1, 9, "like", T0 + 30 * MINUTE_MS))
         state.advance(T0 + 30 * MINUTE_MS)
         assert state.top(5) == [PostCounts(1, likes=1)]
         state.advance(T0 + 60 * MINUTE_MS)  # the first like left the window, the second holds
@@ -147,7 +148,7 @@ class TestPeopleCases:
 
     def test_future_event_counts_when_its_minute_opens(self) -> None:
         state = PartitionState(0, 60, T0, Counting(people=True))
-        state.accept(Event("f", 1, 9, "share", T0 + 3 * MINUTE_MS))
+        accept(state, Event("f", 1, 9, "share", T0 + 3 * MINUTE_MS))
         assert state.top(5) == []
         state.advance(T0 + 3 * MINUTE_MS)
         assert state.top(5) == [PostCounts(1, shares=1)]
@@ -155,14 +156,14 @@ class TestPeopleCases:
     def test_minimum_applies_in_events_mode(self) -> None:
         state = PartitionState(0, 60, T0, Counting(people=False, min_people=2))
         for i in range(30):
-            state.accept(Event(f"b{i}", 1, 9, "view", T0))
-        state.accept(Event("x", 2, 1, "view", T0))
-        state.accept(Event("y", 2, 2, "view", T0))
+            accept(state, Event(f"b{i}", 1, 9, "view", T0))
+        accept(state, Event("x", 2, 1, "view", T0))
+        accept(state, Event("y", 2, 2, "view", T0))
         assert state.top(5) == [PostCounts(2, views=2)]
 
     def test_default_counting_keeps_no_accounts(self) -> None:
         state = PartitionState(0, 60, T0)
-        state.accept(Event("a", 1, 9, "like", T0))
+        accept(state, Event("a", 1, 9, "like", T0))
         assert state.people is None and state.top(5) == [PostCounts(1, likes=1)]
 
 
@@ -193,7 +194,7 @@ class TestRecords:
         assert value[:1] == b"\x02" and decode_record(value).users is None
         state = PartitionState(0, 60, MINUTE_MS, Counting(people=True))
         state.load([(b"0:w:000000000000", value)])
-        assert state.window.counts(1) == PostCounts(1, likes=3) and state.top(5) == []
+        assert counts(state.window, 1) == PostCounts(1, likes=3) and state.top(5) == []
 
 
 def test_pair_keys_are_exact() -> None:

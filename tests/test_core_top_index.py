@@ -13,6 +13,7 @@ from streamer.core import top_index
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS
 from streamer.core.window_state import PartitionWindow
+from tests.state_helpers import forget_post
 
 T0 = 28_000_000 * MINUTE_MS  # a minute boundary
 WINDOW = 5
@@ -63,7 +64,7 @@ class TestIncrementalTop:
                 now += int(arg) * MINUTE_MS
                 window.advance(now)
             elif op == "forget":
-                window.forget_post(int(arg))
+                forget_post(window, int(arg))
             else:
                 k = int(arg)
                 assert window.top(k) == oracle(window, k)

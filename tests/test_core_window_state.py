@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, window_at
-from streamer.core.window_state import Buckets, Outcome, PartitionWindow, count_into
+from streamer.core.window_state import PartitionWindow, count_into
+from tests.state_helpers import Buckets, Outcome, add, buckets, counts, forget_post, load_post
 
 T0 = 1_795_913_700_000 + 12_345  # a 2026 instant, not on a minute boundary
 
@@ -84,7 +85,7 @@ def _check(state: PartitionWindow, oracle: Oracle, posts: range) -> None:
     assert (state.first_minute, state.last_minute) == (first, last)
     expected = [oracle.counts(p) for p in posts]
     for want in expected:
-        assert state.counts(want.post_id) == want
+        assert counts(state, want.post_id) == want
     live = [p for p in expected if p.rank > 0]
     assert sorted(state.all_counts(), key=lambda p: p.post_id) == live
     for k in (1, 3, 10):
@@ -105,29 +106,29 @@ def _apply(state: PartitionWindow, oracle: Oracle, op: tuple[Any, ...]) -> None:
         post, type_index, minute_offset, ms = (int(x) for x in op[1:])
         ts = (oracle.now_ms // MINUTE_MS + minute_offset) * MINUTE_MS + ms
         want = oracle.classify(ts)
-        assert state.add(post, type_index, ts) is want
+        assert add(state, post, type_index, ts) is want
         if want is not Outcome.LATE:
             oracle.events.setdefault(post, []).append((ts // MINUTE_MS, type_index, 1))
     elif kind == "load":
         post = int(op[1])
         first, _ = oracle.bounds()
         raw: dict[int, list[int]] = op[2]
-        buckets = {first + off: list(c) for off, c in raw.items()}
-        state.load_post(post, buckets)
+        restored = {first + off: list(c) for off, c in raw.items()}
+        load_post(state, post, restored)
         oracle.events[post] = [
-            (m, i, n) for m, c in buckets.items() for i, n in enumerate(c) if n
+            (m, i, n) for m, c in restored.items() for i, n in enumerate(c) if n
         ]
         oracle.persisted[post] = oracle.buckets(post)
     elif kind == "forget":
         post = int(op[1])
-        state.forget_post(post)
+        forget_post(state, post)
         oracle.events.pop(post, None)
         oracle.persisted[post] = {}
     else:
         # The held minute buckets of every post equal the oracle's (dirty tracking is gone:
         # records carry the changes, so what is checked is the bucket content itself).
         for post in range(7):
-            assert state.buckets(post) == oracle.buckets(post)
+            assert buckets(state, post) == oracle.buckets(post)
 
 
 @settings(max_examples=300, deadline=None)
@@ -148,9 +149,9 @@ def test_add_before_advance_is_an_error() -> None:
     """The window must be placed before events are counted or restored."""
     state = PartitionWindow(60)
     with pytest.raises(RuntimeError):
-        state.add(1, 0, T0)
+        add(state, 1, 0, T0)
     with pytest.raises(RuntimeError):
-        state.load_post(1, {})
+        load_post(state, 1, {})
 
 
 def test_expiry_is_exact_as_minutes_leave() -> None:
@@ -158,13 +159,13 @@ def test_expiry_is_exact_as_minutes_leave() -> None:
     state = PartitionWindow(2)
     minute = T0 // MINUTE_MS
     state.advance(minute * MINUTE_MS)
-    assert state.add(7, 1, minute * MINUTE_MS) is Outcome.COUNTED
+    assert add(state, 7, 1, minute * MINUTE_MS) is Outcome.COUNTED
     state.advance((minute + 1) * MINUTE_MS + MINUTE_MS - 1)  # window [minute, minute+2)
-    assert state.counts(7).likes == 1
+    assert counts(state, 7).likes == 1
     state.advance((minute + 2) * MINUTE_MS)  # window [minute+1, minute+3): gone
-    assert state.counts(7) == PostCounts(7)
+    assert counts(state, 7) == PostCounts(7)
     assert state.top(5) == []
-    assert state.buckets(7) == {}
+    assert buckets(state, 7) == {}
 
 
 def test_pending_event_counts_when_its_minute_opens() -> None:
@@ -172,8 +173,8 @@ def test_pending_event_counts_when_its_minute_opens() -> None:
     state = PartitionWindow(60)
     minute = T0 // MINUTE_MS
     state.advance(T0)
-    assert state.add(3, 3, (minute + 2) * MINUTE_MS + 5) is Outcome.PENDING
-    assert state.counts(3) == PostCounts(3)
+    assert add(state, 3, 3, (minute + 2) * MINUTE_MS + 5) is Outcome.PENDING
+    assert counts(state, 3) == PostCounts(3)
     state.advance((minute + 2) * MINUTE_MS - 1)
     assert state.top(1) == []
     state.advance((minute + 2) * MINUTE_MS)
@@ -185,17 +186,17 @@ def test_advance_never_goes_backwards() -> None:
     state = PartitionWindow(5)
     later = state.advance(T0 + 10 * MINUTE_MS)
     assert state.advance(T0) == later
-    assert state.add(1, 0, T0) is Outcome.LATE
+    assert add(state, 1, 0, T0) is Outcome.LATE
 
 
 def test_buckets_are_a_snapshot() -> None:
     """Buckets handed out do not change when later events are counted."""
     state = PartitionWindow(60)
     state.advance(T0)
-    state.add(1, 0, T0)
-    drained = {1: state.buckets(1)}
+    add(state, 1, 0, T0)
+    drained = {1: buckets(state, 1)}
     snapshot = {m: list(c) for m, c in drained[1].items()}
-    state.add(1, 0, T0)
+    add(state, 1, 0, T0)
     assert drained[1] == snapshot
 
 
@@ -205,10 +206,10 @@ def test_load_post_copies_its_input() -> None:
     state.advance(T0)
     minute = T0 // MINUTE_MS
     given_buckets: Buckets = {minute: [1, 0, 0, 0]}
-    state.load_post(5, given_buckets)
-    state.add(5, 0, T0)
+    load_post(state, 5, given_buckets)
+    add(state, 5, 0, T0)
     assert given_buckets == {minute: [1, 0, 0, 0]}
-    assert state.counts(5).views == 2
+    assert counts(state, 5).views == 2
 
 
 @given(st.integers(1, 50), st.lists(st.integers(0, 49), max_size=300), st.sampled_from([1, -1]))

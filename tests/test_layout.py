@@ -135,7 +135,7 @@ def test_no_cycles_between_areas() -> None:
     (("streamer.jobs.runner", "streamer.demo.traffic"), "entry points"),
     (("streamer.stream.ingest", "streamer.trending.write"), "stream"),
     (("streamer.stream.app", "streamer.jobs.runner"), "stream"),
-    (("streamer.jobs.reconcile", "streamer.stream.partials"), "jobs"),
+    (("streamer.jobs.reconcile", "streamer.stream.exchange"), "jobs"),
     (("streamer.core.events", "streamer.settings.model"), "core"),
 ])
 def test_a_planted_edge_is_caught(edge: tuple[str, str], rule: str) -> None:
@@ -163,7 +163,7 @@ PATH = re.compile(r"(?<![\w/.-])((?:streamer|tests|benchmarks|scripts|k8s)/[\w./
 DOTTED = re.compile(r"(?<![\w./-])(streamer(?:\.\w+)+)")
 AREAS = "core|stream|jobs|trending|kafka|settings|cache|clickhouse|modes|ops|demo"
 # Short names in backticks: `jobs.reconcile`, `core.reconcile.StreamSnapshot`; short paths
-# (`stream/partials.py`) in docstrings.
+# (`stream/exchange.py`) in docstrings.
 SHORT = re.compile(rf"`((?:{AREAS})\.\w+(?:\.\w+)*)")
 SHORT_PATH = re.compile(rf"(?<![\w/.-])((?:{AREAS})/\w+\.py)")
 FILE_SUFFIXES = {"log", "conf", "yaml", "yml", "json", "txt", "toml", "md"}  # file names, not modules
@@ -280,3 +280,33 @@ def test_contributing_layout_maps_every_area() -> None:
     actual = {f"streamer/{p.parent.name}/" for p in PACKAGE.glob("*/__init__.py")}
     actual |= {f"streamer/{p.name}" for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
     assert named == actual
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 40  # non-blank lines from `def` to its end (blank lines are the formatter's)
+
+
+def oversized(name: str, source: str) -> list[str]:
+    """A module over MAX_MODULE_LINES lines, and its functions over MAX_FUNCTION_LINES."""
+    lines = source.splitlines()
+    out = [f"{name}: {len(lines)} lines"] if len(lines) > MAX_MODULE_LINES else []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno:
+            body = [ln for ln in lines[node.lineno - 1:node.end_lineno] if ln.strip()]
+            if len(body) > MAX_FUNCTION_LINES:
+                out.append(f"{name}.{node.name}: {len(body)} lines")
+    return out
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """Modules up to 400 lines, functions up to 40 (CONTRIBUTING, "Style")."""
+    assert [bad for name, path in modules().items()
+            for bad in oversized(name, path.read_text())] == []
+
+
+def test_an_oversized_function_and_module_are_caught() -> None:
+    """The size check fails on a 41-line function and a 401-line module."""
+    long_function = "def f() -> None:\n" + "    x = 1\n" * 40
+    assert oversized("m", long_function) == ["m.f: 41 lines"]
+    assert oversized("m", "def f() -> None:\n" + "\n    x = 1\n" * 39) == []
+    assert oversized("m", "x = 1\n" * 401) == ["m: 401 lines"]

@@ -20,9 +20,9 @@ from streamer.ops.logging import (
     TextFormatter,
     correlation_scope,
     new_correlation_id,
-    redact,
     setup_logging,
 )
+from streamer.redaction import mask_url, redact
 
 SECRET = "s3cr3t-Pa55"
 
@@ -61,11 +61,34 @@ class TestRedact:
             ("http://ch:8123/?q=a@b", "http://ch:8123/?q=a@b"),
             ("chdb:///var/lib/x", "chdb:///var/lib/x"),
             ("no url here: a:b@c", "no url here: a:b@c"),
+            (f"ClickHouse http://ch:8123/?user=u&password={SECRET}: refused",
+             "ClickHouse http://ch:8123/?user=u&password=*** refused"),
+            (f"redis://u:{SECRET}@h1,rediss://u:{SECRET}@h2/0.",
+             "redis://u:***@h1,rediss://u:***@h2/0."),
+            (f"(redis+sentinel://:{SECRET}@s1:1,s2:2/m/0)", "(redis+sentinel://:***@s1:1,s2:2/m/0)"),
+            (f"Redis redis://u:p@{SECRET}@h:1/0: refused", "Redis redis://u:***@h:1/0: refused"),
         ],
     )
     def test_masks_only_passwords(self, text: str, expected: str) -> None:
         """The password goes, user, host, port and path stay for debugging."""
         assert redact(text) == expected
+
+    @pytest.mark.parametrize("url", [
+        "redis://127.0.0.1:6379/0", f"redis://:{SECRET}@h:1/0", f"redis://u:{SECRET}@[bad/0",
+        f"rediss://h:1/0?password={SECRET}&db=2", f"https://u:a:{SECRET}@h:8443/x",
+        f"redis+sentinel://s1:1/m?sentinel_password={SECRET}", f"rediss+cluster://u:{SECRET}@n1:1,n2:2",
+    ])
+    def test_a_url_in_a_line_is_masked_as_settings_mask_it(self, url: str) -> None:
+        """Log lines and settings output share one masking: a URL inside a text comes out as
+        mask_url prints it alone."""
+        assert redact(f"connect to {url} failed") == f"connect to {mask_url(url)} failed"
+        assert SECRET not in redact(f"connect to {url} failed")
+
+    def test_a_log_line_masks_a_query_password(self, capture: io.StringIO) -> None:
+        """A DSN with `password=` in a log message reaches the output masked."""
+        logging.getLogger("streamer.test").warning("ClickHouse http://ch:8123/?password=%s down", SECRET)
+        (rec,) = lines(capture)
+        assert rec["msg"] == "ClickHouse http://ch:8123/?password=*** down"
 
 
 class TestJsonLines:

@@ -16,6 +16,13 @@ from streamer.ops.shutdown import Shutdown
 from streamer.stream.startup import StartClock
 
 
+def disarm(sd: Shutdown) -> None:
+    """A stop run in-process: cancel its watchdog, so it never fires after the test (a command
+    never cancels it, hence no public way)."""
+    if sd._timer is not None:
+        sd._timer.cancel()
+
+
 def child(code: str) -> subprocess.Popen[str]:
     """A Python child running `code` (dedented), stdout and stderr piped."""
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
@@ -133,7 +140,7 @@ class TestBudget:
             assert 0 < sd.left_s(30.0) <= 5.0
             assert sd.left_s(1.0) == 1.0
         finally:
-            sd.disarm()
+            disarm(sd)
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
 
@@ -145,7 +152,7 @@ class TestBudget:
             hung = asyncio.Event()
             assert await sd.bounded(hung.wait(), 30.0, "a hung step") is False
         finally:
-            sd.disarm()
+            disarm(sd)
 
     @pytest.mark.parametrize("code", [0, 4])
     def test_the_exit_code_of_the_command_is_kept(self, code: int) -> None:

@@ -18,7 +18,7 @@ from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import Window
 from streamer.settings.live import LiveSettings
 from streamer.settings.model import Settings, load_settings
-from streamer.stream.partials import MergeExchange, MergeRequest
+from streamer.stream.exchange import MergeExchange, MergeRequest
 from streamer.trending.merger import Publisher
 from tests.test_stream_publisher import owned_states, publisher
 
@@ -66,7 +66,7 @@ class TestRequestDepth:
     def test_depth_and_window_survive_the_round_trip(self, k: int, now_ms: int) -> None:
         """What a worker parses is what the merger asked for."""
         req = MergeRequest("id-1", Window(now_ms, now_ms + 60_000), now_ms, k)
-        assert MergeRequest.from_json(req.to_json()) == req
+        assert MergeRequest.from_doc(orjson.loads(orjson.dumps(req.to_doc()))) == req
 
 
 async def test_merge_requests_live_as_long_as_the_reloaded_interval(

@@ -21,6 +21,7 @@ from streamer.core.window import Window, window_at
 from streamer.jobs.reconcile import make_stream_reconciler
 from streamer.settings.model import Settings
 from streamer.trending.merger import Publisher
+from tests.state_helpers import accept
 
 
 class StubIngestor:
@@ -41,7 +42,7 @@ def owned_states(partitions: list[int], total: int, now: int, seed: int = 0) -> 
         state = states.get(partition_for_post(post, total))
         if state is not None:
             for i in range((post + seed) % 7 + 1):
-                state.accept(Event(f"{seed}-{post}-{i}", post, 1, "like", now - 1000))
+                accept(state, Event(f"{seed}-{post}-{i}", post, 1, "like", now - 1000))
     return states
 
 
@@ -100,7 +101,7 @@ class TestMerge:
         for post in range(200):
             state = states_b.get(partition_for_post(post, 4))
             if state is not None:  # half in the previous minute, half in the new one
-                state.accept(Event(f"b-{post}", post, 1, "share", now - 500 if post % 2 else behind))
+                accept(state, Event(f"b-{post}", post, 1, "share", now - 500 if post % 2 else behind))
         a = publisher(settings, redis_client, owned_states([0, 1], 4, now), clickhouse)
         b = publisher(settings, redis_client, states_b, clickhouse)
         assert await a._hold_lock()

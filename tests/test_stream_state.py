@@ -16,7 +16,7 @@ from streamer.core.partitioning import partition_for_post, post_key
 from streamer.core.records import parse_record_key, record_key
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, Window, complete_window_at, window_at
-from streamer.core.window_state import Outcome
+from tests.state_helpers import Outcome, accept, take_record
 
 T0 = 1_795_900_000_000 - 1_795_900_000_000 % MINUTE_MS  # a minute boundary
 
@@ -52,10 +52,10 @@ class TestPartitionState:
     def test_counts_each_event_id_once_and_flags_late(self) -> None:
         """A repeated id is a duplicate; an event before the window start is late."""
         state = PartitionState(0, 60, T0)
-        assert state.accept(ev(1, 5, T0)) is Outcome.COUNTED
-        assert state.accept(ev(1, 5, T0)) is Outcome.DUPLICATE
-        assert state.accept(ev(2, 5, T0 - 61 * MINUTE_MS)) is Outcome.LATE
-        assert state.accept(ev(3, 5, T0 + 2 * MINUTE_MS)) is Outcome.PENDING
+        assert accept(state, ev(1, 5, T0)) is Outcome.COUNTED
+        assert accept(state, ev(1, 5, T0)) is Outcome.DUPLICATE
+        assert accept(state, ev(2, 5, T0 - 61 * MINUTE_MS)) is Outcome.LATE
+        assert accept(state, ev(3, 5, T0 + 2 * MINUTE_MS)) is Outcome.PENDING
         assert state.top(10) == [PostCounts(5, 1)]
 
     def test_records_rebuild_the_same_state(self) -> None:
@@ -65,15 +65,15 @@ class TestPartitionState:
         stream = random_stream(3000, T0 - 30 * MINUTE_MS, 30 * MINUTE_MS, seed=1)
         for i in range(0, len(stream), 250):
             for e in stream[i : i + 250]:
-                live.accept(e)
-            rec = live.take_record()
+                accept(live, e)
+            rec = take_record(live)
             assert rec is not None
             records.append(rec)
-        assert live.take_record() is None
+        assert take_record(live) is None
         restored = PartitionState(2, 60, T0)
         assert restored.load(records) == []
         assert restored.top(50) == live.top(50) == brute(stream, window_at(T0, 60), 50)
-        assert all(restored.accept(e) is Outcome.DUPLICATE for e in stream[:100]
+        assert all(accept(restored, e) is Outcome.DUPLICATE for e in stream[:100]
                    if e.ts_ms >= T0 - 59 * MINUTE_MS)
         assert restored.records == live.records
 
@@ -84,28 +84,28 @@ class TestPartitionState:
         records = []
         for i in range(0, len(stream), 400):
             for e in stream[i : i + 400]:
-                live.accept(e)
-            rec = live.take_record()
+                accept(live, e)
+            rec = take_record(live)
             assert rec is not None
             records.append(rec)
         survivor = PartitionState(0, 60, T0)
         survivor.load(records[:2])  # the rest never reached the broker
         for e in stream:  # redelivery from the committed offset (here: the start)
-            survivor.accept(e)
+            accept(survivor, e)
         assert survivor.top(50) == brute(stream, window_at(T0, 60), 50)
 
     def test_advance_expires_minutes_and_records_exactly(self) -> None:
         """Minutes leave the window on the wall clock; records go once past the retained minutes."""
         state = PartitionState(0, 60, T0)
-        state.accept(ev(1, 1, T0 - 59 * MINUTE_MS))
-        old = state.take_record()
-        state.accept(ev(2, 2, T0))
-        state.take_record()
+        accept(state, ev(1, 1, T0 - 59 * MINUTE_MS))
+        old = take_record(state)
+        accept(state, ev(2, 2, T0))
+        take_record(state)
         assert old is not None
         assert state.advance(T0 + MINUTE_MS) == []  # still backs a retained minute
         assert state.top(10) == [PostCounts(2, 1)]
         assert state.advance(T0 + 4 * MINUTE_MS) == [old[0]]
-        assert state.accept(ev(1, 1, T0 - 59 * MINUTE_MS)) is Outcome.LATE
+        assert accept(state, ev(1, 1, T0 - 59 * MINUTE_MS)) is Outcome.LATE
 
     def test_complete_partial_matches_brute_force(self) -> None:
         """The complete-minute window is exact even after its first minute left the window."""
@@ -113,7 +113,7 @@ class TestPartitionState:
         state = PartitionState(0, 60, T0 - 62 * MINUTE_MS)
         for e in stream:
             state.advance(min(e.ts_ms, T0 + MINUTE_MS))
-            state.accept(e)
+            accept(state, e)
         now = T0 + MINUTE_MS + 5_000
         state.advance(now)
         window = complete_window_at(now - MINUTE_MS, 60)  # one minute older: needs retained data
@@ -130,8 +130,8 @@ class TestPartitionState:
         stream = random_stream(1500, T0 - 60 * MINUTE_MS, 3 * MINUTE_MS, seed=4)
         live = PartitionState(0, 60, T0)
         for e in stream:
-            live.accept(e)
-        record = live.take_record()
+            accept(live, e)
+        record = take_record(live)
         assert record is not None
         now = T0 + MINUTE_MS + 5_000
         restored = PartitionState(0, 60, now)
@@ -159,9 +159,9 @@ class TestPartitionState:
             writer = PartitionState(0, 60, T0 - 62 * MINUTE_MS)
             for i in range(lo, hi, step):
                 for e in stream[i : i + step]:
-                    writer.accept(e)
+                    accept(writer, e)
                     covered.append(e)
-                rec = writer.take_record()
+                rec = take_record(writer)
                 if rec is not None:
                     records.append(rec)
         order = data.draw(st.permutations(records))

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from streamer.modes.worker import Worker
 from streamer.ops.shutdown import Shutdown
 from streamer.settings.model import Settings
+from tests.test_ops_shutdown import disarm
 
 
 def worker_with(settings: Settings, task: asyncio.Future[None]) -> tuple[Worker, Shutdown]:
@@ -35,4 +36,4 @@ async def test_a_crashed_background_task_is_fatal(settings: Settings) -> None:
         await asyncio.wait_for(worker._monitor(), 10)
         assert shutdown.begun and shutdown.exit_code == 1 and worker.exit_code == 1
     finally:
-        shutdown.disarm()
+        disarm(shutdown)

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 
 from streamer.core.payloads import lock_key
-from streamer.errors import LockLost
 
 _EXTEND = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -82,7 +81,3 @@ class RedisLock:
             except Exception:
                 continue
 
-    def ensure_held(self) -> None:
-        """Raise LockLost when we know the lock is gone."""
-        if not self.held:
-            raise LockLost(f"lock {self.key} is no longer held by this replica")

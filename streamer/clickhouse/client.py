@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import clickhouse_connect
 
 from streamer.errors import StreamerError
+from streamer.redaction import mask_url
 from streamer.settings.model import Settings
-from streamer.settings.redaction import mask_url
 
 # chDB allows one session per directory per process: share clients by DSN.
 _EMBEDDED: dict[str, Any] = {}

@@ -86,14 +86,6 @@ def _groups(high: U64, low: U64) -> tuple[U64, U64, npt.NDArray[np.intp]]:
     return h[starts], lo[starts], first
 
 
-def first_occurrences(high: U64, low: U64) -> Mask:
-    """True at the first position of every distinct key (earlier wins)."""
-    keep = np.zeros(len(high), dtype=np.bool_)
-    if len(high):
-        keep[_groups(high, low)[2]] = True
-    return keep
-
-
 class _Run:
     """One sorted run: keys ordered by their high half, with each key's minute."""
 

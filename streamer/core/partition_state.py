@@ -20,7 +20,6 @@ import numpy as np
 import numpy.typing as npt
 
 from streamer.core.dedup import DedupIndex, event_keys
-from streamer.core.events import Event
 from streamer.core.people import EVENTS, Counting, PeopleWindow, eligible_top, masked
 from streamer.core.reconcile import StreamSnapshot
 from streamer.core.records import (
@@ -34,7 +33,7 @@ from streamer.core.records import (
 )
 from streamer.core.scoring import PostCounts
 from streamer.core.window import MINUTE_MS, Window
-from streamer.core.window_state import Outcome, PartitionWindow, top_of
+from streamer.core.window_state import PartitionWindow, top_of
 
 RETAIN_MINUTES = 3  # minutes kept after they leave the window, for reconcile partials
 MAX_RECORD_EVENTS = 100_000  # ~2 MB per changelog message at most
@@ -96,18 +95,6 @@ class PartitionState:
         pending = int((minutes > last).sum())
         return Accepted(accepted - pending, pending, late, len(fresh) - accepted)
 
-    def accept(self, event: Event) -> Outcome:
-        """Dedup and count one event (tests and tools; the hot path uses accept_columns)."""
-        got = self.accept_columns([event.event_id], np.array([event.post_id], dtype=np.int64),
-                                  np.array([event.type_index], dtype=np.uint8),
-                                  np.array([event.ts_ms], dtype=np.int64),
-                                  np.array([event.user_id], dtype=np.int64))
-        if got.late:
-            return Outcome.LATE
-        if got.duplicate:
-            return Outcome.DUPLICATE
-        return Outcome.PENDING if got.pending else Outcome.COUNTED
-
     def take_records(self) -> list[tuple[bytes, bytes]]:
         """(key, value) of records holding every event accepted since the last call."""
         if not self.pending:
@@ -125,13 +112,6 @@ class PartitionState:
             self.records[key] = int(piece.minutes.max())
             out.append((key, encode_record(piece)))
         return out
-
-    def take_record(self) -> tuple[bytes, bytes] | None:
-        """The one record of everything accepted since the last call, or None (tests, tools)."""
-        records = self.take_records()
-        if len(records) > 1:
-            raise RuntimeError("more than MAX_RECORD_EVENTS pending: use take_records")
-        return records[0] if records else None
 
     def advance(self, now_ms: int) -> list[bytes]:
         """Move the window to wall-clock now; return keys of records that fully expired."""

@@ -12,7 +12,6 @@ counters are updated, everything else happens per batch or per minute.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -24,17 +23,7 @@ from streamer.core.window import MINUTE_MS, Window, window_at
 
 I64 = npt.NDArray[np.int64]
 Counters = npt.NDArray[np.signedinteger[Any]]  # (slots, 4): int32, widened to int64 if needed
-Buckets = dict[int, list[int]]  # minute -> [views, likes, comments, shares]
 _MAX_CHUNKS = 8  # a minute's small appended blocks are packed into one past this
-
-
-class Outcome(Enum):
-    """What happened to one valid event: the one classification of window and partition state."""
-
-    COUNTED = "counted"  # inside the current window
-    PENDING = "pending"  # ahead of the window (valid future ts); counted once its minute opens
-    LATE = "late"  # older than the window start: ignored
-    DUPLICATE = "duplicate"  # its event id was counted already (PartitionState.accept only)
 
 
 class _Minute:
@@ -193,51 +182,9 @@ class PartitionWindow:
         self._recent.append((slots, types, minutes))
         return slots
 
-    def add(self, post_id: int, type_index: int, ts_ms: int, count: int = 1) -> Outcome:
-        """Count `count` events of one post at ts_ms; the caller deduplicates first."""
-        first, last = self.bounds()
-        minute = ts_ms // MINUTE_MS
-        if minute < first:
-            return Outcome.LATE
-        if count <= 0:
-            return Outcome.COUNTED if minute <= last else Outcome.PENDING
-        self.add_batch(np.full(count, post_id, dtype=np.int64),
-                       np.full(count, type_index, dtype=np.uint8),
-                       np.full(count, minute, dtype=np.int64))
-        return Outcome.PENDING if minute > last else Outcome.COUNTED
-
-    def load_post(self, post_id: int, buckets: Buckets) -> None:
-        """Restore one post's buckets (minutes before the window start are ignored)."""
-        first, _ = self.bounds()
-        self.forget_post(post_id)
-        for minute, counters in sorted(buckets.items()):
-            if minute >= first:
-                for type_index, n in enumerate(counters):
-                    if n:
-                        self.add(post_id, type_index, minute * MINUTE_MS, n)
-
-    def forget_post(self, post_id: int) -> None:
-        """Drop a post entirely (a scan of the held minutes: rare, not on the hot path)."""
-        slot = self.slot_of.get(post_id)
-        if slot is None:
-            return
-        for block in self.held_minutes().values():
-            slots, types = block.columns()
-            keep = slots != slot
-            block.chunks = [(slots[keep], types[keep])]
-        self.held[slot] = 0
-        self._release(np.array([slot]))
-
     def top(self, k: int) -> list[PostCounts]:
         """This partition's top k posts with their counters (incremental, exact)."""
         return self._top.top(k, self.post_of, self.totals)
-
-    def counts(self, post_id: int) -> PostCounts:
-        """Window totals of one post."""
-        slot = self.slot_of.get(post_id)
-        if slot is None:
-            return PostCounts(post_id)
-        return PostCounts(post_id, *self.totals[slot].tolist())
 
     def all_counts(self) -> Iterable[PostCounts]:
         """Every post with a counted event in the window."""
@@ -245,19 +192,6 @@ class PartitionWindow:
         for post_id, c in zip(self.post_of[rows].tolist(), self.totals[rows].tolist(),
                               strict=True):
             yield PostCounts(post_id, *c)
-
-    def buckets(self, post_id: int) -> Buckets:
-        """A copy of one post's held minute counters (a scan: tests and tools only)."""
-        slot = self.slot_of.get(post_id)
-        out: Buckets = {}
-        if slot is None:
-            return out
-        for minute, block in sorted(self.held_minutes().items()):
-            slots, types = block.columns()
-            counts = np.bincount(types[slots == slot], minlength=4).tolist()
-            if any(counts):
-                out[minute] = counts
-        return out
 
     def totals_over(self, lo: int, hi: int) -> Counters:
         """Per-slot totals over held minutes lo..hi (each must be in the window or retained)."""

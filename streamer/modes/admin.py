@@ -21,9 +21,9 @@ from streamer.core.payloads import decode_trending, trending_key, trending_meta_
 from streamer.core.scoring import PostCounts
 from streamer.demo.generate import events, load_graph_rows
 from streamer.errors import StartError, UsageError
+from streamer.redaction import mask_url
 from streamer.settings.file import origins, read_config_file
 from streamer.settings.model import Settings
-from streamer.settings.redaction import mask_url
 from streamer.trending.write import read_together
 
 

@@ -3,7 +3,7 @@
 Modules:
   metrics         every Prometheus metric, defined once.
   http            /metrics, /healthz, /readyz.
-  logging         structured logging (JSON or text) with a correlation id; log-line redaction.
+  logging         structured logging (JSON or text) with a correlation id, URL passwords masked.
   shutdown        the one stop sequence of every long-running command.
   memory          allocator settings and the start-up heap freeze of the worker.
 """

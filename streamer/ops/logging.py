@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import re
 import secrets
 import sys
 import time
@@ -14,17 +13,11 @@ from typing import Any
 
 import orjson
 
+from streamer.redaction import MASK, redact
+
 CORRELATION_ID: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-# `scheme://user:password@` -> `scheme://user:***@` (a password never contains `/`, `@`, space).
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:@/\s]*):[^@/\s]+@")
 _SECRET_KEYS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential")
-MASK = "***"
-
-
-def redact(text: str) -> str:
-    """Mask the password of every URL in a text, so a log line never carries one."""
-    return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}:{MASK}@", text)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

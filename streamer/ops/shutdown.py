@@ -164,11 +164,6 @@ class Shutdown:
             sys.stderr.flush()
         os._exit(self.exit_code)
 
-    def disarm(self) -> None:
-        """Tests running a stop in-process: cancel the watchdog (commands never call this)."""
-        if self._timer is not None:
-            self._timer.cancel()
-
 
 def run_command(
     main: Callable[[Shutdown], Coroutine[Any, Any, int]],

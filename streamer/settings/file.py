@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.errors import ConfigError, raise_all
-from streamer.settings.redaction import mask_url
+from streamer.redaction import mask_url
 
 FILE_VARIABLE = "STREAMER_CONFIG_FILE"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

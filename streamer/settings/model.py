@@ -11,13 +11,16 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamer.errors import ConfigError, raise_all
+from streamer.redaction import mask_url
 from streamer.settings.file import overlay, read_config_file
-from streamer.settings.redaction import mask_url
 from streamer.settings.redis_url import parse_redis_url
 from streamer.settings.validation import field_error as _field_error
 from streamer.settings.validation import located, pem_errors
 
 _POSITIVE = Field(gt=0, strict=False)
+# Settings that take one of a few words: field -> the words (the error message names them).
+_WORDS = {"streamer_table_store": ("rocksdb", "memory"), "job_trending_count": ("events", "people"),
+          "job_suggestion_fallback": ("popular", "none"), "log_format": ("text", "json")}
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -177,32 +180,12 @@ class Settings(BaseSettings):
             raise ValueError("must be a non-empty identifier (letters, digits, _)")
         return value
 
-    @field_validator("streamer_table_store")
+    @field_validator(*_WORDS)
     @classmethod
-    def _store(cls, value: str) -> str:
-        if value not in ("rocksdb", "memory"):
-            raise ValueError("must be 'rocksdb' or 'memory'")
-        return value
-
-    @field_validator("job_trending_count")
-    @classmethod
-    def _count(cls, value: str) -> str:
-        if value not in ("events", "people"):
-            raise ValueError("must be 'events' or 'people'")
-        return value
-
-    @field_validator("job_suggestion_fallback")
-    @classmethod
-    def _fallback(cls, value: str) -> str:
-        if value not in ("popular", "none"):
-            raise ValueError("must be 'popular' or 'none'")
-        return value
-
-    @field_validator("log_format")
-    @classmethod
-    def _log_format(cls, value: str) -> str:
-        if value not in ("text", "json"):
-            raise ValueError("must be 'text' or 'json'")
+    def _one_of_words(cls, value: str, info: Any) -> str:
+        words = _WORDS[info.field_name]
+        if value not in words:
+            raise ValueError(f"must be {' or '.join(repr(w) for w in words)}")
         return value
 
     @field_validator("log_level")

@@ -34,7 +34,7 @@ _RANGES = {"streamer_web_port": "must be a port number in 1..65535"}
 
 def _shown(value: object) -> str:
     """How a rejected value is echoed: repr, URL passwords masked."""
-    from streamer.settings.redaction import mask_url
+    from streamer.redaction import mask_url
 
     return repr(mask_url(value) if isinstance(value, str) and "://" in value else value)
 

@@ -2,7 +2,7 @@
 
 Every JOB_TRENDING_INTERVAL_SEC the merger (holder of the lock guarding the trending key)
 names the window of its own clock and collects each partition's answer for that window
-(`stream.partials`), so merges do not depend on the workers' clocks agreeing. A merge that
+(`stream.exchange`), so merges do not depend on the workers' clocks agreeing. A merge that
 misses partitions is never published: `core.publish_policy.merger_source()` decides between the
 complete merge, the ClickHouse result (mode `clickhouse`) and keeping the current value.
 """
@@ -37,8 +37,13 @@ from streamer.ops.metrics import (
 )
 from streamer.settings.live import LiveSettings, live_of
 from streamer.settings.model import Settings
-from streamer.stream.partials import Answers, MergeExchange, MergeRequest
-from streamer.stream.reconcile_hook import ReconcileHook, ReconcileRequests
+from streamer.stream.exchange import (
+    Answers,
+    MergeExchange,
+    MergeRequest,
+    ReconcileHook,
+    ReconcileRequests,
+)
 from streamer.trending.job import publish_clickhouse_trending, record_publish
 from streamer.trending.write import publish_trending
 
