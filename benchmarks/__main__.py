@@ -1,6 +1,7 @@
 """`python -m benchmarks [options]`: the suite; `... stream [options]`: the stream matrix;
 `... sustained [options]`: one worker's sustained whole-process cost; `... people [options]`:
-counting people beside counting events; `... soak [--minutes N]`: the long run (not for CI)."""
+counting people beside counting events; `... index [options]`: the post -> slot index
+against a dict; `... soak [--minutes N]`: the long run (not for CI)."""
 
 import sys
 
@@ -17,6 +18,10 @@ if sys.argv[1:2] == ["sustained"]:
 
     sys.exit(sustained_main(sys.argv[2:]))
 
+if sys.argv[1:2] == ["index"]:
+    from benchmarks.post_index_cost import main as index_main
+
+    sys.exit(index_main(sys.argv[2:]))
 if sys.argv[1:2] == ["people"]:
     from benchmarks.people_cost import main as people_main
 

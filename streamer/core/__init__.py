@@ -6,6 +6,7 @@ Modules:
   partitioning    where a post's events belong: Kafka's default partitioner.
   partition_state  one partition's exact state and the change records that make it durable.
   window_state    exact sliding-window counters of one partition, packed.
+  post_index      post id -> window slot: a numpy open-addressing table, looked up per batch.
   window          trending window bounds.
   dedup           event-id dedup bounded by the window.
   records         change records: one batch's accepted events, packed, one changelog message.

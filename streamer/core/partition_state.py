@@ -172,7 +172,7 @@ class PartitionState:
         """Distinct accounts (any type) of each post in the window."""
         assert self.people is not None
         self.people.fit(len(self.window.post_of))
-        slots = [self.window.slot_of.get(p, -1) for p in post_ids]
+        slots = self.window.slot_of.lookup(np.array(post_ids, dtype=np.int64)).tolist()
         return [int(self.people.anyone[s]) if s >= 0 else 0 for s in slots]
 
     def can_compute(self, window: Window) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamer.core.post_index import PostIndex
 from streamer.core.scoring import PostCounts
 from streamer.core.top_index import TopIndex, best_slots, ranks_of
 from streamer.core.window import MINUTE_MS, Window, window_at
@@ -81,7 +82,7 @@ class PartitionWindow:
         self.retain_minutes = retain_minutes
         self.first_minute: int | None = None
         self.last_minute: int | None = None
-        self.slot_of: dict[int, int] = {}
+        self.slot_of = PostIndex()
         self.totals: Counters = np.zeros((0, 4), dtype=np.int32)
         self.held = np.zeros(0, dtype=np.int32)  # events of the slot in held minutes
         self.post_of = np.zeros(0, dtype=np.int64)
@@ -147,18 +148,16 @@ class PartitionWindow:
 
     def holds(self, post_ids: I64) -> npt.NDArray[np.bool_]:
         """Which posts have a slot here (events held in this partition)."""
-        held = self.slot_of.__contains__
-        return np.fromiter(map(held, post_ids.tolist()), dtype=np.bool_, count=len(post_ids))
+        return self.slot_of.lookup(post_ids) >= 0
 
     def slots(self, post_ids: I64) -> npt.NDArray[np.int32]:
         """Slot of every post (new posts get one)."""
-        unique, inverse = np.unique(post_ids, return_inverse=True)
-        posts = unique.tolist()
-        found = list(map(self.slot_of.get, posts))
-        if None in found:
-            self._assign([p for p, s in zip(posts, found, strict=True) if s is None])
-            found = list(map(self.slot_of.__getitem__, posts))
-        return np.array(found, dtype=np.int32)[inverse]
+        found = self.slot_of.lookup(post_ids)
+        missing = found < 0
+        if missing.any():
+            absent, inverse = np.unique(post_ids[missing], return_inverse=True)
+            found[missing] = self._assign(absent)[inverse]
+        return found
 
     def add_batch(self, post_ids: I64, types: npt.NDArray[np.uint8],
                   minutes: I64) -> npt.NDArray[np.int32]:
@@ -233,10 +232,10 @@ class PartitionWindow:
             count_into(self.held, slots, -1)
         self._release(np.flatnonzero((self.held == 0) & (self.post_of >= 0)))
 
-    def _assign(self, post_ids: list[int]) -> None:
-        """Give new posts free slots, growing the arrays (doubling) when none are left."""
-        if not post_ids:
-            return
+    def _assign(self, post_ids: I64) -> npt.NDArray[np.int32]:
+        """Give new posts free slots (returned), growing the arrays (doubling) when none are left."""
+        if not len(post_ids):
+            return np.zeros(0, dtype=np.int32)
         need = len(post_ids) - len(self._free)
         if need > 0:
             size = len(self.post_of)
@@ -247,15 +246,15 @@ class PartitionWindow:
             fresh = np.arange(size + grow - 1, size - 1, -1, dtype=np.int32)
             self._free = np.concatenate([fresh, self._free])
         cut = len(self._free) - len(post_ids)
-        taken = self._free[cut:].tolist()
+        taken = self._free[cut:]
         self._free = self._free[:cut].copy()
-        self.slot_of.update(zip(post_ids, taken, strict=True))
+        self.slot_of.insert(post_ids, taken)
         self.post_of[taken] = post_ids
+        return taken
 
     def _release(self, slots: npt.NDArray[np.intp]) -> None:
         """Free slots whose post has no held event left."""
-        for post_id in self.post_of[slots].tolist():
-            del self.slot_of[post_id]
+        self.slot_of.delete(self.post_of[slots])
         self.totals[slots] = 0
         self.post_of[slots] = -1
         self._free = np.concatenate([self._free, slots.astype(np.int32)])
