@@ -365,6 +365,10 @@ class RedisProxy:
         self._started.set()
         with contextlib.suppress(Exception):
             self.loop.run_until_complete(server.serve_forever())
+        pending = asyncio.all_tasks(self.loop)  # stopped: end the links still open
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -399,8 +403,9 @@ class RedisProxy:
         dst.close()
 
     def stop(self) -> None:
-        """Stop the loop (connections drop)."""
+        """Stop the loop (connections drop) and wait for its thread."""
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
 
 
 @contextlib.contextmanager
