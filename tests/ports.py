@@ -3,12 +3,15 @@ binds, so each start here is retried on a new port when the child lost it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from streamer.demo.services import START_ATTEMPTS, ServiceError, free_port, wait_for_port
+from streamer.demo.services import START_ATTEMPTS, ServiceError, free_port
 
 R = TypeVar("R")
 
@@ -26,6 +29,41 @@ def tail(path: Path, lines: int = 40) -> str:
         return ""
 
 
+def listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on TCP port `port` (IPv4 and IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return inodes
+
+
+def owns(pid: int, inodes: set[str]) -> bool:
+    """Process `pid` holds one of these sockets."""
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return True
+    return False
+
+
+def wait_for_own_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    """Until the child itself listens on the port (not whoever took it meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"process exited with code {proc.returncode} before listening")
+        if owns(proc.pid, listening_inodes(port)):
+            return
+        time.sleep(0.05)
+    raise ServiceError(f"the child is not listening on 127.0.0.1:{port} after {timeout_s:.0f}s")
+
+
 def start_listening(
     spawn: Callable[[int], subprocess.Popen[bytes]], log: Path, timeout_s: float = 60
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -35,7 +73,7 @@ def start_listening(
         port = free_port()
         proc = spawn(port)
         try:
-            wait_for_port(port, timeout_s, proc)
+            wait_for_own_port(port, timeout_s, proc)
             return proc, port
         except ServiceError as exc:
             if proc.poll() is None:
