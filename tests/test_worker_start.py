@@ -203,6 +203,23 @@ class TestSigtermAroundAFailedStart:
         assert "Traceback" not in err
         assert RETRY_UNTIL.search(err), err  # the signal came while the start was failing
 
+    def test_sigterm_after_the_failure_line_keeps_its_exit_code(
+        self, worker_env: dict[str, str], tmp_path: Path
+    ) -> None:
+        """A SIGTERM once the start failed and said so (the process is finishing): exit 1, not
+        killed by the signal (the loop's handlers are gone by then; the code is decided)."""
+
+        def run(env: dict[str, str]) -> tuple[int, str]:
+            proc = start(env)
+            seen = read_stderr_until(proc, lambda lines: lines[-1].startswith("streamer:"))
+            code, err = signal_and_wait(proc, 1)
+            return code, seen + err
+
+        code, err = rerun_on_taken_port(
+            run, no_kafka(worker_env, tmp_path, start_timeout_s=1), lambda result: result[1])
+        assert "streamer: start did not finish" in err
+        assert code == 1, err
+
     def test_sigterm_while_the_worker_is_still_loading(
         self, worker_env: dict[str, str], tmp_path: Path
     ) -> None:
