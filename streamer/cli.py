@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import platform
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
@@ -190,6 +191,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `streamer` console script."""
+    try:
+        return _main(argv)
+    finally:
+        if argv is None:  # the exit code is decided (the loop's handlers are gone): a late
+            for sig in (signal.SIGTERM, signal.SIGINT):  # signal must not turn it into a kill
+                signal.signal(sig, signal.SIG_IGN)
+
+
+def _main(argv: list[str] | None) -> int:
+    """Parse, load the settings, run the command; the exit code."""
     args = _parser().parse_args(argv)
     set_hard_exit(argv is None)  # argv given: run inside another program, never os._exit it
     if args.command not in ("check-config", "demo"):  # the demo has its own (it also stops on SIGHUP)

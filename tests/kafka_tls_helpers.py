@@ -18,7 +18,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamer.demo.services import free_port, tansu_binary, wait_for_port
+from streamer.demo.services import tansu_binary
+from tests.ports import start_listening
 
 
 @dataclass(frozen=True)
@@ -173,15 +174,18 @@ class TlsKafka:
 def start_tls_kafka(root: Path, require_client_cert: bool = True) -> TlsKafka:
     """PKI, a terminator, and tansu (plain, loopback) advertising the terminator's address."""
     pki = make_pki(root / "pki")
-    plain = free_port()
-    terminator = TlsTerminator(plain, pki, require_client_cert)
+    terminator = TlsTerminator(0, pki, require_client_cert)  # upstream: tansu's port, below
     advertised = f"tcp://127.0.0.1:{terminator.port}"
-    log = open(root / "tansu.log", "wb")  # noqa: SIM115 - lives as long as the child
-    tansu = subprocess.Popen(
-        [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{plain}",
-         "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, "RUST_LOG": "warn"},
-    )
-    wait_for_port(plain, 20, tansu)
+
+    def spawn(plain: int) -> subprocess.Popen[bytes]:
+        terminator.upstream = plain
+        with open(root / "tansu.log", "wb") as log:
+            return subprocess.Popen(
+                [tansu_binary(), "broker", "--listener-url", f"tcp://127.0.0.1:{plain}",
+                 "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "RUST_LOG": "warn"},
+            )
+
+    tansu = start_listening(spawn, root / "tansu.log", 20)[0]
     return TlsKafka(tansu, terminator.start(), pki)

@@ -26,30 +26,34 @@ from tests.waiting import wait_until
 SERVICE = "mymaster"
 
 
-def _server(root: Path, name: str, *args: str) -> LocalService:
-    """One redis-server (no persistence) with extra arguments, logging into root/name."""
+def _server(root: Path, name: str, *args: str, cluster_bus: bool = False) -> LocalService:
+    """One redis-server (no persistence) with extra arguments, logging into root/name; with
+    cluster_bus, its cluster bus on a free port of its own (picked again on each retry)."""
 
     def spawn(svc: LocalService) -> list[str]:
         return [redis_server_binary(), "--port", str(svc.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", str(svc.workdir),
                 "--daemonize", "no", *args]
 
-    return _up(root, name, "redis.log", spawn)
+    return _up(root, name, "redis.log", spawn, cluster_bus)
 
 
-def _up(root: Path, name: str, log_name: str, command: Callable[[LocalService], list[str]]
-        ) -> LocalService:
-    """Start the service on a free port; one that fails to listen is killed and retried on
-    another port (the free port may have been taken before the child bound it)."""
+def _up(root: Path, name: str, log_name: str, command: Callable[[LocalService], list[str]],
+        cluster_bus: bool = False) -> LocalService:
+    """Start the service on a free port (and cluster bus port); one that fails to listen on
+    them is killed and retried on other ports (a free port may be taken before the child
+    binds it)."""
     for attempt in range(START_ATTEMPTS):
         svc = LocalService(name, free_port(), workdir=root / name)
         svc.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = command(svc)
+        bus = free_port() if cluster_bus else None
+        cmd = command(svc) + ([] if bus is None else ["--cluster-port", str(bus)])
         log = open(svc.workdir / log_name, "wb")  # noqa: SIM115 - lives as long as the child
         svc.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=svc.workdir,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            wait_for_port(svc.port, 15, svc.proc)
+            for port in (svc.port,) if bus is None else (svc.port, bus):
+                wait_for_port(port, 15, svc.proc)
             return svc
         except ServiceError:
             svc.kill()
@@ -152,9 +156,9 @@ class ClusterSetup:
 @contextlib.contextmanager
 def cluster_setup(root: Path) -> Iterator[ClusterSetup]:
     """`redis-server --cluster-enabled yes` x3 + `redis-cli --cluster create`, once every node says ok."""
-    nodes = [_server(root, f"node-{i}", "--cluster-enabled", "yes", "--cluster-port",
-                     str(free_port()), "--cluster-config-file", f"nodes-{i}.conf",
-                     "--cluster-node-timeout", "2000") for i in range(3)]
+    nodes = [_server(root, f"node-{i}", "--cluster-enabled", "yes", "--cluster-config-file",
+                     f"nodes-{i}.conf", "--cluster-node-timeout", "2000", cluster_bus=True)
+             for i in range(3)]
     setup = ClusterSetup(nodes)
     try:
         cli = shutil.which("redis-cli")

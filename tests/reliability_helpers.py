@@ -326,7 +326,7 @@ class RedisProxy:
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.port = free_port()
+        self.port = 0  # bound by start(): the system picks it, nobody can take it first
         self.loop = asyncio.new_event_loop()
         self.held = threading.Event()  # an EXEC is being held
         self._armed = False
@@ -337,9 +337,9 @@ class RedisProxy:
         self._started = threading.Event()
 
     def start(self) -> RedisProxy:
-        """Listen on 127.0.0.1:port."""
+        """Listen on 127.0.0.1 (a port of the system's choice, then in `port`)."""
         self._thread.start()
-        self._started.wait(10)
+        assert self._started.wait(60), "the Redis proxy never listened"
         return self
 
     @property
@@ -360,10 +360,15 @@ class RedisProxy:
         asyncio.set_event_loop(self.loop)
         self._release = asyncio.Event()
         server = self.loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", self.port))
+            asyncio.start_server(self._serve, "127.0.0.1", 0))
+        self.port = int(server.sockets[0].getsockname()[1])
         self._started.set()
         with contextlib.suppress(Exception):
             self.loop.run_until_complete(server.serve_forever())
+        pending = asyncio.all_tasks(self.loop)  # stopped: end the links still open
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -398,8 +403,9 @@ class RedisProxy:
         dst.close()
 
     def stop(self) -> None:
-        """Stop the loop (connections drop)."""
+        """Stop the loop (connections drop) and wait for its thread."""
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(30)
 
 
 @contextlib.contextmanager

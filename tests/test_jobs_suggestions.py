@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
+import secrets
 
 import orjson
 from redis.asyncio import Redis
@@ -55,7 +55,7 @@ class KeyWrites:
         self.client = Redis.from_url(redis_url)
         self.counts: dict[str, int] = {}
         self.task: asyncio.Task[None] | None = None
-        self.expected = 0
+        self.marker = secrets.token_hex(8)  # a fresh one per settle()
         self.reached = asyncio.Event()
 
     async def __aenter__(self) -> KeyWrites:
@@ -70,21 +70,23 @@ class KeyWrites:
                         "nova:cache:suggested_users:"
                     ):
                         self.counts[words[1]] = self.counts.get(words[1], 0) + 1
-                        if sum(self.counts.values()) >= self.expected:
-                            self.reached.set()
+                    elif len(words) > 1 and words[0].upper() == "ECHO" and self.marker in words[1]:
+                        self.reached.set()
 
         self.task = asyncio.create_task(listen())
         await asyncio.wait_for(started.wait(), 10)
         return self
 
-    async def settle(self, expected: int) -> None:
-        """Wait until MONITOR has delivered `expected` writes (or 10 s)."""
-        self.expected = expected
-        if sum(self.counts.values()) >= expected:
-            return
+    async def settle(self) -> None:
+        """Wait until MONITOR has delivered every write made so far: it shows commands in the
+        order Redis ran them, so once it shows an ECHO sent now, it has shown them all."""
+        self.marker = secrets.token_hex(8)
         self.reached.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.reached.wait(), 10)
+        await self.client.echo(self.marker)
+        try:
+            await asyncio.wait_for(self.reached.wait(), 60)
+        except TimeoutError:
+            raise AssertionError(f"MONITOR never showed the marker; writes seen {self.counts}") from None
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.task is not None
@@ -113,7 +115,7 @@ async def test_every_active_user_gets_the_oracle_and_nobody_else(
                   job_suggestions_per_user=4)
     async with KeyWrites(settings.redis_url) as writes:
         assert await JobRunner([job], redis_client, 2).run_once(job) is RunStatus.OK
-        await writes.settle(len(active))
+        await writes.settle()
     got = await stored(redis_client)
     assert sorted(got) == active
     assert 501 not in got and 500 in got and 502 in got
@@ -183,7 +185,7 @@ async def test_two_replicas_share_a_run(
             JobRunner([job_a], redis_client, 2).run_once(job_a),
             JobRunner([job_b], other, 2).run_once(job_b),
         )
-        await writes.settle(len(active))
+        await writes.settle()
     await other.aclose()
     # Both join the run unless one finished it before the other looked (then "skipped": done).
     assert statuses[0].value == "success" or statuses[1].value == "success"

@@ -27,12 +27,13 @@ from redis.asyncio import Redis
 from streamer.core.events import Event
 from streamer.core.partitioning import partition_for_post, post_key
 from streamer.core.sink_rows import SinkRows
-from streamer.demo.services import LocalService, free_port, tansu_binary, wait_for_port
+from streamer.demo.services import LocalService, tansu_binary
 from streamer.kafka.admin import ensure_topics
 from streamer.kafka.client import client_kwargs
 from streamer.kafka.sink_consumer import ClickHouseSinkConsumer
 from streamer.settings.model import load_settings
 from tests.kafka_tls_helpers import TlsKafka, start_tls_kafka
+from tests.ports import rerun_on_taken_port, start_listening
 from tests.stream_helpers import (
     FAST_GROUP_ENV,
     WorkerProcess,
@@ -145,12 +146,16 @@ class TestMutualTls:
 
 def run_failing(command: str, env: dict[str, str]) -> tuple[int, str]:
     """Run `streamer COMMAND`, which must end within the contract's FAIL_WITHIN_S: exit code, stderr."""
-    try:
-        proc = subprocess.run([sys.executable, "-m", "streamer", command], env=env,
-                              capture_output=True, text=True, timeout=FAIL_WITHIN_S)
-    except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"`streamer {command}` still running after {FAIL_WITHIN_S} s") from exc
-    return proc.returncode, proc.stderr
+
+    def run(with_port: dict[str, str]) -> tuple[int, str]:
+        try:
+            proc = subprocess.run([sys.executable, "-m", "streamer", command], env=with_port,
+                                  capture_output=True, text=True, timeout=FAIL_WITHIN_S)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"`streamer {command}` still running after {FAIL_WITHIN_S} s") from exc
+        return proc.returncode, proc.stderr
+
+    return rerun_on_taken_port(run, env, lambda result: result[1])  # the web port taken: again
 
 
 def assert_one_line(stderr: str, *needles: str) -> None:
@@ -165,7 +170,7 @@ def base_env(redis_url: str, tmp_path: Path) -> dict[str, str]:
     """A process environment with its own data dir and port."""
     return {**os.environ, **FAST_GROUP_ENV, "REDIS_URL": redis_url, "CLICKHOUSE_URL": "",
             "STREAMER_DATA_DIR": str(tmp_path / uuid.uuid4().hex[:6]),
-            "STREAMER_WEB_PORT": str(free_port()), "KAFKA_EVENTS_TOPIC": unique("refused")}
+            "KAFKA_EVENTS_TOPIC": unique("refused")}  # STREAMER_WEB_PORT: run_failing
 
 
 class TestRefusedTls:
@@ -193,18 +198,20 @@ class TestRefusedTls:
 @pytest.fixture(scope="module")
 def auth_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A tansu broker with `--authentication` (SCRAM) and no users: every login fails."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("auth-kafka") / "tansu.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [tansu_binary(), "broker", "--authentication", "--listener-url",
-         f"tcp://127.0.0.1:{port}", "--advertised-listener-url", f"tcp://127.0.0.1:{port}",
-         "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"})
-    wait_for_port(port, 20, proc)
+    log_path = tmp_path_factory.mktemp("auth-kafka") / "tansu.log"
+
+    def spawn(port: int) -> subprocess.Popen[bytes]:
+        with open(log_path, "wb") as log:
+            return subprocess.Popen(
+                [tansu_binary(), "broker", "--authentication", "--listener-url",
+                 f"tcp://127.0.0.1:{port}", "--advertised-listener-url", f"tcp://127.0.0.1:{port}",
+                 "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "warn"})
+
+    proc, port = start_listening(spawn, log_path, 20)
     yield port
     proc.kill()
     proc.wait(10)
-    log.close()
 
 
 class TestRefusedSasl:

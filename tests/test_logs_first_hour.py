@@ -15,6 +15,7 @@ from aiokafka.errors import KafkaConnectionError
 from streamer import __version__
 from streamer.demo.services import free_port
 from streamer.ops.logging import error_text, iso_ms, setup_logging, window_text
+from tests.ports import rerun_on_taken_port
 from tests.test_config import run_streamer
 
 
@@ -64,9 +65,10 @@ def test_kafka_down_is_one_warning_and_one_final_line(tmp_path: Path) -> None:
     """Kafka unreachable for a whole start: the version first, one WARNING naming the address
     and the deadline, no aiokafka ERROR, no doubled error type, one final line, exit 1."""
     kafka = f"127.0.0.1:{free_port()}"
-    proc = run_streamer(["worker"], KAFKA_BOOTSTRAP_SERVERS=kafka,
-                        STREAMER_START_TIMEOUT_SEC="6", STREAMER_DATA_DIR=str(tmp_path),
-                        STREAMER_WEB_PORT=str(free_port()))
+    proc = rerun_on_taken_port(  # its web port taken meanwhile: again on another
+        lambda env: run_streamer(["worker"], **env),
+        {"KAFKA_BOOTSTRAP_SERVERS": kafka, "STREAMER_START_TIMEOUT_SEC": "6",
+         "STREAMER_DATA_DIR": str(tmp_path)}, lambda done: done.stderr)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.splitlines()
     assert f"streamer {__version__} worker" in lines[0]

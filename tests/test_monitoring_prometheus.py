@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from streamer.demo.services import free_port
+from tests.ports import start_listening
 from tests.stream_helpers import Cluster, WorkerProcess, keyed, now_ms, produce, random_events
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,6 @@ class Prometheus:
     """The server on a free port with tmp storage, scraping every second."""
 
     def __init__(self, root: Path, targets: list[str]) -> None:
-        self.port = free_port()
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
                        "scrape_timeout": "900ms"},
@@ -49,13 +48,18 @@ class Prometheus:
                                 "static_configs": [{"targets": targets}]}],
         }
         (root / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log = (root / "prometheus.log").open("wb")
         assert PROMETHEUS is not None
-        self.proc = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={root / 'prometheus.yml'}",
-             f"--storage.tsdb.path={root / 'tsdb'}", f"--web.listen-address=127.0.0.1:{self.port}",
-             "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        binary = PROMETHEUS
+
+        def spawn(port: int) -> subprocess.Popen[bytes]:
+            with (root / "prometheus.log").open("wb") as log:
+                return subprocess.Popen(
+                    [binary, f"--config.file={root / 'prometheus.yml'}",
+                     f"--storage.tsdb.path={root / 'tsdb'}",
+                     f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+        self.proc, self.port = start_listening(spawn, root / "prometheus.log")
 
     def api(self, path: str, **params: str) -> Any:
         """GET /api/v1/<path>; the `data` of a success (raises with the error otherwise)."""
@@ -92,7 +96,6 @@ class Prometheus:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        self.log.close()
 
 
 @pytest.fixture

@@ -28,7 +28,8 @@ import redis as sync_redis
 from streamer.clickhouse.schema import ddl
 from streamer.core.payloads import decode_trending, trending_key, trending_lock_key, trending_meta_key
 from streamer.core.window import Window
-from streamer.demo.services import LocalService
+from streamer.demo.services import LocalService, free_port
+from tests.ports import start_listening
 from tests.reliability_helpers import FakeClickHouse, RedisProxy, record_figures, wait_until
 from tests.stream_helpers import now_ms, oracle, random_events
 
@@ -53,12 +54,12 @@ def insert_events(fake: FakeClickHouse, events: list[dict[str, Any]]) -> None:
              f"VALUES {rows}")
 
 
-def replica(tmp_path: Path, name: str, redis_url: str, fake: FakeClickHouse, *args: str
-            ) -> tuple[subprocess.Popen[bytes], Path]:
+def replica(tmp_path: Path, name: str, redis_url: str, fake: FakeClickHouse, *args: str,
+            port: int | None = None) -> tuple[subprocess.Popen[bytes], Path]:
     """`streamer jobs --job trending --force <args>` with the short lock TTL."""
     env = {**os.environ, "REDIS_URL": redis_url, "CLICKHOUSE_URL": fake.url,
            "STREAMER_DATA_DIR": str(tmp_path / name), "JOB_TRENDING_INTERVAL_SEC": "1",
-           "JOB_CH_TIMEOUT_MS": "20000", "STREAMER_WEB_PORT": str(_port())}
+           "JOB_CH_TIMEOUT_MS": "20000", "STREAMER_WEB_PORT": str(port or free_port())}
     log = tmp_path / f"{name}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.reliability_helpers", "jobs-lock-ttl", str(LOCK_TTL_MS), "--",
@@ -66,12 +67,6 @@ def replica(tmp_path: Path, name: str, redis_url: str, fake: FakeClickHouse, *ar
         env=env, cwd=str(ROOT), stdout=log.open("wb"), stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL)
     return proc, log
-
-
-def _port() -> int:
-    from streamer.demo.services import free_port
-
-    return free_port()
 
 
 class TestFencedWrites:
@@ -97,7 +92,9 @@ class TestFencedWrites:
             assert a_token.split(":")[1] == str(a.pid), "A holds the lock while paused"
             second = random_events(500, 40, now_ms(), seed=72)
             insert_events(fake_ch, second)  # B's view differs from what A computed
-            b, b_log = replica(tmp_path, "b", redis_service_url(redis_service), fake_ch)
+            b_log = tmp_path / "b.log"
+            b = start_listening(lambda port: replica(
+                tmp_path, "b", redis_service_url(redis_service), fake_ch, port=port)[0], b_log)[0]
             wait_until(lambda: client.exists(trending_meta_key(1)) == 1, 120, "B's publish")
             b_meta = orjson.loads(client.get(trending_meta_key(1)) or b"{}")
             pause_s = time.monotonic() - paused_at

@@ -21,7 +21,8 @@ from redis.asyncio import Redis
 
 from streamer.core.scoring import PostCounts
 from streamer.core.window import Window
-from streamer.demo.services import LocalService, free_port, wait_for_port
+from streamer.demo.services import LocalService
+from tests.ports import start_listening
 from tests.stream_helpers import (
     Cluster,
     WorkerProcess,
@@ -183,8 +184,11 @@ SEED = (
 )
 
 
-def start_jobs(env: dict[str, str], events: list[dict[str, Any]], data_dir: Path) -> subprocess.Popen[bytes]:
-    """Schema and the events in the child's own embedded ClickHouse, then `streamer jobs`."""
+def start_jobs(
+    env: dict[str, str], events: list[dict[str, Any]], data_dir: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Schema and the events in the child's own embedded ClickHouse, then `streamer jobs`,
+    listening: (child, web port), another port if its first one was taken meanwhile."""
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**env, "STREAMER_DATA_DIR": str(data_dir)}
     cmd = [sys.executable, "-m", "streamer"]
@@ -193,9 +197,14 @@ def start_jobs(env: dict[str, str], events: list[dict[str, Any]], data_dir: Path
     dump.write_bytes(orjson.dumps(events))
     subprocess.run([sys.executable, "-c", SEED, str(dump)], env=env, check=True,
                    capture_output=True, timeout=120)
-    with (data_dir / "jobs.log").open("wb") as log:
-        return subprocess.Popen([*cmd, "jobs", "--job", "trending"], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+
+    def spawn(port: int) -> subprocess.Popen[bytes]:
+        with (data_dir / "jobs.log").open("wb") as log:
+            return subprocess.Popen([*cmd, "jobs", "--job", "trending"],
+                                    env={**env, "STREAMER_WEB_PORT": str(port)}, stdout=log,
+                                    stderr=subprocess.STDOUT)
+
+    return start_listening(spawn, data_dir / "jobs.log")
 
 
 async def test_jobs_mode_reloads_on_file_change_and_sighup(
@@ -204,15 +213,12 @@ async def test_jobs_mode_reloads_on_file_change_and_sighup(
     """`streamer jobs` (the standby, publishing as no stream is there): the same four cases."""
     conf = tmp_path / "jobs.conf"
     write_config(conf, "JOB_TRENDING_TOPK=50\n")
-    port = free_port()
-    env = {**subprocess_env, "STREAMER_WEB_PORT": str(port), "JOB_TRENDING_INTERVAL_SEC": "2",
-           "STREAMER_CONFIG_FILE": str(conf)}
+    env = {**subprocess_env, "JOB_TRENDING_INTERVAL_SEC": "2", "STREAMER_CONFIG_FILE": str(conf)}
     events = random_events(2000, 200, now_ms(), seed=31)
-    proc = await asyncio.to_thread(start_jobs, env, events, tmp_path / "jobs")
+    proc, port = await asyncio.to_thread(start_jobs, env, events, tmp_path / "jobs")
     probe = WorkerProcess(env, tmp_path / "jobs", port=port)  # only for its HTTP helpers
     log = tmp_path / "jobs" / "jobs.log"
     try:
-        await asyncio.to_thread(wait_for_port, port, 60, proc)
         first = await next_publish(redis_client, 0)
         assert len(first[0]) == 50 and exact(events, first)
 

@@ -15,19 +15,25 @@ from redis.asyncio import Redis
 
 from streamer.clock import wall_ms
 from streamer.core.payloads import trending_key, trending_lock_key, trending_meta_key
-from streamer.demo.services import free_port, wait_for_port
 from streamer.settings.model import Settings
+from tests.ports import start_listening
 from tests.test_standby import stream_publish
 from tests.waiting import await_until
 
 
-def start_jobs(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Create the schema in the child's embedded ClickHouse, then start `streamer jobs`."""
+def start_jobs(env: dict[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Create the schema in the child's embedded ClickHouse, then start `streamer jobs` and wait
+    until it listens: (child, web port), another port if its first one was taken meanwhile."""
     cmd = [sys.executable, "-m", "streamer"]
     subprocess.run([*cmd, "schema"], env=env, check=True, capture_output=True, timeout=120)
-    with log_path.open("wb") as log:
-        return subprocess.Popen([*cmd, "jobs", "--job", "trending"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=log)
+
+    def spawn(port: int) -> subprocess.Popen[bytes]:
+        with log_path.open("wb") as log:
+            return subprocess.Popen([*cmd, "jobs", "--job", "trending"],
+                                    env={**env, "STREAMER_WEB_PORT": str(port)},
+                                    stdout=subprocess.DEVNULL, stderr=log)
+
+    return start_listening(spawn, log_path)
 
 
 def readyz(port: int) -> dict[str, Any]:
@@ -41,12 +47,10 @@ async def test_jobs_mode_runs_the_standby(
     subprocess_env: dict[str, str], redis_client: Redis, settings: Settings, tmp_path: Path
 ) -> None:
     """No stream meta: it publishes `[]` as standby; a fresh stream meta makes it idle; exit 0."""
-    port = free_port()
-    env = {**subprocess_env, "STREAMER_WEB_PORT": str(port), "JOB_TRENDING_INTERVAL_SEC": "2"}
+    env = {**subprocess_env, "JOB_TRENDING_INTERVAL_SEC": "2"}
     log_path = tmp_path / "jobs.log"
-    proc = await asyncio.to_thread(start_jobs, env, log_path)
+    proc, port = await asyncio.to_thread(start_jobs, env, log_path)
     try:
-        await asyncio.to_thread(wait_for_port, port, 60, proc)
 
         async def standby_published() -> bool:
             raw = await redis_client.get(trending_meta_key(1))

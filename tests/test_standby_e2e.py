@@ -15,7 +15,8 @@ import pytest
 from redis.asyncio import Redis
 
 from streamer.core.payloads import trending_key, trending_meta_key
-from streamer.demo.services import LocalService, free_port, wait_for_port
+from streamer.demo.services import LocalService
+from tests.ports import start_listening
 from tests.stream_helpers import (
     FAST_GROUP_ENV,
     WorkerProcess,
@@ -36,7 +37,8 @@ Sample = tuple[list[int] | None, dict[str, Any] | None, int]  # value ids, meta,
 
 
 def start_standby(env: dict[str, str], data_dir: Path) -> subprocess.Popen[bytes]:
-    """Schema plus one marker event in the standby's own embedded ClickHouse, then `jobs`."""
+    """Schema plus one marker event in the standby's own embedded ClickHouse, then `jobs`,
+    listening (on another web port if its first one was taken meanwhile)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**env, "STREAMER_DATA_DIR": str(data_dir)}
     cmd = [sys.executable, "-m", "streamer"]
@@ -50,9 +52,14 @@ def start_standby(env: dict[str, str], data_dir: Path) -> subprocess.Popen[bytes
     )
     subprocess.run([sys.executable, "-c", seed], env=env, check=True, capture_output=True,
                    timeout=120)
-    with (data_dir / "jobs.log").open("wb") as log:
-        return subprocess.Popen([*cmd, "jobs", "--job", "trending"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+
+    def spawn(port: int) -> subprocess.Popen[bytes]:
+        with (data_dir / "jobs.log").open("wb") as log:
+            return subprocess.Popen([*cmd, "jobs", "--job", "trending"],
+                                    env={**env, "STREAMER_WEB_PORT": str(port)},
+                                    stdout=log, stderr=subprocess.STDOUT)
+
+    return start_listening(spawn, data_dir / "jobs.log")[0]
 
 
 async def poll(redis: Redis, samples: list[Sample], stop: asyncio.Event) -> None:
@@ -126,10 +133,7 @@ async def test_standby_covers_stopped_workers_and_hands_back(
                       keyed(random_events(400, 40, now_ms(), seed=3)))
         await wait_for_publish(redis_client, now_ms(), 60, partitions=2)
         poller = asyncio.create_task(poll(redis_client, samples, stop_poll))
-        port = free_port()
-        standby = await asyncio.to_thread(
-            start_standby, {**env, "STREAMER_WEB_PORT": str(port)}, tmp_path / "standby")
-        await asyncio.to_thread(wait_for_port, port, 60, standby)
+        standby = await asyncio.to_thread(start_standby, env, tmp_path / "standby")
         # the standby is up while the stream publishes twice more: it must stay quiet
         await wait_publishes(samples, lambda m: m.get("mode") == "stream", 3, 60)
         stopped_at = len(samples)

@@ -50,9 +50,11 @@ def as_events(wire: list[dict[str, Any]]) -> list[Event]:
             for e in wire]
 
 
-async def settle_people(redis: Redis, wire: list[dict[str, Any]], timeout_s: float = 90.0
+async def settle_people(redis: Redis, wire: list[dict[str, Any]], after_ms: int,
+                        timeout_s: float = 90.0
                         ) -> tuple[list[PostCounts], list[PostCounts], dict[str, Any]]:
-    """Poll complete publishes until one equals the people recount over its own window."""
+    """Poll complete publishes generated after `after_ms` until one equals the people recount
+    over its own window; AssertionError with the last one seen when none does in time."""
     events = as_events(wire)
     deadline = time.monotonic() + timeout_s
     posts: list[PostCounts] = []
@@ -60,14 +62,16 @@ async def settle_people(redis: Redis, wire: list[dict[str, Any]], timeout_s: flo
     meta: dict[str, Any] = {}
     while time.monotonic() < deadline:
         got, got_meta = await read_trending(redis)
-        if got is not None and got_meta and got_meta["partitions"] == [0, 1, 2, 3]:
+        if got is not None and got_meta and got_meta["partitions"] == [0, 1, 2, 3] \
+                and got_meta["generated_at_ms"] > after_ms:
             posts, meta = got, got_meta
             window = Window(meta["window_start_ms"], meta["window_end_ms"])
             want = recount(events, window, 50, PEOPLE)
             if posts == want:
                 return posts, want, meta
         await asyncio.sleep(0.1)
-    return posts, want, meta
+    raise AssertionError(f"no complete publish after {after_ms} equal to the recount within "
+                         f"{timeout_s} s; last seen {meta}: {posts[:5]}..., want {want[:5]}...")
 
 
 def traffic(now: int) -> tuple[list[dict[str, Any]], list[Message]]:
@@ -95,7 +99,7 @@ async def test_people_list_exact_through_kill_restart_and_move(
     await producing
     w2 = cluster.worker("w1", STREAMER_TABLE_STORE="rocksdb")
     w2.wait_ready(120)
-    posts, want, meta = await settle_people(redis_client, wire)
+    posts, want, meta = await settle_people(redis_client, wire, now_ms())  # w2's, not w1's
     assert posts == want and len(posts) == 50
     assert (meta["mode"], meta["count"], meta["min_people"]) == ("stream", "people", 2)
     burst = next(p for p in posts if p.post_id == 5) if any(p.post_id == 5 for p in posts) else None
@@ -104,7 +108,7 @@ async def test_people_list_exact_through_kill_restart_and_move(
     await redis_client.delete(trending_key(1), trending_meta_key(1))
     w3 = cluster.worker("w3", STREAMER_TABLE_STORE="rocksdb")  # empty dir: the changelog only
     w3.wait_ready(120)
-    posts, want, _ = await settle_people(redis_client, wire)
-    assert posts == want, "the changelog records must carry every account"
+    posts, want, _ = await settle_people(redis_client, wire, now_ms())
+    assert posts == want and len(posts) == 50, "the changelog records must carry every account"
     assert w3.metric("streamer_events_processed_total") == 0  # rebuilt, nothing re-counted
     assert cluster.stop_all() == [0]

@@ -5,18 +5,24 @@ the process; a data directory that does not exist yet is created."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from streamer.demo.services import LocalService, free_port
+from tests.ports import rerun_on_taken_port
 from tests.stream_helpers import FAST_GROUP_ENV, WorkerProcess, unique
 from tests.waiting import catches, wait_until
+
+RETRY_UNTIL = re.compile(r"not usable yet .*retrying .* until (\S+Z)")
 
 pytestmark = pytest.mark.timeout(180)
 CONTRACT_STOP_S = 60  # the contract: a failed start ends the process within this
@@ -47,14 +53,20 @@ def start(env: dict[str, str], *prefix: str) -> subprocess.Popen[str]:
 
 
 def failed_start(env: dict[str, str], *prefix: str) -> tuple[int, str]:
-    """Run a worker whose start must fail: (exit code, stderr)."""
-    proc = start(env, *prefix)
-    try:
-        _, err = proc.communicate(timeout=CONTRACT_STOP_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise AssertionError(f"still running after {CONTRACT_STOP_S} s:\n{proc.communicate()[1]}") from None
-    return proc.returncode, err
+    """Run a worker whose start must fail: (exit code, stderr); again on another web port if
+    the first one was taken meanwhile (it must fail for its own reason)."""
+
+    def run(with_port: dict[str, str]) -> tuple[int, str]:
+        proc = start(with_port, *prefix)
+        try:
+            _, err = proc.communicate(timeout=CONTRACT_STOP_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(
+                f"still running after {CONTRACT_STOP_S} s:\n{proc.communicate()[1]}") from None
+        return proc.returncode, err
+
+    return rerun_on_taken_port(run, env, lambda result: result[1])
 
 
 def assert_one_line(err: str, *names: str) -> None:
@@ -156,32 +168,71 @@ class TestSigtermAroundAFailedStart:
         self, worker_env: dict[str, str], tmp_path: Path
     ) -> None:
         """SIGTERM during the Kafka retries: a clean stop, exit 0."""
-        proc = start(no_kafka(worker_env, tmp_path, start_timeout_s=600))
-        seen = read_stderr_until(proc, lambda lines: "not usable yet" in lines[-1])
-        code, err = signal_and_wait(proc, 1)
+
+        def run(env: dict[str, str]) -> tuple[int, str]:
+            proc = start(env)
+            seen = read_stderr_until(proc, lambda lines: "not usable yet" in lines[-1])
+            code, err = signal_and_wait(proc, 1)
+            return code, seen + err
+
+        code, err = rerun_on_taken_port(
+            run, no_kafka(worker_env, tmp_path, start_timeout_s=600), lambda result: result[1])
         assert code == 0, err
-        assert "Traceback" not in seen + err
+        assert "not usable yet" in err and "Traceback" not in err
 
     @pytest.mark.parametrize("signals", [1, 2])
     def test_sigterm_as_the_start_fails(
         self, worker_env: dict[str, str], tmp_path: Path, signals: int
     ) -> None:
         """SIGTERM(s) arriving as the start times out: the process ends, no traceback."""
-        proc = start(no_kafka(worker_env, tmp_path, start_timeout_s=2))
-        # The second retry line: the 2 s start timeout is about due.
-        seen = read_stderr_until(proc, lambda lines: sum("retrying in" in x for x in lines) >= 2)
-        code, err = signal_and_wait(proc, signals)
+
+        def run(env: dict[str, str]) -> tuple[int, str]:
+            proc = start(env)
+            seen = read_stderr_until(proc, lambda lines: "not usable yet" in lines[-1])
+            due = RETRY_UNTIL.search(seen)  # the start deadline, to the second: about due then
+            if due is not None:
+                at_s = datetime.fromisoformat(due.group(1).replace("Z", "+00:00")).timestamp()
+                wait_until(lambda: time.time() >= at_s or proc.poll() is not None, 30,
+                           "the start deadline")
+            code, err = signal_and_wait(proc, signals)
+            return code, seen + err
+
+        code, err = rerun_on_taken_port(
+            run, no_kafka(worker_env, tmp_path, start_timeout_s=2), lambda result: result[1])
         assert code in (0, 1), err
-        assert "Traceback" not in seen + err
+        assert "Traceback" not in err
+        assert RETRY_UNTIL.search(err), err  # the signal came while the start was failing
+
+    def test_sigterm_after_the_failure_line_keeps_its_exit_code(
+        self, worker_env: dict[str, str], tmp_path: Path
+    ) -> None:
+        """A SIGTERM once the start failed and said so (the process is finishing): exit 1, not
+        killed by the signal (the loop's handlers are gone by then; the code is decided)."""
+
+        def run(env: dict[str, str]) -> tuple[int, str]:
+            proc = start(env)
+            seen = read_stderr_until(proc, lambda lines: lines[-1].startswith("streamer:"))
+            code, err = signal_and_wait(proc, 1)
+            return code, seen + err
+
+        code, err = rerun_on_taken_port(
+            run, no_kafka(worker_env, tmp_path, start_timeout_s=1), lambda result: result[1])
+        assert "streamer: start did not finish" in err
+        assert code == 1, err
 
     def test_sigterm_while_the_worker_is_still_loading(
         self, worker_env: dict[str, str], tmp_path: Path
     ) -> None:
         """SIGTERM as soon as the process has its handler (before Faust is even imported): exit 0."""
-        proc = start({**worker_env, "STREAMER_DATA_DIR": str(tmp_path / "d")})
-        wait_until(lambda: catches(proc.pid, signal.SIGTERM) or proc.poll() is not None, 60,
-                   "the stop sequence installed")
-        code, err = signal_and_wait(proc, 1)
+
+        def run(env: dict[str, str]) -> tuple[int, str]:
+            proc = start(env)
+            wait_until(lambda: catches(proc.pid, signal.SIGTERM) or proc.poll() is not None, 60,
+                       "the stop sequence installed")
+            return signal_and_wait(proc, 1)
+
+        code, err = rerun_on_taken_port(
+            run, {**worker_env, "STREAMER_DATA_DIR": str(tmp_path / "d")}, lambda result: result[1])
         assert code == 0, err
         assert "Traceback" not in err and "worker running" not in err
 
