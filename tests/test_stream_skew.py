@@ -82,7 +82,7 @@ async def test_skewed_workers_merge_exactly_and_completely(
         ahead.wait_ready(90)
         behind.wait_ready(90)
         await await_until(lambda: ahead.metric("streamer_partitions_owned") == 2
-                          and behind.metric("streamer_partitions_owned") == 2, 90, "a 2/2 split")
+                          and behind.metric("streamer_partitions_owned") == 2, 180, "a 2/2 split")
         events = random_events(3000, 400, wall_ms(), seed=21)
         await produce(c.bootstrap, c.topic, keyed(events))
         got, want, _ = await settle_exact(redis_client, events, 4)
