@@ -117,6 +117,20 @@ def redis_sync(redis_url: str) -> Iterator[sync_redis.Redis]:
     client.close()
 
 
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A real CA, client certificate and key (openssl), plus a file that is not PEM
+    (tests/test_config_kafka.py, tests/test_config_errors.py)."""
+    from tests.kafka_tls_helpers import make_pki
+
+    root = tmp_path_factory.mktemp("pki")
+    pki = make_pki(root)
+    junk = root / "junk.pem"
+    junk.write_text("not a certificate\n")
+    return {"ca": str(pki.ca), "cert": str(pki.client_cert), "key": str(pki.client_key),
+            "junk": str(junk)}
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     """A fresh STREAMER_DATA_DIR."""

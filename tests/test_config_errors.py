@@ -20,19 +20,6 @@ def all_errors(env: dict[str, str]) -> list[ConfigError]:
     return list(getattr(info.value, "errors", [info.value]))
 
 
-@pytest.fixture(scope="module")
-def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A real CA, client certificate and key (openssl), plus a file that is not PEM."""
-    from tests.kafka_tls_helpers import make_pki
-
-    root = tmp_path_factory.mktemp("pki")
-    pki = make_pki(root)
-    junk = root / "junk.pem"
-    junk.write_text("not a certificate\n")
-    return {"ca": str(pki.ca), "cert": str(pki.client_cert), "key": str(pki.client_key),
-            "junk": str(junk)}
-
-
 class TestAllAtOnce:
     """Every bad variable is named, once, in the order of the configuration table."""
 

@@ -21,19 +21,6 @@ SASL = {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "svc-strea
         "KAFKA_SASL_PASSWORD": "hunter2-secret"}
 
 
-@pytest.fixture(scope="module")
-def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A real CA, client certificate and key (openssl), plus a file that is not PEM."""
-    from tests.kafka_tls_helpers import make_pki
-
-    root = tmp_path_factory.mktemp("pki")
-    pki = make_pki(root)
-    junk = root / "junk.pem"
-    junk.write_text("not a certificate\n")
-    return {"ca": str(pki.ca), "cert": str(pki.client_cert), "key": str(pki.client_key),
-            "junk": str(junk)}
-
-
 class TestDefaults:
     """Without Kafka variables: plain TCP, PLAIN mechanism, replication factor 1."""
 
