@@ -7,6 +7,13 @@ counting rate between 10 % and 90 % of the events counted; sustained rate from t
 counted event until every event is counted AND inserted by the sink (streamer_sink_batch_size_sum);
 worker CPU per event over that span (/proc/PID/stat: user+system of all its threads, embedded
 ClickHouse included); peak RSS (VmHWM). Results are appended to --out as JSON lines.
+
+`--workers 2` also starts two workers together (same app id, own port and data dir, so each
+embeds its own ClickHouse and sinks the partitions the shared sink group gives it) on the same
+topic after the one worker, and two raw consumers side by side, each assigned half the
+partitions: scaling efficiency E = (two workers / one) / (two raw consumers / one); CPU per
+event of the two = both workers' CPU over the span from the first event either counted until
+both together counted and sunk every event.
 """
 
 from __future__ import annotations
@@ -29,12 +36,13 @@ from benchmarks.stream_cases import unique
 from benchmarks.stream_profile import Recorder, summarize
 from benchmarks.stream_worker import CONFIGS, Target, Worker
 from benchmarks.stream_workloads import PARTITIONS, produce
-from benchmarks.sustained_workload import wide_messages
+from benchmarks.sustained_workload import events_by_partition, wide_messages
 from streamer.demo.services import start_redis, start_tansu
 from streamer.kafka.admin import ensure_topics
 
 TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.1
+RAW_START_S = 6.0  # raw consumers side by side start reading together, this long after launch
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "sustained.jsonl"
 Sample = tuple[float, float, float, float]  # perf time, cpu s, counted, sunk
 
@@ -49,6 +57,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--config", choices=("default", "sink-off"), default="default", help="worker settings")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a worker setting beyond the configuration (repeatable)")
+    p.add_argument("--workers", type=int, choices=(1, 2), default=1,
+                   help="2: also two workers together against two raw consumers (scaling efficiency)")
     p.add_argument("--worker-src", type=Path, help="run the worker from this source tree (a before/after)")
     p.add_argument("--profile", type=Path, help="also record the worker with py-spy; summary here")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON lines file the result is appended to")
@@ -90,18 +100,19 @@ def metric(text: str, name: str) -> float:
 
 
 async def sample_worker(
-    worker: Worker, total: int, sink: bool, timeout_s: float, on_first: Callable[[], object]
+    workers: list[Worker], total: int, sink: bool, timeout_s: float, on_first: Callable[[], object]
 ) -> list[Sample]:
-    """(time, cpu, counted, sunk) every 0.1 s until every event is counted (and sunk)."""
+    """(time, cpu, counted, sunk) summed over the workers every 0.1 s until all is counted (and sunk)."""
     samples: list[Sample] = []
     first = True
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        worker.check_alive()
-        _, text = await worker.get("/metrics")
-        counted = metric(text, "streamer_events_processed_total")
-        sunk = metric(text, "streamer_sink_batch_size_sum")
-        samples.append((time.perf_counter(), cpu_s(worker.pid), counted, sunk))
+        for worker in workers:
+            worker.check_alive()
+        texts = [text for _, text in await asyncio.gather(*(w.get("/metrics") for w in workers))]
+        counted = sum(metric(text, "streamer_events_processed_total") for text in texts)
+        sunk = sum(metric(text, "streamer_sink_batch_size_sum") for text in texts)
+        samples.append((time.perf_counter(), sum(cpu_s(w.pid) for w in workers), counted, sunk))
         if first and counted > 0:
             first = False
             on_first()
@@ -137,15 +148,37 @@ def worker_figures(samples: list[Sample], total: int) -> dict[str, float]:
 
 
 def raw(bootstrap: str, topic: str, total: int) -> dict[str, float]:
-    """One raw consumer drain in its own process (its CPU is only its own)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.sustained_workload", bootstrap, topic, str(total)],
-        capture_output=True, check=False, text=True, timeout=900,
-    )
-    if out.returncode:
-        raise RuntimeError(f"raw consumer failed: {out.stderr[-1500:]}")
-    figures: dict[str, float] = json.loads(out.stdout)
-    return figures
+    """One raw consumer drain of every partition in its own process (its CPU is only its own)."""
+    return raw_side_by_side(bootstrap, topic, [(list(range(PARTITIONS)), total)])
+
+
+def halves(per_partition: dict[int, int]) -> list[tuple[list[int], int]]:
+    """Two shares, each half the partitions with the events they hold."""
+    groups = [list(range(PARTITIONS))[i::2] for i in range(2)]
+    return [(g, sum(per_partition.get(p, 0) for p in g)) for g in groups]
+
+
+def raw_side_by_side(bootstrap: str, topic: str, shares: list[tuple[list[int], int]]) -> dict[str, float]:
+    """Raw consumers at once, one process per (partitions, events) share.
+
+    Rate: the events after each one's first fetch over the span from the first one's start to
+    the last one's end (CLOCK_MONOTONIC; each connects, then waits for a common start); CPU per
+    event: their CPU summed over those events.
+    """
+    start_at = f"{time.monotonic() + (RAW_START_S if len(shares) > 1 else 0.0):.3f}"
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.sustained_workload", bootstrap, topic, str(events),
+         ",".join(map(str, parts)), start_at],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for parts, events in shares]
+    outs = [proc.communicate(timeout=900) for proc in procs]
+    if any(proc.returncode for proc in procs):
+        raise RuntimeError(f"raw consumer failed: {' '.join(err[-1500:] for _, err in outs)}")
+    figs: list[dict[str, float]] = [json.loads(out) for out, _ in outs]
+    if len(figs) == 1:
+        return figs[0]
+    events = sum(n for _, n in shares) - sum(f["n0"] for f in figs)
+    span_s = max(f["t1"] for f in figs) - min(f["t0"] for f in figs)
+    return {"rate": events / max(span_s, 1e-9), "cpu_us": sum(f["cpu_s"] for f in figs) / events * 1e6}
 
 
 def start_worker(args: argparse.Namespace, target: Target, data_dir: Path) -> Worker:
@@ -167,41 +200,80 @@ def start_worker(args: argparse.Namespace, target: Target, data_dir: Path) -> Wo
                 os.environ["PYTHONPATH"] = saved
 
 
+async def drain(
+    args: argparse.Namespace, target: Target, dirs: list[Path], on_first: Callable[[list[Worker]], object]
+) -> tuple[list[Sample], int, dict[str, float]]:
+    """Workers started together drain the topic: samples, the largest peak RSS, CPU by thread name."""
+    workers = [start_worker(args, target, d) for d in dirs]
+    try:
+        samples = await sample_worker(workers, args.events, args.config == "default", 900,
+                                      lambda: on_first(workers))
+        threads: dict[str, float] = {}
+        for w in workers:
+            for name, used_s in thread_cpu_s(w.pid).items():
+                threads[name] = threads.get(name, 0.0) + used_s
+        return samples, max(hwm_bytes(w.pid) for w in workers), threads
+    finally:
+        for w in workers:
+            w.stop()
+
+
+def two_figures(
+    samples: list[Sample], total: int, one: dict[str, Any], raw_two: dict[str, float]
+) -> dict[str, Any]:
+    """The two workers' figures beside one's: scaling efficiency E and the CPU ratio."""
+    two = worker_figures(samples, total)
+    out: dict[str, Any] = {f"two_{k}": v for k, v in two.items()}
+    out.update({"raw_two_rate": raw_two["rate"], "raw_two_cpu_us": raw_two["cpu_us"]})
+    out["workers_ratio"] = two["sustained"] / one["sustained"]
+    out["raw_ratio"] = raw_two["rate"] / one["raw_rate"]
+    out["efficiency"] = out["workers_ratio"] / out["raw_ratio"]
+    out["cpu_two_vs_one"] = two["cpu_us"] / one["cpu_us"]
+    return out
+
+
 async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, work: Path) -> dict[str, Any]:
-    """Produce, raw drain, worker drain, raw drain again (the better raw figure is kept)."""
+    """Produce, raw drains, worker drain (then two workers), raw drains again (the better ones kept)."""
     topic = unique("bench.sustained")
     await ensure_topics(bootstrap, {topic: PARTITIONS, topic + ".dlq": 1})
     msgs = wide_messages(args.events, args.form, args.ids, time.time_ns() // 1_000_000)
-    messages = len(msgs)
+    messages, shares = len(msgs), halves(events_by_partition(msgs))
     await produce(bootstrap, topic, msgs)
     del msgs
-    before = raw(bootstrap, topic, args.events)
-    worker = start_worker(args, Target(redis_port, bootstrap, topic, unique("bench")), work / "worker")
+    raws = [raw(bootstrap, topic, args.events)]
+    raws_two = [raw_side_by_side(bootstrap, topic, shares)] if args.workers == 2 else []
     recorders: list[Recorder] = []
 
-    def record() -> None:
+    def record(workers: list[Worker]) -> None:
         if args.profile is not None:
-            recorders.append(Recorder(worker.pid, work / "profile.raw"))
+            recorders.append(Recorder(workers[0].pid, work / "profile.raw"))
 
-    try:
-        samples = await sample_worker(worker, args.events, args.config == "default", 900, record)
-        peak, threads = hwm_bytes(worker.pid), thread_cpu_s(worker.pid)
-        for rec in recorders:
-            title = f"one worker ({args.config} {' '.join(args.set)}), wide {args.form}, {args.ids} ids"
-            args.profile.parent.mkdir(parents=True, exist_ok=True)
-            args.profile.write_text(summarize(rec.stop(), title) + "\n")
-    finally:
-        worker.stop()
-    after = raw(bootstrap, topic, args.events)
-    raw_best = max((before, after), key=lambda r: r["rate"])
+    samples, peak, threads = await drain(args, Target(redis_port, bootstrap, topic, unique("bench")),
+                                         [work / "worker"], record)
+    for rec in recorders:
+        title = f"one worker ({args.config} {' '.join(args.set)}), wide {args.form}, {args.ids} ids"
+        args.profile.parent.mkdir(parents=True, exist_ok=True)
+        args.profile.write_text(summarize(rec.stop(), title) + "\n")
+    if args.workers == 2:
+        two_samples, two_peak, _ = await drain(args, Target(redis_port, bootstrap, topic, unique("bench")),
+                                               [work / "two-a", work / "two-b"], lambda _: None)
+        raws_two.append(raw_side_by_side(bootstrap, topic, shares))
+    raws.append(raw(bootstrap, topic, args.events))
+    raw_best = max(raws, key=lambda r: r["rate"])
     out: dict[str, Any] = {"events": args.events, "messages": messages, "form": args.form,
                            "ids": args.ids, "config": args.config, "set": args.set,
-                           "peak_rss": peak, "threads_cpu_s": threads}
+                           "workers": args.workers, "peak_rss": peak, "threads_cpu_s": threads}
     out.update(worker_figures(samples, args.events))
-    out.update({f"raw_{k}": v for k, v in raw_best.items()})
+    out.update({f"raw_{k}": raw_best[k] for k in ("rate", "rate_10_90", "cpu_us")})
     out["sustained_ratio"] = out["sustained"] / out["raw_rate"]
     out["cpu_ratio"] = out["raw_cpu_us"] / out["cpu_us"]
-    out["exact"] = out["counted"] == args.events and (args.config != "default" or out["sunk"] == args.events)
+    done = [(out["counted"], out["sunk"])]
+    if args.workers == 2:
+        out.update(two_figures(two_samples, args.events, out, max(raws_two, key=lambda r: r["rate"])))
+        out["two_peak_rss"] = two_peak
+        done.append((out["two_counted"], out["two_sunk"]))
+    sink = args.config == "default"
+    out["exact"] = all(c == args.events and (not sink or n == args.events) for c, n in done)
     return out
 
 
@@ -226,6 +298,15 @@ def line(r: dict[str, Any]) -> str:
             f"counted {r['counted']:,.0f} sunk {r['sunk']:,.0f} exact={r['exact']}")
 
 
+def two_line(r: dict[str, Any]) -> str:
+    """One human line of the two-worker figures."""
+    return (f"two workers: sustained {r['two_sustained']:,.0f}/s = {r['workers_ratio']:.2f}x one; "
+            f"two raw consumers (half the partitions each) {r['raw_two_rate']:,.0f}/s = "
+            f"{r['raw_ratio']:.2f}x one; efficiency E {r['efficiency']:.2f}; CPU {r['two_cpu_us']:.2f} "
+            f"us/event = {r['cpu_two_vs_one']:.2f}x one; counted {r['two_counted']:,.0f} "
+            f"sunk {r['two_sunk']:,.0f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run once, append the JSON line to --out, print the summary; exit 1 unless exact."""
     args = parse_args(argv)
@@ -236,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with args.out.open("a") as fh:
         fh.write(json.dumps(result) + "\n")
     print(line(result))
+    if result["workers"] == 2:
+        print(two_line(result))
     threads = list(result["threads_cpu_s"].items())[:8]
     print("worker CPU s by thread:", ", ".join(f"{k} {v:.1f}" for k, v in threads))
     return 0 if result["exact"] else 1

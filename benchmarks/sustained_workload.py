@@ -72,16 +72,22 @@ def wide_messages(total: int, form: str, ids: Ids, now_ms: int, seed: int = 7) -
             for part, ds in sorted(by_part.items()) for i in range(0, len(ds), ARRAY_SIZE)]
 
 
-async def raw_drain(bootstrap: str, topic: str, total: int) -> dict[str, float]:
+async def raw_drain(
+    bootstrap: str, topic: str, total: int, partitions: list[int] | None = None, start_at: float = 0.0
+) -> dict[str, float]:
     """A raw consumer (getmany, stdlib json.loads, a dict count per post): rates and CPU per event.
 
-    Timed from its first decoded event to its last; CPU is this process's own (all threads).
+    Reads `partitions` (all by default) until `total` events, connected but waiting until
+    `start_at` (CLOCK_MONOTONIC: consumers side by side begin together); timed from its first
+    decoded event to its last; CPU is this process's own (all threads).
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
-        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        parts = range(PARTITIONS) if partitions is None else partitions
+        consumer.assign([TopicPartition(topic, p) for p in parts])
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         counts: dict[int, int] = {}
         seen, marks = 0, []  # (perf time, cpu s, events seen) after each fetch
         while seen < total:
@@ -108,13 +114,27 @@ def _raw_figures(marks: list[tuple[float, float, int]], total: int) -> dict[str,
         "rate": (total - n0) / max(t1 - t0, 1e-9),
         "rate_10_90": (hi[2] - lo[2]) / max(hi[0] - lo[0], 1e-9),
         "cpu_us": (c1 - c0) / max(total - n0, 1) * 1e6,
+        "t0": t0,  # CLOCK_MONOTONIC, comparable across processes (two consumers side by side)
+        "t1": t1,
+        "n0": n0,
+        "cpu_s": c1 - c0,
     }
 
 
+def events_by_partition(msgs: list[Message]) -> dict[int, int]:
+    """Events per partition of the produced messages (what each of two raw consumers must read)."""
+    out: dict[int, int] = {}
+    for part, _, value in msgs:
+        out[part] = out.get(part, 0) + value.count(b'"event_id"')
+    return out
+
+
 def main() -> int:
-    """`python -m benchmarks.sustained_workload BOOTSTRAP TOPIC TOTAL`: one raw drain, JSON out."""
+    """`python -m benchmarks.sustained_workload BOOTSTRAP TOPIC TOTAL [P,P,... [START_AT]]`: JSON out."""
     bootstrap, topic, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    print(json.dumps(asyncio.run(raw_drain(bootstrap, topic, total))))
+    parts = [int(p) for p in sys.argv[4].split(",")] if len(sys.argv) > 4 else None
+    start_at = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+    print(json.dumps(asyncio.run(raw_drain(bootstrap, topic, total, parts, start_at))))
     return 0
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from benchmarks.stream_sustained import worker_figures
+from benchmarks.stream_sustained import halves, two_figures, worker_figures
 from benchmarks.stream_workloads import ARRAY_SIZE, PARTITIONS
-from benchmarks.sustained_workload import HOT_POSTS, SPAN_MS, wide_messages
+from benchmarks.sustained_workload import HOT_POSTS, SPAN_MS, events_by_partition, wide_messages
 from streamer.core.partitioning import partition_for_post
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +52,8 @@ class TestWideMessages:
         assert len(hot) <= HOT_POSTS and sum(hot) >= 0.29 * total
         tail = [n for n in per_post.values() if n <= 2]
         assert 0.6 <= tail.count(1) / len(tail) <= 0.8  # one event for ~70 % of tail posts
+        per_part = Counter(p for p, _, v in msgs for _ in members(v))
+        assert events_by_partition(msgs) == dict(per_part)
 
 
 class TestFigures:
@@ -66,6 +68,21 @@ class TestFigures:
         assert fig["sustained"] == pytest.approx(10_000 / 13)  # from t=1 to t=14 (sink done)
         assert fig["cpu_us"] == pytest.approx(0.1 * 13 / 10_000 * 1e6)
 
+    def test_scaling_efficiency(self) -> None:
+        """Two workers 1.5x one while two raw consumers read 2x one: E = 0.75; CPU per event 1.2x."""
+        one = {"sustained": 1000.0, "raw_rate": 4000.0, "cpu_us": 10.0}
+        samples = [(float(t), 0.018 * t, float(min(1500 * t, 3000)), float(min(1500 * t, 3000)))
+                   for t in range(0, 3)]
+        fig = two_figures(samples, 3000, one, {"rate": 8000.0, "cpu_us": 2.0})
+        assert fig["two_sustained"] == pytest.approx(1500)
+        assert fig["efficiency"] == pytest.approx(0.75)
+        assert fig["cpu_two_vs_one"] == pytest.approx(1.2)
+
+    def test_halves(self) -> None:
+        """Each of two raw consumers gets half the partitions and the events they hold."""
+        shares = halves({0: 5, 1: 7, 2: 11, 3: 13})
+        assert shares == [([0, 2], 16), ([1, 3], 20)]
+
 
 def test_tiny_run_waits_for_the_sink(tmp_path: Path) -> None:
     """A default worker on 3,000 single-event messages: counted and sunk exactly, one JSON line."""
@@ -77,3 +94,15 @@ def test_tiny_run_waits_for_the_sink(tmp_path: Path) -> None:
     result = json.loads(out.read_text().splitlines()[-1])
     assert result["counted"] == result["sunk"] == 3000 and result["exact"] is True
     assert result["raw_cpu_us"] > 0 and result["cpu_us"] > 0 and result["peak_rss"] > 0
+
+
+def test_tiny_two_worker_run(tmp_path: Path) -> None:
+    """`--workers 2`: two workers together count and sink every event between them; E is reported."""
+    out = tmp_path / "sustained.jsonl"
+    cmd = [sys.executable, "-m", "benchmarks", "sustained", "--events", "3000", "--form", "single",
+           "--workers", "2", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text().splitlines()[-1])
+    assert result["two_counted"] == result["two_sunk"] == 3000 and result["exact"] is True
+    assert result["efficiency"] > 0 and result["raw_two_rate"] > 0 and result["two_cpu_us"] > 0
