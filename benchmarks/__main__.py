@@ -1,5 +1,5 @@
 """`python -m benchmarks [options]`: the suite; `... stream [options]`: the stream matrix;
-`... sustained [options]`: one worker's sustained whole-process cost; `... people [options]`:
+`... sustained [options]`: one (or two) workers' sustained whole-process cost; `... people [options]`:
 counting people beside counting events; `... index [options]`: the post -> slot index
 against a dict; `... soak [--minutes N]`: the long run (not for CI)."""
 

@@ -202,8 +202,8 @@ def start_worker(args: argparse.Namespace, target: Target, data_dir: Path) -> Wo
 
 async def drain(
     args: argparse.Namespace, target: Target, dirs: list[Path], on_first: Callable[[list[Worker]], object]
-) -> tuple[list[Sample], int, dict[str, float]]:
-    """Workers started together drain the topic: samples, the largest peak RSS, CPU by thread name."""
+) -> tuple[list[Sample], int, dict[str, float], list[float]]:
+    """Workers started together drain the topic: samples, largest peak RSS, CPU by thread, counted by each."""
     workers = [start_worker(args, target, d) for d in dirs]
     try:
         samples = await sample_worker(workers, args.events, args.config == "default", 900,
@@ -212,7 +212,8 @@ async def drain(
         for w in workers:
             for name, used_s in thread_cpu_s(w.pid).items():
                 threads[name] = threads.get(name, 0.0) + used_s
-        return samples, max(hwm_bytes(w.pid) for w in workers), threads
+        each = list(await asyncio.gather(*(w.processed() for w in workers)))
+        return samples, max(hwm_bytes(w.pid) for w in workers), threads, each
     finally:
         for w in workers:
             w.stop()
@@ -248,15 +249,16 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
         if args.profile is not None:
             recorders.append(Recorder(workers[0].pid, work / "profile.raw"))
 
-    samples, peak, threads = await drain(args, Target(redis_port, bootstrap, topic, unique("bench")),
+    samples, peak, threads, _ = await drain(args, Target(redis_port, bootstrap, topic, unique("bench")),
                                          [work / "worker"], record)
     for rec in recorders:
         title = f"one worker ({args.config} {' '.join(args.set)}), wide {args.form}, {args.ids} ids"
         args.profile.parent.mkdir(parents=True, exist_ok=True)
         args.profile.write_text(summarize(rec.stop(), title) + "\n")
     if args.workers == 2:
-        two_samples, two_peak, _ = await drain(args, Target(redis_port, bootstrap, topic, unique("bench")),
-                                               [work / "two-a", work / "two-b"], lambda _: None)
+        two_target = Target(redis_port, bootstrap, topic, unique("bench"))
+        two_samples, two_peak, _, two_each = await drain(args, two_target, [work / "two-a", work / "two-b"],
+                                                         lambda _: None)
         raws_two.append(raw_side_by_side(bootstrap, topic, shares))
     raws.append(raw(bootstrap, topic, args.events))
     raw_best = max(raws, key=lambda r: r["rate"])
@@ -270,7 +272,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
     done = [(out["counted"], out["sunk"])]
     if args.workers == 2:
         out.update(two_figures(two_samples, args.events, out, max(raws_two, key=lambda r: r["rate"])))
-        out["two_peak_rss"] = two_peak
+        out["two_peak_rss"], out["two_counted_each"] = two_peak, two_each
         done.append((out["two_counted"], out["two_sunk"]))
     sink = args.config == "default"
     out["exact"] = all(c == args.events and (not sink or n == args.events) for c, n in done)
@@ -304,6 +306,7 @@ def two_line(r: dict[str, Any]) -> str:
             f"two raw consumers (half the partitions each) {r['raw_two_rate']:,.0f}/s = "
             f"{r['raw_ratio']:.2f}x one; efficiency E {r['efficiency']:.2f}; CPU {r['two_cpu_us']:.2f} "
             f"us/event = {r['cpu_two_vs_one']:.2f}x one; counted {r['two_counted']:,.0f} "
+            f"({' + '.join(f'{n:,.0f}' for n in r['two_counted_each'])}) "
             f"sunk {r['two_sunk']:,.0f}")
 
 
