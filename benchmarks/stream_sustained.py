@@ -100,7 +100,8 @@ def metric(text: str, name: str) -> float:
 
 
 async def sample_worker(
-    workers: list[Worker], total: int, sink: bool, timeout_s: float, on_first: Callable[[], object]
+    workers: list[Worker], total: int, sink: bool, timeout_s: float, on_first: Callable[[], object],
+    series: list[list[float]] | None = None,
 ) -> list[Sample]:
     """(time, cpu, counted, sunk) summed over the workers every 0.1 s until all is counted (and sunk)."""
     samples: list[Sample] = []
@@ -112,6 +113,9 @@ async def sample_worker(
         texts = [text for _, text in await asyncio.gather(*(w.get("/metrics") for w in workers))]
         counted = sum(metric(text, "streamer_events_processed_total") for text in texts)
         sunk = sum(metric(text, "streamer_sink_batch_size_sum") for text in texts)
+        if series is not None:  # time, then counted and sunk of each worker
+            names = ("streamer_events_processed_total", "streamer_sink_batch_size_sum")
+            series.append([time.perf_counter(), *(metric(text, n) for text in texts for n in names)])
         samples.append((time.perf_counter(), sum(cpu_s(w.pid) for w in workers), counted, sunk))
         if first and counted > 0:
             first = False
@@ -202,18 +206,18 @@ def start_worker(args: argparse.Namespace, target: Target, data_dir: Path) -> Wo
 
 async def drain(
     args: argparse.Namespace, target: Target, dirs: list[Path], on_first: Callable[[list[Worker]], object]
-) -> tuple[list[Sample], int, dict[str, float], list[float]]:
-    """Workers started together drain the topic: samples, largest peak RSS, CPU by thread, counted by each."""
+) -> tuple[list[Sample], int, dict[str, float], list[list[float]]]:
+    """Workers started together drain the topic: samples, peak RSS, CPU by thread, each one's series."""
     workers = [start_worker(args, target, d) for d in dirs]
+    series: list[list[float]] = []
     try:
         samples = await sample_worker(workers, args.events, args.config == "default", 900,
-                                      lambda: on_first(workers))
+                                      lambda: on_first(workers), series)
         threads: dict[str, float] = {}
         for w in workers:
             for name, used_s in thread_cpu_s(w.pid).items():
                 threads[name] = threads.get(name, 0.0) + used_s
-        each = list(await asyncio.gather(*(w.processed() for w in workers)))
-        return samples, max(hwm_bytes(w.pid) for w in workers), threads, each
+        return samples, max(hwm_bytes(w.pid) for w in workers), threads, series
     finally:
         for w in workers:
             w.stop()
@@ -257,7 +261,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
         args.profile.write_text(summarize(rec.stop(), title) + "\n")
     if args.workers == 2:
         two_target = Target(redis_port, bootstrap, topic, unique("bench"))
-        two_samples, two_peak, _, two_each = await drain(args, two_target, [work / "two-a", work / "two-b"],
+        two_samples, two_peak, _, series = await drain(args, two_target, [work / "two-a", work / "two-b"],
                                                          lambda _: None)
         raws_two.append(raw_side_by_side(bootstrap, topic, shares))
     raws.append(raw(bootstrap, topic, args.events))
@@ -272,7 +276,9 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
     done = [(out["counted"], out["sunk"])]
     if args.workers == 2:
         out.update(two_figures(two_samples, args.events, out, max(raws_two, key=lambda r: r["rate"])))
-        out["two_peak_rss"], out["two_counted_each"] = two_peak, two_each
+        t0 = next(row[0] for row in series if row[1] + row[3] > 0)
+        out["two_peak_rss"], out["two_counted_each"] = two_peak, [series[-1][1], series[-1][3]]
+        out["two_series"] = [[round(row[0] - t0, 2), *row[1:]] for row in series[::5] + series[-1:]]
         done.append((out["two_counted"], out["two_sunk"]))
     sink = args.config == "default"
     out["exact"] = all(c == args.events and (not sink or n == args.events) for c, n in done)
