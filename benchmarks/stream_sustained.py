@@ -44,7 +44,7 @@ TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 SAMPLE_S = 0.1
 RAW_START_S = 6.0  # raw consumers side by side start reading together, this long after launch
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "sustained.jsonl"
-Sample = tuple[float, float, float, float]  # perf time, cpu s, counted, sunk
+Sample = tuple[float, float, float, float, float]  # perf time, cpu s, counted, sunk, broker cpu s
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -101,9 +101,9 @@ def metric(text: str, name: str) -> float:
 
 async def sample_worker(
     workers: list[Worker], total: int, sink: bool, timeout_s: float, on_first: Callable[[], object],
-    series: list[list[float]] | None = None,
+    series: list[list[float]] | None = None, broker_pid: int | None = None,
 ) -> list[Sample]:
-    """(time, cpu, counted, sunk) summed over the workers every 0.1 s until all is counted (and sunk)."""
+    """(time, cpu, counted, sunk, broker cpu) over the workers every 0.1 s until all is counted (and sunk)."""
     samples: list[Sample] = []
     first = True
     deadline = time.monotonic() + timeout_s
@@ -116,44 +116,47 @@ async def sample_worker(
         if series is not None:  # time, then counted and sunk of each worker
             names = ("streamer_events_processed_total", "streamer_sink_batch_size_sum")
             series.append([time.perf_counter(), *(metric(text, n) for text in texts for n in names)])
-        samples.append((time.perf_counter(), sum(cpu_s(w.pid) for w in workers), counted, sunk))
+        broker_s = cpu_s(broker_pid) if broker_pid is not None else 0.0
+        samples.append((time.perf_counter(), sum(cpu_s(w.pid) for w in workers), counted, sunk, broker_s))
         if first and counted > 0:
             first = False
             on_first()
         if counted >= total and (not sink or sunk >= total):
             return samples
         await asyncio.sleep(SAMPLE_S)
-    last = samples[-1] if samples else (0, 0, 0, 0)
+    last = samples[-1] if samples else (0, 0, 0, 0, 0)
     raise RuntimeError(f"after {timeout_s}s: counted {last[2]:.0f}, sunk {last[3]:.0f} of {total}")
 
 
 def crossing(samples: list[Sample], level: float) -> float:
     """Time the counted total crossed `level` (linear between the two samples around it)."""
-    for (t0, _, n0, _), (t1, _, n1, _) in itertools.pairwise(samples):
+    for (t0, _, n0, _, _), (t1, _, n1, _, _) in itertools.pairwise(samples):
         if n0 < level <= n1:
             return t0 + (t1 - t0) * (level - n0) / (n1 - n0)
     return samples[-1][0]
 
 
 def worker_figures(samples: list[Sample], total: int) -> dict[str, float]:
-    """Counting rate 10-90 %, sustained rate and CPU per event from the first counted event."""
+    """Counting rate 10-90 %, sustained rate, CPU per event (and the broker's, and cores busy)."""
     first = next(i for i, s in enumerate(samples) if s[2] > 0)
-    t0, c0, _, _ = samples[max(0, first - 1)]
-    t1, c1, counted, sunk = samples[-1]
+    t0, c0, _, _, b0 = samples[max(0, first - 1)]
+    t1, c1, counted, sunk, b1 = samples[-1]
     lo, hi = crossing(samples, 0.1 * total), crossing(samples, 0.9 * total)
     return {
         "counting_10_90": 0.8 * total / (hi - lo) if hi > lo else 0.0,
         "sustained": total / (t1 - t0),
         "cpu_us": (c1 - c0) / total * 1e6,
+        "broker_cpu_us": (b1 - b0) / total * 1e6,
+        "cores_busy": (c1 - c0 + b1 - b0) / (t1 - t0),  # workers and broker over the span
         "counted": counted,
         "sunk": sunk,
         "seconds": t1 - t0,
     }
 
 
-def raw(bootstrap: str, topic: str, total: int) -> dict[str, float]:
+def raw(bootstrap: str, topic: str, total: int, broker_pid: int | None = None) -> dict[str, float]:
     """One raw consumer drain of every partition in its own process (its CPU is only its own)."""
-    return raw_side_by_side(bootstrap, topic, [(list(range(PARTITIONS)), total)])
+    return raw_side_by_side(bootstrap, topic, [(list(range(PARTITIONS)), total)], broker_pid)
 
 
 def halves(per_partition: dict[int, int]) -> list[tuple[list[int], int]]:
@@ -162,13 +165,17 @@ def halves(per_partition: dict[int, int]) -> list[tuple[list[int], int]]:
     return [(g, sum(per_partition.get(p, 0) for p in g)) for g in groups]
 
 
-def raw_side_by_side(bootstrap: str, topic: str, shares: list[tuple[list[int], int]]) -> dict[str, float]:
+def raw_side_by_side(
+    bootstrap: str, topic: str, shares: list[tuple[list[int], int]], broker_pid: int | None = None
+) -> dict[str, float]:
     """Raw consumers at once, one process per (partitions, events) share.
 
     Rate: the events after each one's first fetch over the span from the first one's start to
     the last one's end (CLOCK_MONOTONIC; each connects, then waits for a common start); CPU per
-    event: their CPU summed over those events.
+    event: their CPU summed over those events; the broker's CPU over the whole run of the
+    consumers (connect included: an upper bound) per event.
     """
+    broker_before_s = cpu_s(broker_pid) if broker_pid is not None else 0.0
     start_at = f"{time.monotonic() + (RAW_START_S if len(shares) > 1 else 0.0):.3f}"
     procs = [subprocess.Popen(
         [sys.executable, "-m", "benchmarks.sustained_workload", bootstrap, topic, str(events),
@@ -178,11 +185,13 @@ def raw_side_by_side(bootstrap: str, topic: str, shares: list[tuple[list[int], i
     if any(proc.returncode for proc in procs):
         raise RuntimeError(f"raw consumer failed: {' '.join(err[-1500:] for _, err in outs)}")
     figs: list[dict[str, float]] = [json.loads(out) for out, _ in outs]
-    if len(figs) == 1:
-        return figs[0]
+    broker_s = cpu_s(broker_pid) - broker_before_s if broker_pid is not None else 0.0
     events = sum(n for _, n in shares) - sum(f["n0"] for f in figs)
+    if len(figs) == 1:
+        return {**figs[0], "broker_cpu_us": broker_s / events * 1e6}
     span_s = max(f["t1"] for f in figs) - min(f["t0"] for f in figs)
-    return {"rate": events / max(span_s, 1e-9), "cpu_us": sum(f["cpu_s"] for f in figs) / events * 1e6}
+    return {"rate": events / max(span_s, 1e-9), "cpu_us": sum(f["cpu_s"] for f in figs) / events * 1e6,
+            "broker_cpu_us": broker_s / events * 1e6}
 
 
 def start_worker(args: argparse.Namespace, target: Target, data_dir: Path) -> Worker:
@@ -212,7 +221,7 @@ async def drain(
     series: list[list[float]] = []
     try:
         samples = await sample_worker(workers, args.events, args.config == "default", 900,
-                                      lambda: on_first(workers), series)
+                                      lambda: on_first(workers), series, args.broker_pid)
         threads: dict[str, float] = {}
         for w in workers:
             for name, used_s in thread_cpu_s(w.pid).items():
@@ -229,7 +238,8 @@ def two_figures(
     """The two workers' figures beside one's: scaling efficiency E and the CPU ratio."""
     two = worker_figures(samples, total)
     out: dict[str, Any] = {f"two_{k}": v for k, v in two.items()}
-    out.update({"raw_two_rate": raw_two["rate"], "raw_two_cpu_us": raw_two["cpu_us"]})
+    out.update({"raw_two_rate": raw_two["rate"], "raw_two_cpu_us": raw_two["cpu_us"],
+                "raw_two_broker_cpu_us": raw_two["broker_cpu_us"]})
     out["workers_ratio"] = two["sustained"] / one["sustained"]
     out["raw_ratio"] = raw_two["rate"] / one["raw_rate"]
     out["efficiency"] = out["workers_ratio"] / out["raw_ratio"]
@@ -245,8 +255,8 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
     messages, shares = len(msgs), halves(events_by_partition(msgs))
     await produce(bootstrap, topic, msgs)
     del msgs
-    raws = [raw(bootstrap, topic, args.events)]
-    raws_two = [raw_side_by_side(bootstrap, topic, shares)] if args.workers == 2 else []
+    raws = [raw(bootstrap, topic, args.events, args.broker_pid)]
+    raws_two = [raw_side_by_side(bootstrap, topic, shares, args.broker_pid)] if args.workers == 2 else []
     recorders: list[Recorder] = []
 
     def record(workers: list[Worker]) -> None:
@@ -263,14 +273,14 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
         two_target = Target(redis_port, bootstrap, topic, unique("bench"))
         two_samples, two_peak, _, series = await drain(args, two_target, [work / "two-a", work / "two-b"],
                                                          lambda _: None)
-        raws_two.append(raw_side_by_side(bootstrap, topic, shares))
-    raws.append(raw(bootstrap, topic, args.events))
+        raws_two.append(raw_side_by_side(bootstrap, topic, shares, args.broker_pid))
+    raws.append(raw(bootstrap, topic, args.events, args.broker_pid))
     raw_best = max(raws, key=lambda r: r["rate"])
     out: dict[str, Any] = {"events": args.events, "messages": messages, "form": args.form,
                            "ids": args.ids, "config": args.config, "set": args.set,
                            "workers": args.workers, "peak_rss": peak, "threads_cpu_s": threads}
     out.update(worker_figures(samples, args.events))
-    out.update({f"raw_{k}": raw_best[k] for k in ("rate", "rate_10_90", "cpu_us")})
+    out.update({f"raw_{k}": raw_best[k] for k in ("rate", "rate_10_90", "cpu_us", "broker_cpu_us")})
     out["sustained_ratio"] = out["sustained"] / out["raw_rate"]
     out["cpu_ratio"] = out["raw_cpu_us"] / out["cpu_us"]
     done = [(out["counted"], out["sunk"])]
@@ -290,6 +300,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     redis, kafka = start_redis(), start_tansu()
     try:
         with tempfile.TemporaryDirectory(prefix="streamer-sustained-") as tmp:
+            args.broker_pid = kafka.proc.pid if kafka.proc is not None else None
             return await measure(args, f"127.0.0.1:{kafka.port}", redis.port, Path(tmp))
     finally:
         kafka.stop()
@@ -303,7 +314,9 @@ def line(r: dict[str, Any]) -> str:
             f"{r['sustained_ratio']:.2f}x raw {r['raw_rate']:,.0f}/s; "
             f"CPU {r['cpu_us']:.2f} us/event vs raw {r['raw_cpu_us']:.2f} "
             f"(ratio {r['cpu_ratio']:.2f}); peak RSS {r['peak_rss'] / 2**20:.0f} MiB; "
-            f"counted {r['counted']:,.0f} sunk {r['sunk']:,.0f} exact={r['exact']}")
+            f"counted {r['counted']:,.0f} sunk {r['sunk']:,.0f} exact={r['exact']}; broker CPU "
+            f"{r['broker_cpu_us']:.2f} us/event (raw's {r['raw_broker_cpu_us']:.2f}), "
+            f"cores busy (worker + broker) {r['cores_busy']:.2f}")
 
 
 def two_line(r: dict[str, Any]) -> str:
@@ -313,7 +326,9 @@ def two_line(r: dict[str, Any]) -> str:
             f"{r['raw_ratio']:.2f}x one; efficiency E {r['efficiency']:.2f}; CPU {r['two_cpu_us']:.2f} "
             f"us/event = {r['cpu_two_vs_one']:.2f}x one; counted {r['two_counted']:,.0f} "
             f"({' + '.join(f'{n:,.0f}' for n in r['two_counted_each'])}) "
-            f"sunk {r['two_sunk']:,.0f}")
+            f"sunk {r['two_sunk']:,.0f}; broker CPU {r['two_broker_cpu_us']:.2f} us/event (two raw "
+            f"consumers' {r['raw_two_broker_cpu_us']:.2f}), cores busy (workers + broker) "
+            f"{r['two_cores_busy']:.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

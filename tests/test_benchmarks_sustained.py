@@ -60,20 +60,24 @@ class TestFigures:
     """Counting between 10 % and 90 %; sustained and CPU from the sample before the first count."""
 
     def test_definitions(self) -> None:
-        """Counting at 1,000/s, the sink at 800/s: sampling stops when the sink is done (t=14)."""
+        """Counting at 1,000/s, the sink at 800/s: sampling stops when the sink is done (t=14).
+
+        The worker uses 0.1 s of CPU per second, the broker 0.3 s: 0.4 cores busy."""
         samples = [(float(t), 0.1 * t, float(min(1000 * max(t - 1, 0), 10_000)),
-                    float(min(800 * max(t - 1, 0), 10_000))) for t in range(0, 15)]
+                    float(min(800 * max(t - 1, 0), 10_000)), 0.3 * t) for t in range(0, 15)]
         fig = worker_figures(samples, 10_000)
         assert fig["counting_10_90"] == pytest.approx(1000)
         assert fig["sustained"] == pytest.approx(10_000 / 13)  # from t=1 to t=14 (sink done)
         assert fig["cpu_us"] == pytest.approx(0.1 * 13 / 10_000 * 1e6)
+        assert fig["broker_cpu_us"] == pytest.approx(0.3 * 13 / 10_000 * 1e6)
+        assert fig["cores_busy"] == pytest.approx(0.4)
 
     def test_scaling_efficiency(self) -> None:
         """Two workers 1.5x one while two raw consumers read 2x one: E = 0.75; CPU per event 1.2x."""
         one = {"sustained": 1000.0, "raw_rate": 4000.0, "cpu_us": 10.0}
-        samples = [(float(t), 0.018 * t, float(min(1500 * t, 3000)), float(min(1500 * t, 3000)))
+        samples = [(float(t), 0.018 * t, float(min(1500 * t, 3000)), float(min(1500 * t, 3000)), 0.0)
                    for t in range(0, 3)]
-        fig = two_figures(samples, 3000, one, {"rate": 8000.0, "cpu_us": 2.0})
+        fig = two_figures(samples, 3000, one, {"rate": 8000.0, "cpu_us": 2.0, "broker_cpu_us": 1.0})
         assert fig["two_sustained"] == pytest.approx(1500)
         assert fig["efficiency"] == pytest.approx(0.75)
         assert fig["cpu_two_vs_one"] == pytest.approx(1.2)
@@ -94,6 +98,7 @@ def test_tiny_run_waits_for_the_sink(tmp_path: Path) -> None:
     result = json.loads(out.read_text().splitlines()[-1])
     assert result["counted"] == result["sunk"] == 3000 and result["exact"] is True
     assert result["raw_cpu_us"] > 0 and result["cpu_us"] > 0 and result["peak_rss"] > 0
+    assert result["broker_cpu_us"] > 0 and "raw_broker_cpu_us" in result  # 10 ms ticks: may be 0
 
 
 def test_tiny_two_worker_run(tmp_path: Path) -> None:
