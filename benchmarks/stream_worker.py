@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.common import rss_bytes
+from benchmarks.common import memory_status, rss_bytes
 from streamer.demo.services import free_port
 
 # DEFAULT sets nothing beyond the contract's connection variables: RocksDB store, ClickHouse sink on
@@ -155,6 +156,45 @@ class Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+
+
+class MemoryTrack:
+    """Peaks and last values of VmRSS, RssAnon and RssFile of worker processes, sampled by the caller.
+
+    VmHWM is the kernel's own peak of VmRSS (between samples too); RssAnon and RssFile have no
+    kernel peak, so theirs are the largest sampled values (one reading every 0.1 s).
+    """
+
+    def __init__(self) -> None:
+        self.peak: dict[str, int] = {}
+        self.last: dict[int, dict[str, int]] = {}
+
+    def sample(self, pids: list[int]) -> None:
+        """Read each process's status; peaks are of the sum over the processes."""
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                self.last[pid] = memory_status(pid)
+        total = self.total()
+        for key in ("rss", "anon", "file"):
+            self.peak[key] = max(self.peak.get(key, 0), total.get(key, 0))
+        self.peak["hwm"] = max([self.peak.get("hwm", 0)] + [m.get("hwm", 0) for m in self.last.values()])
+
+    def total(self) -> dict[str, int]:
+        """The last values summed over the processes."""
+        out: dict[str, int] = {}
+        for values in self.last.values():
+            for key, value in values.items():
+                out[key] = out.get(key, 0) + value
+        return out
+
+    def figures(self) -> dict[str, int]:
+        """peak_rss (VmHWM of the largest process), peak_* (sampled VmRSS, RssAnon, RssFile of the
+        processes together) and end_* (the last reading)."""
+        end = self.total()
+        out = {"peak_rss": self.peak.get("hwm", 0), "peak_rss_sampled": self.peak.get("rss", 0)}
+        out.update({f"peak_{k}": self.peak.get(k, 0) for k in ("anon", "file")})
+        out.update({f"end_{k}": end.get(k, 0) for k in ("rss", "anon", "file")})
+        return out
 
 
 async def wait_processed(workers: list[Worker], total: int, timeout_s: float) -> None:
