@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import time
 import weakref
 from pathlib import Path
@@ -19,6 +21,8 @@ from streamer.ops.memory import CHDB_PURGE, CHDB_PURGE_AFTER_ROWS, MIB, ROCKSDB_
 from streamer.settings.model import Settings
 from streamer.stream import faust_compat as compat
 from streamer.stream.app import build_app
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rocksdb_options_file(db_path: Path) -> dict[str, str]:
@@ -98,6 +102,27 @@ async def test_embedded_inserts_purge_the_engines_freed_pages(
     assert sent.count(CHDB_PURGE) == 1
     await insert_rows(clickhouse, sink_rows(1000, 3))
     assert sent.count(CHDB_PURGE) == 1  # counting starts again after a purge
-    rows = await clickhouse.rows(f"SELECT count(), uniqExact(event_id) FROM {clickhouse.database}.post_events")
+    table = f"{clickhouse.database}.post_events"
+    rows = await clickhouse.rows(f"SELECT count(), uniqExact(event_id) FROM {table}")
     assert rows == [(3000, 3000)]
     assert CHDB_PURGE_AFTER_ROWS == 100_000
+
+
+def test_an_insert_does_not_load_pandas(tmp_path: Path) -> None:
+    """The first insert through the facade leaves pandas unloaded (a fresh interpreter: this one
+    may have pandas from other tests)."""
+    code = (
+        "import asyncio, sys\n"
+        "from streamer.clickhouse.client import ClickHouse\n"
+        "from streamer.clickhouse.schema import create_schema\n"
+        "from tests.test_ops_memory import insert_rows, sink_rows\n"
+        f"ch = ClickHouse('chdb://{tmp_path}/clickhouse', 'nova', 30000)\n"
+        "async def main() -> None:\n"
+        "    await create_schema(ch)\n"
+        "    await insert_rows(ch, sink_rows(10, 1))\n"
+        "    print(len(await ch.rows('SELECT event_id FROM nova.post_events')), 'pandas' in sys.modules)\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["10", "False"]

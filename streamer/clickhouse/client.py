@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import clickhouse_connect
 
 from streamer.errors import StreamerError
-from streamer.ops.memory import CHDB_PURGE, CHDB_PURGE_AFTER_ROWS
+from streamer.ops.memory import CHDB_PURGE, CHDB_PURGE_AFTER_ROWS, clickhouse_connect_without_pandas
 from streamer.redaction import mask_url
 from streamer.settings.model import Settings
 
@@ -29,6 +29,7 @@ class ClickHouseError(StreamerError):
 
 def _connect(dsn: str, timeout_s: float) -> Any:
     """Open a clickhouse-connect client for an http(s):// or chdb:// DSN."""
+    clickhouse_connect_without_pandas()
     if dsn.startswith("chdb://"):
         with _EMBEDDED_GUARD:
             client = _EMBEDDED.get(dsn)
