@@ -18,7 +18,7 @@ from benchmarks.stream_baseline import raw_rate
 from benchmarks.stream_exact import TOPK, verify_publish
 from benchmarks.stream_profile import Recorder, summarize
 from benchmarks.stream_state import changelog_size
-from benchmarks.stream_worker import Target, Worker, sample_until, steady_rate, wait_processed
+from benchmarks.stream_worker import SUNK, Target, Worker, sample_until, steady_rate, wait_processed
 from benchmarks.stream_workloads import PARTITIONS, Form, Workload, events_for_posts, messages, produce
 from streamer.kafka.admin import ensure_topics
 
@@ -117,7 +117,8 @@ async def profile_case(rig: Rig, load: Workload, form: Form, config: str, out: P
 async def rss_case(rig: Rig, config: str, posts: int, extra_per_post: int, now_ms: int) -> dict[str, Any]:
     """RSS of one running worker: ready (after recovery), after `posts` posts x 1 event, after more events.
 
-    Phase 1 gives bytes per active post (with its first event), phase 2 bytes per further in-window event;
+    Phase 1 gives bytes per active post (with its first event), phase 2 bytes per further in-window event,
+    each read once the worker counted the phase's events and (sink on) inserted them into ClickHouse;
     each of VmRSS and of its anonymous part (RssAnon: what the worker holds, not library text).
     """
     post_ids = random.Random(31).sample(range(1, 10**12), posts)
@@ -133,6 +134,8 @@ async def rss_case(rig: Rig, config: str, posts: int, extra_per_post: int, now_m
         for total, batch in ((len(phase1), phase1), (len(phase1) + len(phase2), phase2)):
             await produce(rig.bootstrap, topic, messages(batch, "array"))
             await wait_processed(workers, total, rig.drain_timeout_s)
+            if worker.sinks:  # read once the sink inserted them too (its batch is not held)
+                await wait_processed(workers, total, rig.drain_timeout_s, SUNK)
             status.append(memory_status(worker.pid))
         counted = await worker.processed()
     finally:

@@ -191,8 +191,9 @@ def rss_md(rows: list[dict[str, Any]]) -> list[str]:
     """RSS growth of the running worker per active post and per further in-window event."""
     lines = [
         f"Command: `{CMD} --only rss` (VmRSS of the worker process: ready after recovery, after N posts "
-        "x 1 event, after 3 more events per post; 100-event messages, wide shape; RssAnon: its anonymous "
-        "part, without the file-backed library text)",
+        "x 1 event, after 3 more events per post, each read once counted and (sink on) inserted into "
+        "ClickHouse; 100-event messages, wide shape; RssAnon: its anonymous part, without the "
+        "file-backed library text)",
         "",
     ]
     lines += table_head(

@@ -39,6 +39,7 @@ COMMON_ENV = {
     "LOG_LEVEL": "WARNING",
 }
 PROCESSED = "streamer_events_processed_total"
+SUNK = "streamer_sink_batch_size_sum"  # events the sink inserted into ClickHouse
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +131,20 @@ class Worker:
 
     async def processed(self) -> float:
         """Events the worker counted so far (0 while it is not serving)."""
+        return await self.metric(PROCESSED)
+
+    async def metric(self, name: str) -> float:
+        """A sample's value from the worker's /metrics (0 while absent or not serving)."""
         _, text = await self.get("/metrics")
         for line in text.splitlines():
-            if line.startswith(PROCESSED + " "):
+            if line.startswith(name + " "):
                 return float(line.split()[1])
         return 0.0
+
+    @property
+    def sinks(self) -> bool:
+        """The configuration inserts into ClickHouse (the sink is on unless turned off)."""
+        return CONFIGS[self.config].get("STREAMER_CLICKHOUSE_SINK", "true") != "false"
 
     async def wait_ready(self, timeout_s: float) -> None:
         """Until /readyz answers 200 (recovery done, partitions assigned)."""
@@ -197,18 +207,20 @@ class MemoryTrack:
         return out
 
 
-async def wait_processed(workers: list[Worker], total: int, timeout_s: float) -> None:
-    """Until the workers together counted `total` events."""
+async def wait_processed(
+    workers: list[Worker], total: int, timeout_s: float, metric: str = PROCESSED
+) -> None:
+    """Until the workers together counted `total` events (or another counter reached it)."""
     deadline = time.monotonic() + timeout_s
     counted = 0.0
     while time.monotonic() < deadline:
         for w in workers:
             w.check_alive()
-        counted = sum(await asyncio.gather(*(w.processed() for w in workers)))
+        counted = sum(await asyncio.gather(*(w.metric(metric) for w in workers)))
         if counted >= total:
             return
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"workers counted {counted:.0f} of {total} events in {timeout_s}s")
+    raise RuntimeError(f"workers reached {counted:.0f} of {total} events ({metric}) in {timeout_s}s")
 
 
 Samples = list[tuple[float, list[float]]]
