@@ -21,7 +21,7 @@ THRESHOLD_BYTES = 128 * 1024
 MIB = 1024 * 1024
 # Faust's RocksDB store (faust.stores.rocksdb) opens each partition's database with 64 MiB
 # write buffers (up to 3 of them) and a 2 GiB block cache, sized for big tables read often.
-# The worker writes one small record per fetched batch (~35 B per event) and reads records back
+# The worker writes one small record per fetched batch (~20-25 B per event) and reads them back
 # only when it rebuilds a partition at start: with 64 MiB memtables a whole window's records
 # stayed in RAM, and a rebuild would fill a cache of up to 2 GiB per partition. Smaller
 # memtables flush the records to disk as the window fills; the cache bounds what a rebuild
