@@ -174,6 +174,22 @@ def rss_bytes(pid: int | None = None) -> int:
     raise RuntimeError(f"no VmRSS in {path}")
 
 
+STATUS_FIELDS = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "VmHWM": "hwm"}
+
+
+def memory_status(pid: int | None = None) -> dict[str, int]:
+    """Bytes resident of a process from /proc/PID/status: rss (VmRSS), its anonymous part
+    (anon: heaps, mmaps of data; what the process holds) and its file-backed part (file:
+    library text and mapped files, which the kernel can drop and read again), hwm (VmHWM)."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid or os.getpid()}/status") as fh:
+        for line in fh:
+            name, _, rest = line.partition(":")
+            if name in STATUS_FIELDS:
+                out[STATUS_FIELDS[name]] = int(rest.split()[0]) * 1024
+    return out
+
+
 def profile_top(fn: Callable[[], object], lines: int = 12, sort: str = "tottime") -> str:
     """cProfile of one call of fn: the top `lines` functions by `sort`, as text."""
     import cProfile

@@ -13,12 +13,12 @@ from typing import Any
 import redis as sync_redis
 
 from benchmarks import state_adapter as sa
-from benchmarks.common import timed
+from benchmarks.common import memory_status, timed
 from benchmarks.stream_baseline import raw_rate
 from benchmarks.stream_exact import TOPK, verify_publish
 from benchmarks.stream_profile import Recorder, summarize
 from benchmarks.stream_state import changelog_size
-from benchmarks.stream_worker import Target, Worker, sample_until, steady_rate, wait_processed
+from benchmarks.stream_worker import SUNK, Target, Worker, sample_until, steady_rate, wait_processed
 from benchmarks.stream_workloads import PARTITIONS, Form, Workload, events_for_posts, messages, produce
 from streamer.kafka.admin import ensure_topics
 
@@ -117,7 +117,9 @@ async def profile_case(rig: Rig, load: Workload, form: Form, config: str, out: P
 async def rss_case(rig: Rig, config: str, posts: int, extra_per_post: int, now_ms: int) -> dict[str, Any]:
     """RSS of one running worker: ready (after recovery), after `posts` posts x 1 event, after more events.
 
-    Phase 1 gives bytes per active post (with its first event), phase 2 bytes per further in-window event.
+    Phase 1 gives bytes per active post (with its first event), phase 2 bytes per further in-window event,
+    each read once the worker counted the phase's events and (sink on) inserted them into ClickHouse;
+    each of VmRSS and of its anonymous part (RssAnon: what the worker holds, not library text).
     """
     post_ids = random.Random(31).sample(range(1, 10**12), posts)
     phase1 = events_for_posts(post_ids, 1, now_ms, seed=32)
@@ -128,24 +130,25 @@ async def rss_case(rig: Rig, config: str, posts: int, extra_per_post: int, now_m
     worker = workers[0]
     try:
         await worker.wait_ready(rig.drain_timeout_s)
-        rss = [worker.rss()]
+        status = [memory_status(worker.pid)]
         for total, batch in ((len(phase1), phase1), (len(phase1) + len(phase2), phase2)):
             await produce(rig.bootstrap, topic, messages(batch, "array"))
             await wait_processed(workers, total, rig.drain_timeout_s)
-            rss.append(worker.rss())
+            if worker.sinks:  # read once the sink inserted them too (its batch is not held)
+                await wait_processed(workers, total, rig.drain_timeout_s, SUNK)
+            status.append(memory_status(worker.pid))
         counted = await worker.processed()
     finally:
         worker.stop()
-    return {
-        "config": config,
-        "posts": posts,
-        "events": len(phase1) + len(phase2),
-        "counted": counted,
-        "rss": rss,
-        "per_post": (rss[1] - rss[0]) / posts,
-        "per_event": (rss[2] - rss[1]) / len(phase2),
-        "per_event_overall": (rss[2] - rss[0]) / (len(phase1) + len(phase2)),
-    }
+    out: dict[str, Any] = {"config": config, "posts": posts, "events": len(phase1) + len(phase2),
+                           "counted": counted}
+    for key, name in (("rss", ""), ("anon", "_anon"), ("file", "_file")):
+        values = [s[key] for s in status]
+        out[key] = values
+        out["per_post" + name] = (values[1] - values[0]) / posts
+        out["per_event" + name] = (values[2] - values[1]) / len(phase2)
+        out["per_event_overall" + name] = (values[2] - values[0]) / (len(phase1) + len(phase2))
+    return out
 
 
 def publish_case(posts: int, partitions: int, now_ms: int, repeats: int) -> dict[str, Any]:

@@ -191,7 +191,9 @@ def rss_md(rows: list[dict[str, Any]]) -> list[str]:
     """RSS growth of the running worker per active post and per further in-window event."""
     lines = [
         f"Command: `{CMD} --only rss` (VmRSS of the worker process: ready after recovery, after N posts "
-        "x 1 event, after 3 more events per post; 100-event messages, wide shape)",
+        "x 1 event, after 3 more events per post, each read once counted and (sink on) inserted into "
+        "ClickHouse; 100-event messages, wide shape; RssAnon: its anonymous part, without the "
+        "file-backed library text)",
         "",
     ]
     lines += table_head(
@@ -204,6 +206,9 @@ def rss_md(rows: list[dict[str, Any]]) -> list[str]:
         "B per further event",
         "target",
         "B per event overall",
+        "RssAnon ready",
+        "anon B per post",
+        "anon B per further event",
     )
     for r in rows:
         post, event = r["per_post"], r["per_event"]
@@ -218,9 +223,17 @@ def rss_md(rows: list[dict[str, Any]]) -> list[str]:
                 f"{event:.0f}",
                 f"<= 64 {_verdict(event <= 64, event, 64)}",
                 f"{r['per_event_overall']:.0f}",
+                *_anon_cells(r),
             )
         )
     return [*lines, ""]
+
+
+def _anon_cells(r: dict[str, Any]) -> list[str]:
+    """RssAnon when ready and its growth per post and per further event (runs before it was recorded: -)."""
+    if "anon" not in r:
+        return ["-", "-", "-"]
+    return [f"{r['anon'][0] / 2**20:.0f} MiB", f"{r['per_post_anon']:.0f}", f"{r['per_event_anon']:.0f}"]
 
 
 def _changelog_rows(doc: dict[str, Any]) -> list[str]:

@@ -6,7 +6,10 @@ consumer (getmany, json.loads, a dict count per post) of the same topic in the s
 counting rate between 10 % and 90 % of the events counted; sustained rate from the first
 counted event until every event is counted AND inserted by the sink (streamer_sink_batch_size_sum);
 worker CPU per event over that span (/proc/PID/stat: user+system of all its threads, embedded
-ClickHouse included); peak RSS (VmHWM). Results are appended to --out as JSON lines.
+ClickHouse included); peak RSS (VmHWM) and, sampled with the counts, the peak and final
+RssAnon (what the worker holds: heaps, buffers, caches) and RssFile (library text and mapped
+files, which the kernel can drop and read again) of /proc/PID/status. Results are appended
+to --out as JSON lines.
 
 `--workers 2` also starts two workers together (same app id, own port and data dir, so each
 embeds its own ClickHouse and sinks the partitions the shared sink group gives it) on the same
@@ -34,7 +37,7 @@ from typing import Any
 
 from benchmarks.stream_cases import unique
 from benchmarks.stream_profile import Recorder, summarize
-from benchmarks.stream_worker import CONFIGS, Target, Worker
+from benchmarks.stream_worker import CONFIGS, MemoryTrack, Target, Worker
 from benchmarks.stream_workloads import PARTITIONS, produce
 from benchmarks.sustained_workload import events_by_partition, wide_messages
 from streamer.demo.services import start_redis, start_tansu
@@ -84,13 +87,6 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def hwm_bytes(pid: int) -> int:
-    """Peak resident set size (VmHWM)."""
-    with open(f"/proc/{pid}/status") as fh:
-        line = next(x for x in fh if x.startswith("VmHWM:"))
-    return int(line.split()[1]) * 1024
-
-
 def metric(text: str, name: str) -> float:
     """A sample's value from the Prometheus text (0 when absent)."""
     for line in text.splitlines():
@@ -101,9 +97,11 @@ def metric(text: str, name: str) -> float:
 
 async def sample_worker(
     workers: list[Worker], total: int, sink: bool, timeout_s: float, on_first: Callable[[], object],
-    series: list[list[float]] | None = None, broker_pid: int | None = None,
+    series: list[list[float]] | None = None, memory: MemoryTrack | None = None,
+    broker_pid: int | None = None,
 ) -> list[Sample]:
-    """(time, cpu, counted, sunk, broker cpu) over the workers every 0.1 s until all is counted (and sunk)."""
+    """(time, cpu, counted, sunk, broker cpu) over the workers every 0.1 s until all is counted (and
+    sunk); their VmRSS, RssAnon and RssFile into `memory` at each sample."""
     samples: list[Sample] = []
     first = True
     deadline = time.monotonic() + timeout_s
@@ -118,6 +116,8 @@ async def sample_worker(
             series.append([time.perf_counter(), *(metric(text, n) for text in texts for n in names)])
         broker_s = cpu_s(broker_pid) if broker_pid is not None else 0.0
         samples.append((time.perf_counter(), sum(cpu_s(w.pid) for w in workers), counted, sunk, broker_s))
+        if memory is not None:
+            memory.sample([w.pid for w in workers])
         if first and counted > 0:
             first = False
             on_first()
@@ -215,18 +215,21 @@ def start_worker(args: argparse.Namespace, target: Target, data_dir: Path) -> Wo
 
 async def drain(
     args: argparse.Namespace, target: Target, dirs: list[Path], on_first: Callable[[list[Worker]], object]
-) -> tuple[list[Sample], int, dict[str, float], list[list[float]]]:
-    """Workers started together drain the topic: samples, peak RSS, CPU by thread, each one's series."""
+) -> tuple[list[Sample], dict[str, int], dict[str, float], list[list[float]]]:
+    """Workers started together drain the topic: samples, memory (peak_rss = the largest VmHWM,
+    peak/end RssAnon and RssFile), CPU by thread, each one's series."""
     workers = [start_worker(args, target, d) for d in dirs]
     series: list[list[float]] = []
+    memory = MemoryTrack()
     try:
         samples = await sample_worker(workers, args.events, args.config == "default", 900,
-                                      lambda: on_first(workers), series, args.broker_pid)
+                                      lambda: on_first(workers), series, memory, args.broker_pid)
         threads: dict[str, float] = {}
         for w in workers:
             for name, used_s in thread_cpu_s(w.pid).items():
                 threads[name] = threads.get(name, 0.0) + used_s
-        return samples, max(hwm_bytes(w.pid) for w in workers), threads, series
+        memory.sample([w.pid for w in workers])  # VmHWM at the very end
+        return samples, memory.figures(), threads, series
     finally:
         for w in workers:
             w.stop()
@@ -263,7 +266,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
         if args.profile is not None:
             recorders.append(Recorder(workers[0].pid, work / "profile.raw"))
 
-    samples, peak, threads, _ = await drain(args, Target(redis_port, bootstrap, topic, unique("bench")),
+    samples, memory, threads, _ = await drain(args, Target(redis_port, bootstrap, topic, unique("bench")),
                                          [work / "worker"], record)
     for rec in recorders:
         title = f"one worker ({args.config} {' '.join(args.set)}), wide {args.form}, {args.ids} ids"
@@ -271,14 +274,15 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
         args.profile.write_text(summarize(rec.stop(), title) + "\n")
     if args.workers == 2:
         two_target = Target(redis_port, bootstrap, topic, unique("bench"))
-        two_samples, two_peak, _, series = await drain(args, two_target, [work / "two-a", work / "two-b"],
+        two_samples, two_memory, _, series = await drain(args, two_target, [work / "two-a", work / "two-b"],
                                                          lambda _: None)
         raws_two.append(raw_side_by_side(bootstrap, topic, shares, args.broker_pid))
     raws.append(raw(bootstrap, topic, args.events, args.broker_pid))
     raw_best = max(raws, key=lambda r: r["rate"])
     out: dict[str, Any] = {"events": args.events, "messages": messages, "form": args.form,
                            "ids": args.ids, "config": args.config, "set": args.set,
-                           "workers": args.workers, "peak_rss": peak, "threads_cpu_s": threads}
+                           "workers": args.workers, "threads_cpu_s": threads}
+    out.update(memory)
     out.update(worker_figures(samples, args.events))
     out.update({f"raw_{k}": raw_best[k] for k in ("rate", "rate_10_90", "cpu_us", "broker_cpu_us")})
     out["sustained_ratio"] = out["sustained"] / out["raw_rate"]
@@ -287,7 +291,8 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
     if args.workers == 2:
         out.update(two_figures(two_samples, args.events, out, max(raws_two, key=lambda r: r["rate"])))
         t0 = next(row[0] for row in series if row[1] + row[3] > 0)
-        out["two_peak_rss"], out["two_counted_each"] = two_peak, [series[-1][1], series[-1][3]]
+        out["two_peak_rss"], out["two_counted_each"] = two_memory["peak_rss"], [series[-1][1], series[-1][3]]
+        out["two_peak_anon"] = two_memory["peak_anon"]
         out["two_series"] = [[round(row[0] - t0, 2), *row[1:]] for row in series[::5] + series[-1:]]
         done.append((out["two_counted"], out["two_sunk"]))
     sink = args.config == "default"
@@ -313,7 +318,10 @@ def line(r: dict[str, Any]) -> str:
             f"{r['counting_10_90']:,.0f}/s, sustained {r['sustained']:,.0f}/s = "
             f"{r['sustained_ratio']:.2f}x raw {r['raw_rate']:,.0f}/s; "
             f"CPU {r['cpu_us']:.2f} us/event vs raw {r['raw_cpu_us']:.2f} "
-            f"(ratio {r['cpu_ratio']:.2f}); peak RSS {r['peak_rss'] / 2**20:.0f} MiB; "
+            f"(ratio {r['cpu_ratio']:.2f}); peak RSS {r['peak_rss'] / 2**20:.0f} MiB "
+            f"(anon {r['peak_anon'] / 2**20:.0f}, file {r['peak_file'] / 2**20:.0f}), at the end "
+            f"{r['end_rss'] / 2**20:.0f} MiB (anon {r['end_anon'] / 2**20:.0f}, "
+            f"file {r['end_file'] / 2**20:.0f}); "
             f"counted {r['counted']:,.0f} sunk {r['sunk']:,.0f} exact={r['exact']}; broker CPU "
             f"{r['broker_cpu_us']:.2f} us/event (raw's {r['raw_broker_cpu_us']:.2f}), "
             f"cores busy (worker + broker) {r['cores_busy']:.2f}")

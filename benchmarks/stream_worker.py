@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from benchmarks.common import rss_bytes
+from benchmarks.common import memory_status, rss_bytes
 from streamer.demo.services import free_port
 
 # DEFAULT sets nothing beyond the contract's connection variables: RocksDB store, ClickHouse sink on
@@ -38,6 +39,7 @@ COMMON_ENV = {
     "LOG_LEVEL": "WARNING",
 }
 PROCESSED = "streamer_events_processed_total"
+SUNK = "streamer_sink_batch_size_sum"  # events the sink inserted into ClickHouse
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,11 +131,20 @@ class Worker:
 
     async def processed(self) -> float:
         """Events the worker counted so far (0 while it is not serving)."""
+        return await self.metric(PROCESSED)
+
+    async def metric(self, name: str) -> float:
+        """A sample's value from the worker's /metrics (0 while absent or not serving)."""
         _, text = await self.get("/metrics")
         for line in text.splitlines():
-            if line.startswith(PROCESSED + " "):
+            if line.startswith(name + " "):
                 return float(line.split()[1])
         return 0.0
+
+    @property
+    def sinks(self) -> bool:
+        """The configuration inserts into ClickHouse (the sink is on unless turned off)."""
+        return CONFIGS[self.config].get("STREAMER_CLICKHOUSE_SINK", "true") != "false"
 
     async def wait_ready(self, timeout_s: float) -> None:
         """Until /readyz answers 200 (recovery done, partitions assigned)."""
@@ -157,18 +168,59 @@ class Worker:
             self.proc.wait(10)
 
 
-async def wait_processed(workers: list[Worker], total: int, timeout_s: float) -> None:
-    """Until the workers together counted `total` events."""
+class MemoryTrack:
+    """Peaks and last values of VmRSS, RssAnon and RssFile of worker processes, sampled by the caller.
+
+    VmHWM is the kernel's own peak of VmRSS (between samples too); RssAnon and RssFile have no
+    kernel peak, so theirs are the largest sampled values (one reading every 0.1 s).
+    """
+
+    def __init__(self) -> None:
+        self.peak: dict[str, int] = {}
+        self.last: dict[int, dict[str, int]] = {}
+
+    def sample(self, pids: list[int]) -> None:
+        """Read each process's status; peaks are of the sum over the processes."""
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                self.last[pid] = memory_status(pid)
+        total = self.total()
+        for key in ("rss", "anon", "file"):
+            self.peak[key] = max(self.peak.get(key, 0), total.get(key, 0))
+        self.peak["hwm"] = max([self.peak.get("hwm", 0)] + [m.get("hwm", 0) for m in self.last.values()])
+
+    def total(self) -> dict[str, int]:
+        """The last values summed over the processes."""
+        out: dict[str, int] = {}
+        for values in self.last.values():
+            for key, value in values.items():
+                out[key] = out.get(key, 0) + value
+        return out
+
+    def figures(self) -> dict[str, int]:
+        """peak_rss (VmHWM of the largest process), peak_* (sampled VmRSS, RssAnon, RssFile of the
+        processes together) and end_* (the last reading)."""
+        end = self.total()
+        out = {"peak_rss": self.peak.get("hwm", 0), "peak_rss_sampled": self.peak.get("rss", 0)}
+        out.update({f"peak_{k}": self.peak.get(k, 0) for k in ("anon", "file")})
+        out.update({f"end_{k}": end.get(k, 0) for k in ("rss", "anon", "file")})
+        return out
+
+
+async def wait_processed(
+    workers: list[Worker], total: int, timeout_s: float, metric: str = PROCESSED
+) -> None:
+    """Until the workers together counted `total` events (or another counter reached it)."""
     deadline = time.monotonic() + timeout_s
     counted = 0.0
     while time.monotonic() < deadline:
         for w in workers:
             w.check_alive()
-        counted = sum(await asyncio.gather(*(w.processed() for w in workers)))
+        counted = sum(await asyncio.gather(*(w.metric(metric) for w in workers)))
         if counted >= total:
             return
         await asyncio.sleep(0.1)
-    raise RuntimeError(f"workers counted {counted:.0f} of {total} events in {timeout_s}s")
+    raise RuntimeError(f"workers reached {counted:.0f} of {total} events ({metric}) in {timeout_s}s")
 
 
 Samples = list[tuple[float, list[float]]]

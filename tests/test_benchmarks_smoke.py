@@ -204,6 +204,9 @@ def test_quick_stream_matrix_counts_exactly_and_writes_its_outputs(tmp_path: Pat
         assert row["raw_stdlib"] > 0 and row["raw_orjson"] > 0 and row["changelog_bytes"] > 0
     (rss,) = doc["rss"]
     assert rss["counted"] == rss["events"] == 4 * rss["posts"] and min(rss["rss"]) > 0
+    for rss_b, anon_b, file_b in zip(rss["rss"], rss["anon"], rss["file"], strict=True):
+        assert 0 < anon_b < rss_b and 0 < file_b < rss_b  # VmRSS = RssAnon + RssFile + RssShmem
+    assert {"per_event_anon", "per_post_anon", "per_event_file"} <= rss.keys()
     assert doc["rebuild"]["counted"] == doc["rebuild"]["events"]
     assert doc["publish"]["exact"]
     for heading in ("#### Throughput", "#### Two workers vs one", "#### Memory of the running worker"):

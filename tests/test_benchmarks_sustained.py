@@ -99,6 +99,10 @@ def test_tiny_run_waits_for_the_sink(tmp_path: Path) -> None:
     assert result["counted"] == result["sunk"] == 3000 and result["exact"] is True
     assert result["raw_cpu_us"] > 0 and result["cpu_us"] > 0 and result["peak_rss"] > 0
     assert result["broker_cpu_us"] > 0 and "raw_broker_cpu_us" in result  # 10 ms ticks: may be 0
+    assert 0 < result["peak_anon"] < result["peak_rss"] and 0 < result["peak_file"] < result["peak_rss"]
+    assert 0 < result["end_anon"] <= result["peak_anon"] and 0 < result["end_file"] <= result["peak_file"]
+    assert result["peak_rss_sampled"] <= result["peak_rss"]  # VmHWM is the kernel's own peak
+    assert "anon" in done.stdout and "file" in done.stdout
 
 
 def test_tiny_two_worker_run(tmp_path: Path) -> None:

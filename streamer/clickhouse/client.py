@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -11,9 +13,11 @@ from urllib.parse import urlsplit
 import clickhouse_connect
 
 from streamer.errors import StreamerError
+from streamer.ops.memory import CHDB_PURGE, CHDB_PURGE_AFTER_ROWS, clickhouse_connect_without_pandas
 from streamer.redaction import mask_url
 from streamer.settings.model import Settings
 
+log = logging.getLogger("streamer.clickhouse")
 # chDB allows one session per directory per process: share clients by DSN.
 _EMBEDDED: dict[str, Any] = {}
 _EMBEDDED_GUARD = threading.Lock()
@@ -25,6 +29,7 @@ class ClickHouseError(StreamerError):
 
 def _connect(dsn: str, timeout_s: float) -> Any:
     """Open a clickhouse-connect client for an http(s):// or chdb:// DSN."""
+    clickhouse_connect_without_pandas()
     if dsn.startswith("chdb://"):
         with _EMBEDDED_GUARD:
             client = _EMBEDDED.get(dsn)
@@ -57,6 +62,7 @@ class ClickHouse:
         self.timeout_ms = timeout_ms
         self._client: Any = None
         self._lock = threading.Lock()
+        self._rows_since_purge = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClickHouse:
@@ -88,12 +94,36 @@ class ClickHouse:
                     f"ClickHouse {mask_url(self.dsn)}: {type(exc).__name__}: {str(exc)[:300]}"
                 ) from exc
 
+    def _insert_call(self, table: str, data: list[Any], **kwargs: Any) -> Any:
+        """Insert, then empty `data` in the same thread: clickhouse-connect's insert context keeps
+        it in a reference cycle (the context's bound `_next_block_data`), so the batch's columns
+        would stay resident until a full collection of the garbage collector."""
+        rows = len(data[0]) if kwargs.get("column_oriented") else len(data)
+        try:
+            return self._call("insert", table, data, **kwargs)
+        finally:
+            data.clear()
+            self._after_insert(rows)
+
+    def _after_insert(self, rows: int) -> None:
+        """Embedded: hand the engine's freed memory back to the system every CHDB_PURGE_AFTER_ROWS
+        rows inserted (its allocator keeps an insert's freed pages for seconds, ~60 B per row)."""
+        if not self.embedded:
+            return
+        self._rows_since_purge += rows
+        if self._rows_since_purge < CHDB_PURGE_AFTER_ROWS:
+            return
+        self._rows_since_purge = 0
+        try:
+            self._call("command", CHDB_PURGE)
+        except ClickHouseError as exc:  # memory only: the insert itself went through
+            log.debug("%s failed: %s", CHDB_PURGE, exc)
+
     async def _run(self, fn: str, *args: Any, **kwargs: Any) -> Any:
         timeout_s = self.timeout_ms / 1000 + 1
+        call = self._insert_call if fn == "insert" else functools.partial(self._call, fn)
         try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._call, fn, *args, **kwargs), timeout_s
-            )
+            return await asyncio.wait_for(asyncio.to_thread(call, *args, **kwargs), timeout_s)
         except TimeoutError:
             raise ClickHouseError(f"ClickHouse query timed out after {self.timeout_ms} ms") from None
 

@@ -5,5 +5,5 @@ Modules:
   http            /metrics, /healthz, /readyz.
   logging         structured logging (JSON or text) with a correlation id, URL passwords masked.
   shutdown        the one stop sequence of every long-running command.
-  memory          allocator settings and the start-up heap freeze of the worker.
+  memory          allocator settings, the start-up heap freeze, the library memory defaults overridden.
 """

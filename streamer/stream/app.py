@@ -11,6 +11,7 @@ from faust.types import TP
 
 from streamer.core.records import parse_record_key
 from streamer.kafka.client import faust_credentials
+from streamer.ops.memory import ROCKSDB_TABLE_OPTIONS
 from streamer.settings.model import Settings
 from streamer.stream import faust_compat
 from streamer.stream.transport import broker_url, register_transport
@@ -71,8 +72,9 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, StateTabl
         settings.kafka_events_topic, key_serializer="raw", value_serializer="raw",
         partitions=partitions,
     )
-    table = app.Table(
+    table = app.Table(  # the store pops keys from `options`: a copy
         STATE_TABLE, partitions=partitions, key_type=bytes, value_type=bytes,
+        options=dict(ROCKSDB_TABLE_OPTIONS),
     )
 
     if settings.streamer_table_store != "memory":
