@@ -74,9 +74,14 @@ MEMBERS: tuple[Member, ...] = (
     Member(_CONSUMER, "_thread", "attribute"),
     Member(_THREAD, "seek_to_committed", "coroutine", ()),
     Member(_THREAD, "seek_to_beginning", "coroutine", ("partitions",)),
+    Member(_THREAD, "_ensure_consumer", "function", ()),
+    Member(_THREAD, "_fetch_records", "coroutine",
+           ("consumer", "active_partitions", "timeout", "max_records")),
+    Member(_THREAD, "call_thread", "coroutine", ("fun", "args", "kwargs")),
     Member("faust.transport.consumer:Fetcher", "_stopped", "attribute"),
     # Methods the lean consumer overrides: Faust must still call them with these parameters.
     Member(_CONSUMER, "_drain_messages", "coroutine", ("fetcher",)),
+    Member(_CONSUMER, "_getmany", "coroutine", ("active_partitions", "timeout")),
     Member(_CONSUMER, "perform_seek", "coroutine", ()),
     Member(_CONSUMER, "seek_to_committed", "coroutine", ()),
     Member(_CONSUMER, "on_partitions_revoked", "coroutine", ("revoked",)),
@@ -161,6 +166,18 @@ async def wait_next_records(
     """One fetch: raw records per partition, and the partitions active for it (None: all)."""
     records, active = await consumer._wait_next_records(timeout_s)
     return records, active
+
+
+async def fetch_records(
+    consumer: Any, active_partitions: AbstractSet[TP] | None, timeout_s: float, max_records: int
+) -> Mapping[TP, list[Any]]:
+    """Faust's `AIOKafkaConsumerThread.getmany` with the round's record bound chosen by the
+    caller instead of `broker_max_poll_records`: the same call into the consumer thread."""
+    thread = consumer._thread
+    records: Mapping[TP, list[Any]] = await thread.call_thread(
+        thread._fetch_records, thread._ensure_consumer(), active_partitions,
+        timeout=timeout_s, max_records=max_records)
+    return records
 
 
 def to_message(consumer: Any, tp: TP, record: Any) -> Message:
