@@ -10,7 +10,9 @@ from typing import Any, cast
 import faust
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamer.stream.transport import (
     ROUND_BYTES,
@@ -329,3 +331,38 @@ class TestDrainEdges:
         consumer = FakeConsumer([Msg("ev", 0, 3), Msg("ev", 0, 4)])
         consumer._read_offset[TP("ev", 0)] = 10
         assert await drain_recording(consumer) == [] and consumer.sought == []
+
+
+class TestAckOffsets:
+    """Acking a batch by its offsets leaves Faust's commit bookkeeping as per-message acks do."""
+
+    @staticmethod
+    async def _consumer(committed: int | None) -> Any:
+        register_transport()
+        app = faust.App("ack-offsets", broker=broker_url("127.0.0.1:9"))
+        app.topics.add(app.topic("ev"))  # "ev" acks (an agent's topic does); "log" does not
+        await cast(Any, app.topics)._update_indices()
+        consumer: Any = app.consumer
+        consumer._committed_offset[TP("ev", 0)] = committed
+        return consumer
+
+    @staticmethod
+    def _state(consumer: Any) -> tuple[Any, ...]:
+        return ({tp: list(v) for tp, v in consumer._acked.items() if v},
+                {tp: set(v) for tp, v in consumer._acked_index.items() if v}, consumer._n_acked)
+
+    @settings(max_examples=40, deadline=None)
+    @given(batches=st.lists(st.tuples(st.sampled_from(["ev", "log"]),
+                                      st.lists(st.integers(0, 40), max_size=12)), max_size=6),
+           committed=st.none() | st.integers(0, 20))
+    async def test_same_bookkeeping_as_faust_ack(
+            self, batches: list[tuple[str, list[int]]], committed: int | None) -> None:
+        """Repeats and offsets below the committed one included; the commit offset follows."""
+        faust_acked, bulk = await self._consumer(committed), await self._consumer(committed)
+        for topic, offsets in batches:
+            tp = TP(topic, 0)
+            for offset in offsets:
+                faust_acked.ack(Message(topic, 0, offset, 0.0, 0, [], b"k", b"v", None, tp=tp))
+            bulk.ack_offsets(tp, offsets)
+        assert self._state(bulk) == self._state(faust_acked)
+        assert bulk._new_offset(TP("ev", 0)) == faust_acked._new_offset(TP("ev", 0))
