@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 import orjson
+from aiokafka import ConsumerRecord, TopicPartition
 
 from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
@@ -16,7 +17,7 @@ from streamer.core.partitioning import partition_for_post, post_key
 from streamer.core.sink_rows import SinkRows, rows_of
 from streamer.demo.services import LocalService
 from streamer.kafka.admin import ensure_topics
-from streamer.kafka.sink_consumer import ClickHouseSinkConsumer
+from streamer.kafka.sink_consumer import ClickHouseSinkConsumer, fetched_rows
 from streamer.settings.model import Settings, load_settings
 from tests.stream_helpers import produce
 from tests.waiting import await_until
@@ -84,6 +85,23 @@ class TestRowsOf:
         )
         assert [e.event_id for e in rows.events()] == ["s-1", "s-3"]
         assert rows.positions() == [(1, 10), (1, 12)]
+
+    def test_a_fetch_of_several_partitions(self) -> None:
+        """A getmany result: each record keeps its partition and offset, bytes are counted."""
+        posts = {part: next(p for p in range(1, 1000) if partition_for_post(p, PARTITIONS) == part)
+                 for part in (0, 3)}
+        values = {(0, 5): orjson.dumps(event_doc(1, posts[0])), (0, 6): b"not json",
+                  (3, 7): orjson.dumps(event_doc(2, posts[3]))}
+        batch: dict[TopicPartition, list[object]] = {
+            TopicPartition("ev", part): [
+                ConsumerRecord("ev", part, offset, 0, 0, None, value, None, -1, len(value), ())
+                for (p, offset), value in values.items() if p == part] for part in (3, 0)}
+        batch[TopicPartition("ev", 1)] = []
+        rows, nbytes = fetched_rows(batch, PARTITIONS, NOW_MS)
+        assert [e.event_id for e in rows.events()] == ["s-2", "s-1"]
+        assert rows.positions() == [(3, 7), (0, 5)]
+        assert nbytes == sum(map(len, values.values()))
+        assert fetched_rows({}, PARTITIONS, NOW_MS)[1] == 0
 
 
 class TestSinkConsumer:

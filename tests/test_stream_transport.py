@@ -10,15 +10,20 @@ from typing import Any, cast
 import faust
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamer.stream.transport import (
+    ROUND_BYTES,
+    ROUND_RECORDS_MAX,
     SCHEME,
     LeanConsumer,
     LeanTransport,
     broker_url,
     register_batch_handler,
     register_transport,
+    round_records,
 )
 
 
@@ -27,6 +32,7 @@ class Msg:
     topic: str
     partition: int
     offset: int
+    value: bytes = b"{}"
 
     @property
     def tp(self) -> TP:
@@ -62,6 +68,7 @@ class FakeConsumer:
     gaps: list[tuple[int, int]] = field(default_factory=list)
     _read_offset: dict[TP, int | None] = field(default_factory=lambda: defaultdict(lambda: None))
     _rebalances: int = 0
+    _round_records: int = 0
     seeks: int = 0
 
     _accept_offset = LeanConsumer._accept_offset
@@ -132,6 +139,63 @@ class TestRegistration:
         register_transport()
         app = faust.App("transport-test", broker=broker_url("127.0.0.1:9"))
         assert isinstance(app.transport, LeanTransport)
+
+
+class _Thread:
+    """Faust's consumer thread as `_getmany` uses it: what it was asked to run."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
+
+    def _ensure_consumer(self) -> str:
+        return "aiokafka consumer"
+
+    async def _fetch_records(self, *args: Any, **kwargs: Any) -> dict[TP, list[Msg]]:
+        return {}
+
+    async def call_thread(self, fun: Any, *args: Any, **kwargs: Any) -> dict[TP, list[Msg]]:
+        self.calls.append((fun, args, kwargs))
+        return {TP("ev", 0): [Msg("ev", 0, 0)]}
+
+
+class TestFetchRounds:
+    """Rounds of about ROUND_BYTES of messages: thousands of small messages, as few large ones
+    as broker_max_poll_records allows (each round wakes the loop and writes changelog records)."""
+
+    def test_round_size_follows_the_message_size(self) -> None:
+        def fetched(size: int, n: int) -> dict[TP, list[Msg]]:
+            return {TP("ev", p): [Msg("ev", p, i, b"x" * size) for i in range(n)] for p in (0, 1)}
+
+        assert round_records(fetched(100, 50)) == ROUND_RECORDS_MAX
+        assert round_records(fetched(16 * 1024, 3)) == ROUND_BYTES // (16 * 1024)
+        assert round_records({}) == 0 and round_records({TP("ev", 0): []}) == 0
+
+    async def test_the_thread_is_asked_for_the_round_not_for_max_poll_records(self) -> None:
+        """The override replaces Faust's fixed `broker_max_poll_records` per round; never below it."""
+        thread = _Thread()
+        conf = type("Conf", (), {"broker_max_poll_records": 500})()
+        consumer = type("C", (), {"_thread": thread, "app": type("A", (), {"conf": conf})(),
+                                  "_round_records": 6000})()
+        active = {TP("ev", 0)}
+        assert await LeanConsumer._getmany(cast(Any, consumer), active, 1.0) == {
+            TP("ev", 0): [Msg("ev", 0, 0)]}
+        consumer._round_records = 64
+        await LeanConsumer._getmany(cast(Any, consumer), active, 1.0)
+        funs = [call[0].__func__ for call in thread.calls]
+        assert funs == [_Thread._fetch_records] * 2
+        assert [call[1] for call in thread.calls] == [("aiokafka consumer", active)] * 2
+        assert [call[2] for call in thread.calls] == [
+            {"timeout": 1.0, "max_records": 6000}, {"timeout": 1.0, "max_records": 500}]
+
+    async def test_each_round_sizes_the_next(self) -> None:
+        consumer = FakeConsumer([Msg("ev", 0, 0), Msg("ev", 0, 1)])
+        await drain_recording(consumer)
+        assert consumer._round_records == ROUND_RECORDS_MAX  # 2-byte messages
+
+    def test_a_faust_app_fetches_through_the_override(self) -> None:
+        register_transport()
+        app = faust.App("transport-rounds", broker=broker_url("127.0.0.1:9"))
+        assert cast(Any, type(app.consumer))._getmany is LeanConsumer._getmany
 
 
 class TestDrain:
@@ -267,3 +331,38 @@ class TestDrainEdges:
         consumer = FakeConsumer([Msg("ev", 0, 3), Msg("ev", 0, 4)])
         consumer._read_offset[TP("ev", 0)] = 10
         assert await drain_recording(consumer) == [] and consumer.sought == []
+
+
+class TestAckOffsets:
+    """Acking a batch by its offsets leaves Faust's commit bookkeeping as per-message acks do."""
+
+    @staticmethod
+    async def _consumer(committed: int | None) -> Any:
+        register_transport()
+        app = faust.App("ack-offsets", broker=broker_url("127.0.0.1:9"))
+        app.topics.add(app.topic("ev"))  # "ev" acks (an agent's topic does); "log" does not
+        await cast(Any, app.topics)._update_indices()
+        consumer: Any = app.consumer
+        consumer._committed_offset[TP("ev", 0)] = committed
+        return consumer
+
+    @staticmethod
+    def _state(consumer: Any) -> tuple[Any, ...]:
+        return ({tp: list(v) for tp, v in consumer._acked.items() if v},
+                {tp: set(v) for tp, v in consumer._acked_index.items() if v}, consumer._n_acked)
+
+    @settings(max_examples=40, deadline=None)
+    @given(batches=st.lists(st.tuples(st.sampled_from(["ev", "log"]),
+                                      st.lists(st.integers(0, 40), max_size=12)), max_size=6),
+           committed=st.none() | st.integers(0, 20))
+    async def test_same_bookkeeping_as_faust_ack(
+            self, batches: list[tuple[str, list[int]]], committed: int | None) -> None:
+        """Repeats and offsets below the committed one included; the commit offset follows."""
+        faust_acked, bulk = await self._consumer(committed), await self._consumer(committed)
+        for topic, offsets in batches:
+            tp = TP(topic, 0)
+            for offset in offsets:
+                faust_acked.ack(Message(topic, 0, offset, 0.0, 0, [], b"k", b"v", None, tp=tp))
+            bulk.ack_offsets(tp, offsets)
+        assert self._state(bulk) == self._state(faust_acked)
+        assert bulk._new_offset(TP("ev", 0)) == faust_acked._new_offset(TP("ev", 0))

@@ -8,10 +8,10 @@ import faulthandler
 import logging
 import signal
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, cast
 
 import faust
-from faust.types import TP, Message
+from faust.types import TP
 from redis.asyncio import Redis
 
 from streamer.cache.redis_client import make_redis
@@ -38,7 +38,7 @@ from streamer.stream import faust_compat
 from streamer.stream.app import StateTable, TableWriter, build_app
 from streamer.stream.ingest import Ingestor, Outgoing
 from streamer.stream.startup import StartClock, prepare_data_dir
-from streamer.stream.transport import register_batch_handler
+from streamer.stream.transport import LeanConsumer, register_batch_handler
 from streamer.trending.merger import Publisher
 
 log = logging.getLogger("streamer.worker")
@@ -164,8 +164,8 @@ class Worker:
                        for topic, key, value, partition, headers in items]
             await asyncio.gather(*futures)
 
-        def ack(message: Message) -> None:
-            app.consumer.ack(message)
+        def ack(tp: TP, offsets: list[int]) -> None:
+            cast(LeanConsumer, app.consumer).ack_offsets(tp, offsets)
 
         ingestor = Ingestor(TableWriter(table, s.kafka_events_topic), send_many, ack, partitions,
                             s.window_minutes, s.kafka_events_topic, s.kafka_dlq_topic,

@@ -58,7 +58,7 @@ def app_options(settings: Settings, partitions: int) -> dict[str, Any]:
         recovery_consistency_check=False,
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=4 * 1024 * 1024,
-        broker_max_poll_records=500,  # bounds one handler call (and its loop time)
+        broker_max_poll_records=500,  # least records per fetch round (stream.transport sizes rounds by bytes)
         consumer_max_fetch_size=4 * 1024 * 1024,  # per partition and fetch; 1 MiB starved batches
         Table=StateTable,
     )

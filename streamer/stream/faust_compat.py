@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -29,6 +29,7 @@ from importlib import import_module, metadata
 from typing import Any, cast
 
 from faust.types import TP, Message
+from mode.utils.futures import notify
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
@@ -72,11 +73,23 @@ MEMBERS: tuple[Member, ...] = (
     Member(_CONSUMER, "_commit_every", "attribute"),
     Member(_CONSUMER, "_n_acked", "attribute"),
     Member(_CONSUMER, "_thread", "attribute"),
+    # Faust's ack bookkeeping, done once per batch by `ack_offsets` (as `Consumer.ack` does).
+    Member(_CONSUMER, "_acked", "attribute"),
+    Member(_CONSUMER, "_acked_index", "attribute"),
+    Member(_CONSUMER, "_committed_offset", "attribute"),
+    Member(_CONSUMER, "_waiting_for_ack", "attribute"),
+    Member(_CONSUMER, "ack", "function", ("message",)),
+    Member("faust.types.tuples:", "ack_lock", "attribute"),
     Member(_THREAD, "seek_to_committed", "coroutine", ()),
     Member(_THREAD, "seek_to_beginning", "coroutine", ("partitions",)),
+    Member(_THREAD, "_ensure_consumer", "function", ()),
+    Member(_THREAD, "_fetch_records", "coroutine",
+           ("consumer", "active_partitions", "timeout", "max_records")),
+    Member(_THREAD, "call_thread", "coroutine", ("fun", "args", "kwargs")),
     Member("faust.transport.consumer:Fetcher", "_stopped", "attribute"),
     # Methods the lean consumer overrides: Faust must still call them with these parameters.
     Member(_CONSUMER, "_drain_messages", "coroutine", ("fetcher",)),
+    Member(_CONSUMER, "_getmany", "coroutine", ("active_partitions", "timeout")),
     Member(_CONSUMER, "perform_seek", "coroutine", ()),
     Member(_CONSUMER, "seek_to_committed", "coroutine", ()),
     Member(_CONSUMER, "on_partitions_revoked", "coroutine", ("revoked",)),
@@ -140,6 +153,9 @@ def check_consumer(consumer: Any) -> None:
         "_buffered_partitions": lambda v: isinstance(v, AbstractSet),
         "_commit_every": lambda v: v is None or isinstance(v, int),
         "_n_acked": lambda v: isinstance(v, int),
+        "_acked": lambda v: isinstance(v, MutableMapping),
+        "_acked_index": lambda v: isinstance(v, MutableMapping),
+        "_committed_offset": lambda v: isinstance(v, MutableMapping),
         "_thread": lambda v: all(callable(getattr(v, name, None))
                                  for name in ("seek_to_committed", "seek_to_beginning")),
     }
@@ -163,6 +179,18 @@ async def wait_next_records(
     return records, active
 
 
+async def fetch_records(
+    consumer: Any, active_partitions: AbstractSet[TP] | None, timeout_s: float, max_records: int
+) -> Mapping[TP, list[Any]]:
+    """Faust's `AIOKafkaConsumerThread.getmany` with the round's record bound chosen by the
+    caller instead of `broker_max_poll_records`: the same call into the consumer thread."""
+    thread = consumer._thread
+    records: Mapping[TP, list[Any]] = await thread.call_thread(
+        thread._fetch_records, thread._ensure_consumer(), active_partitions,
+        timeout=timeout_s, max_records=max_records)
+    return records
+
+
 def to_message(consumer: Any, tp: TP, record: Any) -> Message:
     """A raw aiokafka record as the Faust Message its callbacks expect."""
     return cast(Message, consumer._to_message(tp, record))
@@ -181,6 +209,31 @@ def read_offsets(consumer: Any) -> MutableMapping[TP, int | None]:
 async def add_gap(consumer: Any, tp: TP, first: int, last: int) -> None:
     """Record offsets first..last as a gap, which Faust's commit treats as acked."""
     await consumer._add_gap(tp, first, last)
+
+
+def ack_offsets(consumer: Any, tp: TP, offsets: Sequence[int]) -> None:
+    """Faust's `Consumer.ack` for a batch of offsets of one partition at once: the same
+    bookkeeping (under the same lock) without a Message object per offset. Its commit then
+    moves past each contiguous run of acked offsets, exactly as with per-message acks."""
+    with _ack_lock():
+        if not consumer.app.topics.acks_enabled_for(tp.topic):
+            return
+        try:
+            committed = consumer._committed_offset[tp]
+            index: set[int] = consumer._acked_index[tp]
+            acked: list[int] = consumer._acked[tp]
+            before = len(index)
+            for offset in offsets:
+                if (committed is None or offset >= committed) and offset not in index:
+                    index.add(offset)
+                    acked.append(offset)
+            consumer._n_acked += len(index) - before
+        finally:
+            notify(consumer._waiting_for_ack)
+
+
+def _ack_lock() -> Any:
+    return import_module("faust.types.tuples").ack_lock
 
 
 def take_commit_due(consumer: Any) -> bool:

@@ -4,14 +4,14 @@ The ack/commit protocol, written once here, in the module that runs it (at-least
 delivery + dedup by id = exact counts across kill -9). `modes.worker` only wires it: the
 producer's `send_many`, the consumer's `ack`, the rebalance signals.
 1. The lean transport (`stream.transport`) hands `handle_batch` one partition's fetched
-   messages. A partition without a state here (not ours, or still RECOVERING) returns
+   records. A partition without a state here (not ours, or still RECOVERING) returns
    False: nothing is acked, the messages are read again.
 2. `core.batch.process_batch` (pure) decodes, routes, dedups and counts, and returns the
    effects: tombstones of expired records, the new record (every accepted event's id and its
    counts travel in one changelog record), dead letters and forwards.
 3. Every effect is sent: records and tombstones to the table and its changelog, dead letters
    and forwards through the producer, in order.
-4. Only when all of those sends are acknowledged by the broker are the batch's messages
+4. Only when all of those sends are acknowledged by the broker are the batch's offsets
    acked, in offset order per partition (Faust commits past gaps in acks), so Faust never
    commits an offset whose effects could be lost. At most MAX_IN_FLIGHT batches wait.
 5. A failed send is fatal: the next batch raises it and the worker stops, to stay exact.
@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any
 
-from faust.types import TP, Message
+from faust.types import TP
 
 from streamer.clock import wall_ms
 from streamer.core.batch import BatchResult, Forward, process_batch
@@ -49,11 +49,13 @@ from streamer.ops.metrics import (
     RECOVERY_PROGRESS,
 )
 from streamer.stream.app import TableWriter
+from streamer.stream.transport import Record
 
 log = logging.getLogger("streamer.stream.ingest")
 MAX_IN_FLIGHT = 16
 Outgoing = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
 SendMany = Callable[[list[Outgoing]], Awaitable[None]]  # sends in order, returns when all landed
+AckOffsets = Callable[[TP, list[int]], Any]  # Faust's ack of these offsets of one partition
 
 
 class PartitionPhase(Enum):
@@ -71,7 +73,7 @@ class Ingestor:
         self,
         writer: TableWriter,
         send_many: SendMany,
-        ack: Callable[[Message], Any],
+        ack: AckOffsets,
         partitions: int,
         window_minutes: int,
         events_topic: str,
@@ -135,8 +137,8 @@ class Ingestor:
         return self.recovered_once and PartitionPhase.RECOVERING not in self.phases.values()
 
     # ---- processing ----------------------------------------------------------------
-    async def handle_batch(self, tp: TP, messages: list[Message]) -> bool:
-        """Process one partition's fetched messages (called by the lean transport)."""
+    async def handle_batch(self, tp: TP, messages: list[Record]) -> bool:
+        """Process one partition's fetched records (called by the lean transport)."""
         if self.fatal is not None:
             raise self.fatal
         state = self.states.get(tp.partition)
@@ -154,7 +156,7 @@ class Ingestor:
         if outgoing:
             futures.append(self.send_many(outgoing))
         self._count(result)
-        await self._ack_when_done(futures, messages)
+        await self._ack_when_done(futures, tp, [m.offset for m in messages])
         return True
 
     def _count(self, result: BatchResult) -> None:
@@ -173,22 +175,22 @@ class Ingestor:
         return (self.events_topic, forward.key, forward.value, forward.partition, None)
 
     # ---- acks ----------------------------------------------------------------------
-    async def _ack_when_done(self, futures: list[Awaitable[Any]], messages: list[Message]) -> None:
-        """Ack the messages once all sends landed; bounded number of batches in flight."""
+    async def _ack_when_done(self, futures: list[Awaitable[Any]], tp: TP, offsets: list[int]) -> None:
+        """Ack the offsets once all sends landed; bounded number of batches in flight."""
         sends = [asyncio.ensure_future(f) for f in futures]
-        previous = self._tails.get(messages[0].partition) if messages else None
+        previous = self._tails.get(tp.partition) if offsets else None
 
         async def finish() -> None:
             if sends:
                 await asyncio.gather(*sends)
             if previous is not None:
                 await previous  # Faust commits past gaps in acks: ack in offset order
-            for message in messages:
-                self.ack(message)
+            if offsets:
+                self.ack(tp, offsets)
 
         task = asyncio.ensure_future(finish())
-        if messages:
-            self._tails[messages[0].partition] = task
+        if offsets:
+            self._tails[tp.partition] = task
         self._track(task)
         while len(self._in_flight) > MAX_IN_FLIGHT:
             await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)

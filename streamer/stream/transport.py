@@ -9,8 +9,11 @@ URL scheme `streamer-kafka://`, the extension point Faust's driver registry offe
 Faust member the loop needs is reached through `stream/faust_compat.py`, checked at start.
 
 Topics with a registered batch handler (`register_batch_handler`) get each fetched batch per
-partition in one call; the handler owns acking and returns False when it did not consume the
-batch (its partition is not ready), so those offsets stay unread. Every other topic (table
+partition in one call, as aiokafka's records; the handler owns acking (by offsets,
+`LeanConsumer.ack_offsets`) and returns False when it did not consume the batch (its partition
+is not ready), so those offsets stay unread. Fetch rounds hold about ROUND_BYTES of messages:
+each round wakes the worker's loop from Faust's consumer thread, so small messages come in
+rounds of thousands. Every other topic (table
 changelogs during recovery) goes through Faust's own per-message callback, awaited directly.
 
 No fetched record is ever dropped: one that is not delivered (partition paused, flow stopped,
@@ -24,8 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 from faust.transport.drivers import TRANSPORTS
@@ -37,7 +39,14 @@ from streamer.stream import faust_compat as compat
 compat.check_faust()  # before anything uses the members below: an untested Faust stops here, in one line
 SCHEME = "streamer-kafka"
 
-BatchHandler = Callable[[TP, list[Message]], Awaitable[bool]]  # False: not consumed, re-read
+class Record(Protocol):
+    """What a handler gets per fetched message: aiokafka's record, not a Faust Message."""
+
+    offset: int
+    value: bytes | None
+
+
+BatchHandler = Callable[[TP, list[Record]], Awaitable[bool]]  # False: not consumed, re-read
 _HANDLERS_ATTR = "_streamer_batch_handlers"
 
 
@@ -53,13 +62,36 @@ def broker_url(bootstrap_servers: str) -> list[str]:
     return [f"{SCHEME}://{host.strip()}" for host in bootstrap_servers.split(",")]
 
 
+ROUND_BYTES = 1024 * 1024  # a fetch round holds about this much message data ...
+ROUND_RECORDS_MAX = 8192  # ... and at most this many records (small messages)
+
+
+def round_records(records: Mapping[TP, list[Any]]) -> int:
+    """Records to ask of the next round: about ROUND_BYTES of messages the size of these. Rounds
+    of 100-event arrays stay at broker_max_poll_records; one-event messages get rounds of
+    thousands, so the per-round costs are shared by ~10x more events."""
+    count = nbytes = 0
+    for raw in records.values():
+        count += len(raw)
+        nbytes += sum(len(record.value or b"") for record in raw)
+    return 0 if not count else min(ROUND_RECORDS_MAX, ROUND_BYTES * count // max(nbytes, 1))
+
+
 class LeanConsumer(faust_aiokafka.Consumer):
     """aiokafka Consumer whose fetch loop delivers batches instead of one task per message."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._rebalances = 0  # rebalances and seeks so far: a fetched batch is used only if unchanged
+        self._round_records = 0  # records asked of the next fetch round (0: broker_max_poll_records)
         super().__init__(*args, **kwargs)
         compat.check_consumer(self)  # a changed Faust fails here, not mid-rebalance
+
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Mapping[TP, list[Any]]:  # noqa: ASYNC109 - Faust's signature
+        """One fetch round from the consumer thread, of `round_records(...)` records: each round
+        costs two cross-thread wake-ups, a handler call and a changelog record per partition."""
+        floor = int(self.app.conf.broker_max_poll_records or 1)
+        return await compat.fetch_records(self, active_partitions, timeout,
+                                          max(self._round_records, floor))
 
     async def _drain_messages(self, fetcher: Any) -> None:
         """Fetch, group by partition, hand batches over; same stop/commit rules as Faust's."""
@@ -83,6 +115,10 @@ class LeanConsumer(faust_aiokafka.Consumer):
         except Exception as exc:
             self.log.exception("Drain messages raised: %r", exc)
             raise
+
+    def ack_offsets(self, tp: TP, offsets: list[int]) -> None:
+        """Ack a handled batch by its offsets: Faust's `ack` bookkeeping, once per batch."""
+        compat.ack_offsets(self, tp, offsets)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Count rebalances: batches fetched before one are discarded, never half-used."""
@@ -130,8 +166,9 @@ class LeanConsumer(faust_aiokafka.Consumer):
         generation = self.app.consumer_generation_id
         if records is None or self.should_stop:
             return
+        self._round_records = round_records(records)
         unread: dict[TP, int] = {}
-        batches: dict[TP, list[Message]] = {}
+        batches: dict[TP, list[Record]] = {}
         last: dict[TP, int] = {}
         for tp, raw in records.items():
             if raw:
@@ -146,7 +183,7 @@ class LeanConsumer(faust_aiokafka.Consumer):
                 and (active is None or tp in active or tp in compat.buffered_partitions(self)))
 
     async def _route(self, tp: TP, raw: list[Any], active: set[TP] | None, generation: int,
-                     batches: dict[TP, list[Message]], unread: dict[TP, int],
+                     batches: dict[TP, list[Record]], unread: dict[TP, int],
                      last: dict[TP, int]) -> None:
         """Batch a handled topic's records; hand others to Faust's callback one by one (a
         callback can stop the flow, so deliverability is checked again before each)."""
@@ -154,11 +191,12 @@ class LeanConsumer(faust_aiokafka.Consumer):
             if not self._deliverable(tp, active, generation):
                 unread[tp] = raw[0].offset
                 return
-            batch: list[Message] = [
-                message for message in map(partial(compat.to_message, self, tp), raw)
-                if await self._accept_offset(tp, message, last)]
-            if batch:
-                batches[tp] = batch
+            # No gaps are recorded on a handled topic, so offsets already read are all to drop.
+            r_offset = compat.read_offsets(self)[tp]
+            kept = raw if r_offset is None or raw[0].offset >= r_offset else [
+                record for record in raw if record.offset >= r_offset]
+            if kept:
+                batches[tp] = kept  # acked by offset (`ack_offsets`): no Faust Message each
             return
         for record in raw:
             if not self._deliverable(tp, active, generation):
@@ -169,7 +207,7 @@ class LeanConsumer(faust_aiokafka.Consumer):
                 await self.callback(message)
                 compat.read_offsets(self)[tp] = message.offset
 
-    async def _run_handlers(self, batches: dict[TP, list[Message]], epoch: int,
+    async def _run_handlers(self, batches: dict[TP, list[Record]], epoch: int,
                             unread: dict[TP, int]) -> None:
         handlers: dict[str, BatchHandler] = getattr(self.app, _HANDLERS_ATTR, None) or {}
         for tp, messages in batches.items():
