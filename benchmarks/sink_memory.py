@@ -3,7 +3,8 @@
 A fresh interpreter opens an embedded ClickHouse (chDB) in a temporary directory through the
 worker's ClickHouse facade and inserts N batches of the sink's rows (`insert_rows`, 100,000
 rows each by default, fresh 32-hex ids); RssAnon and RssFile (/proc/self/status) when ready,
-every 5 batches, and after --idle-s seconds idle; whether pandas got loaded. `--stub-engine`
+every 5 batches, and after --idle-s seconds idle; whether pandas got loaded; the memory the
+engine itself tracks at the end (system.metrics MemoryTracking). `--stub-engine`
 replaces the engine's insert by a read of the serialized body (the client side alone);
 `--src DIR` runs the streamer/ of another source tree (a before/after).
 """
@@ -85,7 +86,9 @@ async def child(args: argparse.Namespace, work: str) -> dict[str, Any]:
             readings.append({"rows": batch * n, **status_mib()})
     await asyncio.sleep(args.idle_s)
     readings.append({"rows": args.batches * n, "idle_s": args.idle_s, **status_mib()})
-    return {"readings": readings, "pandas": "pandas" in sys.modules, "stub_engine": args.stub_engine}
+    tracked = await ch.rows("SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'")
+    return {"readings": readings, "pandas": "pandas" in sys.modules, "stub_engine": args.stub_engine,
+            "engine_tracked_mib": int(tracked[0][0]) >> 20}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,5 +113,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{when}: RssAnon {r['RssAnon']} MiB (+{r['RssAnon'] - first['RssAnon']}), "
               f"RssFile {r['RssFile']} MiB (+{r['RssFile'] - first['RssFile']})")
     print(f"pandas loaded: {result['pandas']}; engine stubbed: {result['stub_engine']}; "
-          f"streamer/ from {args.src}")
+          f"the engine's own MemoryTracking {result['engine_tracked_mib']} MiB; streamer/ from {args.src}")
     return 0
