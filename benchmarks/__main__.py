@@ -1,7 +1,8 @@
 """`python -m benchmarks [options]`: the suite; `... stream [options]`: the stream matrix;
 `... sustained [options]`: one (or two) workers' sustained whole-process cost; `... people [options]`:
 counting people beside counting events; `... index [options]`: the post -> slot index
-against a dict; `... soak [--minutes N]`: the long run (not for CI)."""
+against a dict; `... sink-memory [options]`: what the sink's inserts leave resident;
+`... soak [--minutes N]`: the long run (not for CI)."""
 
 import sys
 
@@ -22,6 +23,10 @@ if sys.argv[1:2] == ["index"]:
     from benchmarks.post_index_cost import main as index_main
 
     sys.exit(index_main(sys.argv[2:]))
+if sys.argv[1:2] == ["sink-memory"]:
+    from benchmarks.sink_memory import main as sink_memory_main
+
+    sys.exit(sink_memory_main(sys.argv[2:]))
 if sys.argv[1:2] == ["people"]:
     from benchmarks.people_cost import main as people_main
 

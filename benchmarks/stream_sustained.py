@@ -267,7 +267,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
             recorders.append(Recorder(workers[0].pid, work / "profile.raw"))
 
     samples, memory, threads, _ = await drain(args, Target(redis_port, bootstrap, topic, unique("bench")),
-                                         [work / "worker"], record)
+                                              [work / "worker"], record)
     for rec in recorders:
         title = f"one worker ({args.config} {' '.join(args.set)}), wide {args.form}, {args.ids} ids"
         args.profile.parent.mkdir(parents=True, exist_ok=True)
@@ -275,7 +275,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
     if args.workers == 2:
         two_target = Target(redis_port, bootstrap, topic, unique("bench"))
         two_samples, two_memory, _, series = await drain(args, two_target, [work / "two-a", work / "two-b"],
-                                                         lambda _: None)
+                                                           lambda _: None)
         raws_two.append(raw_side_by_side(bootstrap, topic, shares, args.broker_pid))
     raws.append(raw(bootstrap, topic, args.events, args.broker_pid))
     raw_best = max(raws, key=lambda r: r["rate"])

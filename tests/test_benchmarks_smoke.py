@@ -211,3 +211,14 @@ def test_quick_stream_matrix_counts_exactly_and_writes_its_outputs(tmp_path: Pat
     assert doc["publish"]["exact"]
     for heading in ("#### Throughput", "#### Two workers vs one", "#### Memory of the running worker"):
         assert heading in done.stdout
+
+
+def test_sink_memory_reports_each_reading() -> None:
+    """`python -m benchmarks sink-memory`: ready, after the inserts, after idle; pandas stays out."""
+    cmd = [sys.executable, "-m", "benchmarks", "sink-memory", "--batches", "2", "--rows", "1000",
+           "--idle-s", "0"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0].strip() for line in lines[:3]] == ["0 rows", "2,000 rows", "after 0 s idle"]
+    assert "pandas loaded: False; engine stubbed: False" in lines[3]
