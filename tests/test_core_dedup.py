@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from streamer.core.dedup import DedupIndex, _Run, event_keys
@@ -89,6 +90,25 @@ class TestEventKeys:
         for i, event_id in enumerate(ids):
             h1, l1 = event_keys([event_id])
             assert (int(h1[0]), int(l1[0])) == keys[i]
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.one_of(st.text(st.characters(exclude_categories=()), min_size=1, max_size=40),
+                              st.text("0123456789abcdef", min_size=32, max_size=32),
+                              st.uuids().map(str), st.uuids().map(lambda u: str(u).upper())),
+                    max_size=40))
+    @example(["a\ud800b", "0123456789abcdef0123456789abcdef", "é"])
+    def test_keys_are_the_persisted_definition(self, ids: list[str]) -> None:
+        """Keys stay what changelog records of earlier versions hold: a canonical UUID's own
+        16 bytes, else blake2b (16 bytes) of the UTF-8 id with surrogates passed."""
+        high, low = event_keys(ids)
+        for i, event_id in enumerate(ids):
+            try:
+                canonical = str(uuid.UUID(event_id)) == event_id
+            except ValueError:
+                canonical = False
+            want = uuid.UUID(event_id).bytes if canonical else hashlib.blake2b(
+                event_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            assert np.array([high[i], low[i]], dtype=np.uint64).tobytes() == want
 
     def test_first_occurrences_keeps_the_earliest(self) -> None:
         """Within a batch the first copy of a key wins."""

@@ -114,3 +114,18 @@ class TestColumnarBatch:
         assert dead == want_dead
         assert cols.message.tolist() == want_message
         assert len(cols) == len(want_events)
+
+    def test_future_event_beside_rejected_messages_keeps_the_order(self) -> None:
+        """A batch decoded again for a future event keeps every other message's dead letters
+        and events where they were."""
+        good = {"event_id": "a", "post_id": 1, "user_id": 2, "event_type": "like", "ts": NOW_MS}
+        future = dict(good, event_id="f", ts=NOW_MS + 300_001)
+        raws = [b"nope", orjson.dumps([good, future]), orjson.dumps(dict(good, event_type="x")),
+                orjson.dumps(dict(good, event_id="c")), orjson.dumps(future)]
+        cols, dead = decode_batch(raws, NOW_MS)
+        ones = [decode_message(raw, NOW_MS) for raw in raws]
+        assert dead == [d for one in ones for d in one.dead]
+        assert [d.reason for d in dead] == ["invalid_json", "future_ts", "unknown_event_type",
+                                            "future_ts"]
+        assert cols.events() == [e for one in ones for e in one.events]
+        assert cols.message.tolist() == [1, 3]

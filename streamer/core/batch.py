@@ -42,7 +42,8 @@ def process_batch(
     """Advance the window, decode, route, dedup and count one batch; build its records."""
     expired = state.advance(now_ms)
     cols, dead = decode_batch(values, now_ms)
-    mine = state.window.holds(cols.post_ids)  # posts held here are ours: no hash needed
+    found = state.window.lookup(cols.post_ids)  # one index lookup, shared with counting
+    mine = found >= 0  # posts held here are ours: no hash needed
     forwards: list[Forward] = []
     if not mine.all():
         unknown = np.flatnonzero(~mine)
@@ -54,7 +55,8 @@ def process_batch(
             post = int(cols.post_ids[i])
             forwards.append(Forward(target, post_key(post), cols.encode_one(i)))
         if len(foreign):
-            cols = cols.take(np.flatnonzero(mine))
+            keep = np.flatnonzero(mine)
+            cols, found = cols.take(keep), found[keep]
     accepted = state.accept_columns(cols.event_ids, cols.post_ids, cols.types, cols.ts_ms,
-                                    cols.user_ids)
+                                    cols.user_ids, found)
     return BatchResult(expired, state.take_records(), dead, forwards, accepted)

@@ -28,8 +28,19 @@ _CLASS[ord("-")] = 2
 _UUID_PATTERN = np.array([2 if i in (8, 13, 18, 23) else 1 for i in range(36)], dtype=np.uint8)
 
 
-def _digest(event_id: str) -> bytes:
-    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+_BLAKE2B_16 = hashlib.blake2b(digest_size=16)  # copied per id: ~2x cheaper than a new one
+
+
+def _digests(event_ids: Sequence[str]) -> bytes:
+    """The 16-byte blake2b digests of the ids (UTF-8, surrogates passed), concatenated."""
+    copy = _BLAKE2B_16.copy
+    out: list[bytes] = []
+    keep = out.append
+    for event_id in event_ids:
+        hasher = copy()
+        hasher.update(event_id.encode("utf-8", "surrogatepass"))
+        keep(hasher.digest())
+    return b"".join(out)
 
 
 def _uuid_rows(event_ids: Sequence[str], rows: npt.NDArray[np.intp],
@@ -62,7 +73,7 @@ def event_keys(event_ids: Sequence[str]) -> tuple[U64, U64]:
         other = np.flatnonzero(~is_uuid)
         if len(other):
             ids = event_ids if len(other) == n else [event_ids[i] for i in other.tolist()]
-            digests = b"".join(map(_digest, ids))
+            digests = _digests(ids)
             raw[other] = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 16)
     halves = raw.view(np.uint64).reshape(n, 2)
     return halves[:, 0].copy(), halves[:, 1].copy()

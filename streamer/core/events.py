@@ -222,33 +222,48 @@ def decode_batch(values: Sequence[bytes | None], now_ms: int) -> tuple[Columns, 
     """Decode many messages into one set of columns plus their dead letters.
 
     Same events and dead letters, in the same order, as decode_message on each value: entirely
-    valid messages are decoded in C; any message the strict schema or the future check rejects
-    is decoded again by the precise slow path.
+    valid messages are decoded in C; any message the strict schema rejects is decoded again by
+    the precise slow path, and so is any with a future event (found on the ts column at once).
     """
     wires: list[_WireEvent] = []
     ends: list[int] = []  # len(wires) after each message
-    dead: list[DeadLetter] = []
-    limit_ms = now_ms + FUTURE_TOLERANCE_MS
+    dead: dict[int, list[DeadLetter]] = {}  # message index -> its dead letters (slow path)
     decode = _FAST.decode
-    for value in values:
+    for i, value in enumerate(values):
         try:
             doc = decode(value) if value else None
         except (msgspec.DecodeError, msgspec.ValidationError):
             doc = None
         if doc is None:
             slow = decode_message(value, now_ms)
-            dead.extend(slow.dead)
+            if slow.dead:
+                dead[i] = slow.dead
             wires.extend(_wires_of(slow.events))
         elif type(doc) is list:
-            if doc and max(map(_TS_OF, doc)) > limit_ms:
-                slow = decode_message(value, now_ms)
-                dead.extend(slow.dead)
-                wires.extend(_wires_of(slow.events))
-            else:
-                wires.extend(doc)
-        elif doc.ts > limit_ms:  # type: ignore[union-attr]
-            dead.extend(decode_message(value, now_ms).dead)
+            wires.extend(doc)
         else:
             wires.append(doc)  # type: ignore[arg-type]
         ends.append(len(wires))
-    return _columns(wires, ends), dead
+    cols = _columns(wires, ends)
+    future = cols.ts_ms > now_ms + FUTURE_TOLERANCE_MS
+    if future.any():  # rare: those messages again, through the slow path
+        return _redo(values, now_ms, wires, ends, dead, set(cols.message[future].tolist()))
+    return cols, [d for i in sorted(dead) for d in dead[i]]
+
+
+def _redo(values: Sequence[bytes | None], now_ms: int, wires: list[_WireEvent], ends: list[int],
+          dead: dict[int, list[DeadLetter]], again: set[int]) -> tuple[Columns, list[DeadLetter]]:
+    """The batch with the messages `again` decoded by the slow path, the others as they were."""
+    out: list[_WireEvent] = []
+    out_ends: list[int] = []
+    out_dead: list[DeadLetter] = []
+    for i, value in enumerate(values):
+        if i in again:
+            slow = decode_message(value, now_ms)
+            out_dead.extend(slow.dead)
+            out.extend(_wires_of(slow.events))
+        else:
+            out_dead.extend(dead.get(i, ()))
+            out.extend(wires[ends[i - 1] if i else 0:ends[i]])
+        out_ends.append(len(out))
+    return _columns(out, out_ends), out_dead

@@ -38,6 +38,7 @@ from streamer.core.window_state import PartitionWindow, top_of
 RETAIN_MINUTES = 3  # minutes kept after they leave the window, for reconcile partials
 MAX_RECORD_EVENTS = 100_000  # ~2 MB per changelog message at most
 I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +72,13 @@ class PartitionState:
         self._expired_to: int | None = None  # window start of the last expiry pass
 
     def accept_columns(self, event_ids: list[str], post_ids: I64, types: npt.NDArray[np.uint8],
-                       ts_ms: I64, user_ids: I64 | None = None) -> Accepted:
-        """Dedup and count events that belong to this partition (one vectorised pass)."""
+                       ts_ms: I64, user_ids: I64 | None = None,
+                       slots: I32 | None = None) -> Accepted:
+        """Dedup and count events that belong to this partition (one vectorised pass).
+
+        `slots`, when given, is the window's lookup of `post_ids` made since the last advance
+        (`PartitionWindow.lookup`): counting reuses it instead of looking the posts up again.
+        """
         first, last = self.window.bounds()
         minutes = ts_ms // MINUTE_MS
         on_time = minutes >= first
@@ -82,6 +88,7 @@ class PartitionState:
             event_ids = [event_ids[i] for i in keep.tolist()]
             post_ids, types, minutes = post_ids[keep], types[keep], minutes[keep]
             user_ids = None if user_ids is None else user_ids[keep]
+            slots = None if slots is None else slots[keep]
         high, low = event_keys(event_ids)
         fresh = self.dedup.add_batch(high, low, minutes)
         accepted = int(fresh.sum())
@@ -89,8 +96,9 @@ class PartitionState:
             high, low, post_ids = high[fresh], low[fresh], post_ids[fresh]
             types, minutes = types[fresh], minutes[fresh]
             user_ids = None if user_ids is None else user_ids[fresh]
+            slots = None if slots is None else slots[fresh]
         if accepted:
-            self._add(post_ids, types, minutes, user_ids)
+            self._add(post_ids, types, minutes, user_ids, slots)
             self.pending.append(RecordColumns(high, low, post_ids, types, minutes, user_ids))
         pending = int((minutes > last).sum())
         return Accepted(accepted - pending, pending, late, len(fresh) - accepted)
@@ -151,9 +159,9 @@ class PartitionState:
         return expired
 
     def _add(self, post_ids: I64, types: npt.NDArray[np.uint8], minutes: I64,
-             user_ids: I64 | None) -> None:
+             user_ids: I64 | None, known: I32 | None = None) -> None:
         """Hold deduplicated events in the window (and, counting people, their accounts)."""
-        slots = self.window.add_batch(post_ids, types, minutes)
+        slots = self.window.add_batch(post_ids, types, minutes, known)
         if self.people is not None and user_ids is not None and len(post_ids):
             self.people.fit(len(self.window.post_of))  # grows as the window's slots do
             self.people.add_batch(slots, types, user_ids, minutes)

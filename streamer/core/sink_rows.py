@@ -75,8 +75,12 @@ def rows_of(
     """
     cols, _ = decode_batch(values, now_ms)
     where = partition_of[cols.message]
-    own = np.flatnonzero(partitions_of(cols.post_ids, partitions) == where)
-    ids = cols.event_ids
-    kept = ids if len(own) == len(ids) else [ids[i] for i in own.tolist()]
-    return SinkRows(kept, cols.post_ids[own], cols.user_ids[own], cols.types[own],
-                    cols.ts_ms[own], where[own], offset_of[cols.message[own]])
+    offsets = offset_of[cols.message]
+    own = partitions_of(cols.post_ids, partitions) == where
+    if own.all():  # the usual case: every event in its post's partition, nothing to take
+        return SinkRows(cols.event_ids, cols.post_ids, cols.user_ids, cols.types, cols.ts_ms,
+                        where, offsets)
+    kept = np.flatnonzero(own)
+    ids = [cols.event_ids[i] for i in kept.tolist()]
+    return SinkRows(ids, cols.post_ids[kept], cols.user_ids[kept], cols.types[kept],
+                    cols.ts_ms[kept], where[kept], offsets[kept])

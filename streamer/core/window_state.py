@@ -146,30 +146,31 @@ class PartitionWindow:
         self._drop_before(first - self.retain_minutes)
         return window
 
-    def holds(self, post_ids: I64) -> npt.NDArray[np.bool_]:
-        """Which posts have a slot here (events held in this partition)."""
-        return self.slot_of.lookup(post_ids) >= 0
+    def lookup(self, post_ids: I64) -> npt.NDArray[np.int32]:
+        """Slot of every post, -1 where it has none; valid until slots are assigned or freed."""
+        return self.slot_of.lookup(post_ids)
 
-    def slots(self, post_ids: I64) -> npt.NDArray[np.int32]:
-        """Slot of every post (new posts get one)."""
-        found = self.slot_of.lookup(post_ids)
+    def slots(self, post_ids: I64, known: npt.NDArray[np.int32] | None = None
+              ) -> npt.NDArray[np.int32]:
+        """Slot of every post (new posts get one); `known`: their `lookup` since the last change."""
+        found = self.slot_of.lookup(post_ids) if known is None else known.copy()
         missing = found < 0
         if missing.any():
             absent, inverse = np.unique(post_ids[missing], return_inverse=True)
             found[missing] = self._assign(absent)[inverse]
         return found
 
-    def add_batch(self, post_ids: I64, types: npt.NDArray[np.uint8],
-                  minutes: I64) -> npt.NDArray[np.int32]:
+    def add_batch(self, post_ids: I64, types: npt.NDArray[np.uint8], minutes: I64,
+                  known: npt.NDArray[np.int32] | None = None) -> npt.NDArray[np.int32]:
         """Hold accepted, deduplicated events; count those inside the window; return their slots.
 
         Minutes before the window start are held (as retained minutes) but not counted; the
-        caller keeps them within `retain_minutes`.
+        caller keeps them within `retain_minutes`. `known`: as for `slots`.
         """
         first, last = self.bounds()
         if not len(post_ids):
             return np.zeros(0, dtype=np.int32)
-        slots = self.slots(post_ids)
+        slots = self.slots(post_ids, known)
         self._widen(len(post_ids))
         live = (minutes >= first) & (minutes <= last)
         if live.all():
