@@ -12,11 +12,11 @@ files, which the kernel can drop and read again) of /proc/PID/status. Results ar
 to --out as JSON lines.
 
 `--workers 2` also starts two workers together (same app id, own port and data dir, so each
-embeds its own ClickHouse and sinks the partitions the shared sink group gives it) on the same
-topic after the one worker, and two raw consumers side by side, each assigned half the
-partitions: scaling efficiency E = (two workers / one) / (two raw consumers / one); CPU per
-event of the two = both workers' CPU over the span from the first event either counted until
-both together counted and sunk every event.
+embeds its own ClickHouse: a whole copy, which its sink fills with every event in a group of
+its own) on the same topic after the one worker, and two raw consumers side by side, each
+assigned half the partitions: scaling efficiency E = (two workers / one) / (two raw consumers
+/ one); CPU per event of the two = both workers' CPU over the span from the first event either
+counted until both together counted every event and each one's sink inserted every event.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ async def sample_worker(
             worker.check_alive()
         texts = [text for _, text in await asyncio.gather(*(w.get("/metrics") for w in workers))]
         counted = sum(metric(text, "streamer_events_processed_total") for text in texts)
-        sunk = sum(metric(text, "streamer_sink_batch_size_sum") for text in texts)
+        # Each worker's embedded engine is a whole copy: done when the least filled one is.
+        sunk = min(metric(text, "streamer_sink_batch_size_sum") for text in texts)
         if series is not None:  # time, then counted and sunk of each worker
             names = ("streamer_events_processed_total", "streamer_sink_batch_size_sum")
             series.append([time.perf_counter(), *(metric(text, n) for text in texts for n in names)])
@@ -334,7 +335,7 @@ def two_line(r: dict[str, Any]) -> str:
             f"{r['raw_ratio']:.2f}x one; efficiency E {r['efficiency']:.2f}; CPU {r['two_cpu_us']:.2f} "
             f"us/event = {r['cpu_two_vs_one']:.2f}x one; counted {r['two_counted']:,.0f} "
             f"({' + '.join(f'{n:,.0f}' for n in r['two_counted_each'])}) "
-            f"sunk {r['two_sunk']:,.0f}; broker CPU {r['two_broker_cpu_us']:.2f} us/event (two raw "
+            f"sunk by each {r['two_sunk']:,.0f}; broker CPU {r['two_broker_cpu_us']:.2f} us/event (two raw "
             f"consumers' {r['raw_two_broker_cpu_us']:.2f}), cores busy (workers + broker) "
             f"{r['two_cores_busy']:.2f}")
 

@@ -97,7 +97,7 @@ class TestKeysOfOneDeployment:
 
         keys = [partial_key("blue", 1, 3), merge_request_key("blue", 1),
                 reconcile_request_key("blue", 1), complete_snapshot_key("blue", 1, 0),
-                sink_positions_key("blue")]
+                sink_positions_key("blue"), sink_positions_key("blue", "0f3a")]
         assert all(hash_tag(k) == "blue" for k in keys)
         assert len(set(keys)) == len(keys)
         assert partial_key("blue", 1, 3) != partial_key("green", 1, 3)

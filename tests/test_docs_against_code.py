@@ -138,6 +138,9 @@ def key_patterns() -> list[re.Pattern[str]]:
             out.append(re.escape(fn(*args)).replace(re.escape(marker), value))
             if name in ("suggestions_snapshot_key", "suggestions_short_key"):  # no run token: the last run's
                 out.append(re.escape(fn(marker)).replace(re.escape(marker), value))
+        required = [p for p in inspect.signature(fn).parameters.values() if p.default is p.empty]
+        if len(required) < len(params) and "lock" not in params:  # optional parts left out
+            out.append(re.escape(fn(*[marker] * len(required))).replace(re.escape(marker), value))
     return [re.compile(p) for p in out]
 
 

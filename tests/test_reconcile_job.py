@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -14,10 +15,11 @@ from streamer.clickhouse import queries
 from streamer.clickhouse.client import ClickHouse
 from streamer.clock import wall_ms
 from streamer.core.events import EVENT_TYPE_INDEX, Event
-from streamer.core.payloads import reconcile_key
+from streamer.core.payloads import reconcile_key, sink_positions_key
 from streamer.core.reconcile import StreamSnapshot
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, Window, complete_window_at
+from streamer.jobs import reconcile as reconcile_job
 from streamer.jobs.reconcile import Reconciler, make_stream_reconciler
 from streamer.ops.metrics import REGISTRY
 from streamer.settings.model import Settings
@@ -177,6 +179,26 @@ class TestReconciler:
         assert clean.agrees and not rec.use_clickhouse and rec.mode == "stream"
         assert metric("streamer_reconcile_drift") == 0.0
         assert metric("streamer_mode", {"mode": "stream"}) == 1.0
+
+    async def test_a_run_with_the_sink_behind_is_not_judged(
+        self, rsettings: Settings, clickhouse: ClickHouse, redis_client: Redis,
+        loaded: tuple[Window, list[Event]], monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The sink has not written what the stream read: ClickHouse may lack rows, so a run that
+        looks drifted is reported, not judged (a slow sink never switches trending); once the
+        sink's positions reach the stream's, the same snapshot is judged."""
+        monkeypatch.setattr(reconcile_job, "SINK_WAIT_EXTRA_S", 0.3)
+        window, events = loaded
+        rec = reconciler(rsettings, clickhouse, redis_client)
+        offsets = [10**9] * PARTITIONS
+        drifted = replace(snapshot_from(events + extra(5, "share", 50, window, "d-"), window),
+                          offsets=offsets)
+        for _ in range(rsettings.reconcile_drift_runs + 1):
+            report = await rec.run(drifted)
+            assert report.drifted is None and not rec.use_clickhouse and report.mode == "stream"
+        key = sink_positions_key(rsettings.streamer_app_id, clickhouse.engine_id)
+        await redis_client.hset(key, mapping={str(p): o for p, o in enumerate(offsets)})
+        assert (await rec.run(drifted)).drifted is True
 
     async def test_incomplete_snapshot_keeps_the_mode(
         self, rsettings: Settings, clickhouse: ClickHouse, redis_client: Redis,

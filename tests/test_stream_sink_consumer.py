@@ -6,18 +6,19 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
 from streamer.clickhouse import queries
-from streamer.clickhouse.client import ClickHouse
+from streamer.clickhouse.client import ENGINE_ID_FILE, ClickHouse
 from streamer.core.partitioning import partition_for_post, post_key
 from streamer.core.sink_rows import SinkRows, rows_of
 from streamer.demo.services import LocalService
 from streamer.kafka.admin import ensure_topics
-from streamer.kafka.sink_consumer import ClickHouseSinkConsumer, fetched_rows
+from streamer.kafka.sink_consumer import ClickHouseSinkConsumer, fetched_rows, sink_group
 from streamer.settings.model import Settings, load_settings
 from tests.stream_helpers import produce
 from tests.waiting import await_until
@@ -69,6 +70,26 @@ def sink_settings(kafka: LocalService, topic: str) -> Settings:
         "STREAMER_SESSION_TIMEOUT_SEC": "6", "STREAMER_HEARTBEAT_INTERVAL_SEC": "1",
         "STREAMER_SINK_FLUSH_MS": "100",
     })
+
+
+class TestSinkGroup:
+    """A server is shared by one sink group; each embedded engine has a group of its own."""
+
+    def test_an_embedded_engine_keeps_its_id_and_its_own_group(self, tmp_path: Path) -> None:
+        """The id is written into the engine's directory once and read back after a restart;
+        two engines get two groups, a server the shared one."""
+        settings = load_settings({"STREAMER_APP_ID": "blue"})
+        one = ClickHouse(f"chdb://{tmp_path / 'a'}", "nova", 1000)
+        again = ClickHouse(f"chdb://{tmp_path / 'a'}", "nova", 1000)
+        other = ClickHouse(f"chdb://{tmp_path / 'b'}", "nova", 1000)
+        server = ClickHouse("http://127.0.0.1:8123", "nova", 1000)
+        assert one.engine_id is not None and one.engine_id == again.engine_id
+        assert (tmp_path / "a" / ENGINE_ID_FILE).read_text().strip() == one.engine_id
+        assert other.engine_id not in (None, one.engine_id)
+        assert server.engine_id is None
+        assert sink_group(settings, server.engine_id) == "blue-clickhouse-sink"
+        assert sink_group(settings, one.engine_id) == f"blue-clickhouse-sink-{one.engine_id}"
+        assert sink_group(settings, one.engine_id) != sink_group(settings, other.engine_id)
 
 
 class TestRowsOf:

@@ -280,6 +280,39 @@ class TestReconcileHook:
         assert c.stop_all() == [0]
 
 
+    async def test_two_workers_embedded_engines_each_hold_every_event(
+        self, cluster_factory: Any, redis_client: Redis
+    ) -> None:
+        """Two workers on the embedded default: each engine is a whole copy (its sink reads every
+        partition in a group of its own), so the reconciler, whichever worker runs it, agrees
+        with its engine. With one shared sink group each engine held about half the events and
+        reconcile saw drift, then switched trending to that half (found by the soak)."""
+        from streamer.core.payloads import reconcile_key
+
+        c = cluster_factory(4)
+        w1 = c.worker("w1", JOB_RECONCILE_INTERVAL_SEC="4")
+        w2 = c.worker("w2", JOB_RECONCILE_INTERVAL_SEC="4")
+        w1.wait_ready(90)
+        w2.wait_ready(90)
+        events = random_events(3000, 150, now_ms() - 70_000, seed=7)  # settled minutes
+        await produce(c.bootstrap, c.topic, keyed(events))
+        for w in (w1, w2):
+            await wait_metric(w, "streamer_sink_batch_size_sum", 3000, timeout_s=90)
+        after = now_ms()
+        report: dict[str, Any] = {}
+        for _ in range(300):
+            raw = await redis_client.get(reconcile_key(1))
+            report = orjson.loads(raw) if raw else {}
+            if report.get("generated_at_ms", 0) > after:
+                break
+            await asyncio.sleep(0.2)
+        assert report.get("generated_at_ms", 0) > after, w1.tail() + w2.tail()
+        assert report["complete"] and report["agrees"] is True, report
+        assert w1.metric("streamer_sink_batch_size_sum") == 3000
+        assert w2.metric("streamer_sink_batch_size_sum") == 3000
+        assert c.stop_all() == [0, 0]
+
+
 class TestStopping:
     """SIGTERM ends the worker with exit code 0, also before it is up."""
 

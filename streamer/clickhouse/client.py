@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +24,20 @@ log = logging.getLogger("streamer.clickhouse")
 # chDB allows one session per directory per process: share clients by DSN.
 _EMBEDDED: dict[str, Any] = {}
 _EMBEDDED_GUARD = threading.Lock()
+ENGINE_ID_FILE = "streamer-engine-id"
+
+
+def embedded_engine_id(path: Path) -> str:
+    """The id stored in an embedded engine's directory, written at its first use."""
+    id_file = path / ENGINE_ID_FILE
+    with contextlib.suppress(FileNotFoundError):
+        return id_file.read_text().strip()
+    path.mkdir(parents=True, exist_ok=True)
+    engine = uuid.uuid4().hex[:12]
+    tmp = id_file.with_suffix(".tmp")
+    tmp.write_text(engine + "\n")
+    tmp.replace(id_file)  # a crash leaves the old state or the whole id, never half
+    return engine
 
 
 class ClickHouseError(StreamerError):
@@ -73,6 +90,14 @@ class ClickHouse:
     def embedded(self) -> bool:
         """True for the in-process chDB engine."""
         return self.dsn.startswith("chdb://")
+
+    @property
+    def engine_id(self) -> str | None:
+        """An embedded engine's lasting name (kept in its directory), None for a server: each
+        embedded engine is a whole copy fed by a sink group of its own (`sink_group`)."""
+        if not self.embedded:
+            return None
+        return embedded_engine_id(Path(self.dsn.removeprefix("chdb://")))
 
     def _settings(self) -> dict[str, Any]:
         # Server-side limit at the configured precision (ClickHouse takes fractional seconds).

@@ -156,9 +156,10 @@ def complete_snapshot_key(app_id: str, window_hours: int, partition: int) -> str
     return _internal(app_id, f"complete:{window_hours}h:{partition}")
 
 
-def sink_positions_key(app_id: str) -> str:
-    """Hash: partition -> next offset the ClickHouse sink has written and committed."""
-    return _internal(app_id, "sink:positions")
+def sink_positions_key(app_id: str, engine: str | None = None) -> str:
+    """Hash: partition -> next offset the ClickHouse sink has written and committed (into one
+    embedded engine when `engine` names it: each has its own sink group)."""
+    return _internal(app_id, "sink:positions" if engine is None else f"sink:positions:{engine}")
 
 
 def encode_trending(posts: Sequence[PostCounts]) -> bytes:

@@ -1,6 +1,7 @@
 """ClickHouse sink as its own consumer group: at-least-once into post_events, never lost.
 
-It reads the events topic independently of the stream (group `{app_id}-clickhouse-sink`),
+It reads the events topic independently of the stream (group `{app_id}-clickhouse-sink`; into
+an embedded engine `{app_id}-clickhouse-sink-{engine id}`, one whole copy per engine),
 writes each valid event that sits in its post's partition with its Kafka position, and commits
 offsets only after ClickHouse accepted the rows. A crash or a ClickHouse outage therefore
 re-reads instead of losing; repeats are harmless because every query counts an event_id once.
@@ -45,9 +46,12 @@ Fetched = dict[TopicPartition, list[object]]
 _VALUE, _OFFSET = attrgetter("value"), attrgetter("offset")
 
 
-def sink_group(settings: Settings) -> str:
-    """Consumer group of the sink (separate from the stream's)."""
-    return f"{settings.streamer_app_id}-clickhouse-sink"
+def sink_group(settings: Settings, engine: str | None = None) -> str:
+    """Consumer group of the sink (separate from the stream's). A server is shared, so its sinks
+    share one group; an embedded engine is one process's whole copy, so its sink reads every
+    partition in a group of its own (otherwise each engine would hold only part of the events)."""
+    base = f"{settings.streamer_app_id}-clickhouse-sink"
+    return base if engine is None else f"{base}-{engine}"
 
 
 def fetched_rows(batch: Fetched, partitions: int, now_ms: int) -> tuple[SinkRows, int]:
@@ -69,7 +73,7 @@ class ClickHouseSinkConsumer:
 
     def __init__(
         self, settings: Settings | LiveSettings, partitions: int, insert: InsertFn,
-        publish_positions: PositionsFn,
+        publish_positions: PositionsFn, engine: str | None = None,
     ) -> None:
         self.live = live_of(settings)  # batch bounds are read once per batch
         self.settings = settings = self.live.current
@@ -83,7 +87,7 @@ class ClickHouseSinkConsumer:
         self.consumer = AIOKafkaConsumer(
             s.kafka_events_topic,
             bootstrap_servers=s.kafka_bootstrap_servers,
-            group_id=sink_group(s),
+            group_id=sink_group(s, engine),
             client_id=f"{s.streamer_app_id}-sink",
             enable_auto_commit=False,
             auto_offset_reset="earliest",

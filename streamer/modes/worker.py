@@ -143,12 +143,14 @@ class Worker:
         async def insert(rows: SinkRows) -> None:
             await queries.insert_rows(ch, rows)
 
+        engine = ch.engine_id  # embedded: this process's engine gets every partition
+        positions_key = sink_positions_key(s.streamer_app_id, engine)
+
         async def publish_positions(offsets: dict[int, int]) -> None:
             if redis is not None and offsets:
-                await redis.hset(sink_positions_key(s.streamer_app_id),
-                                 mapping={str(p): o for p, o in offsets.items()})
+                await redis.hset(positions_key, mapping={str(p): o for p, o in offsets.items()})
 
-        self.sink = (ClickHouseSinkConsumer(self.live, partitions, insert, publish_positions)
+        self.sink = (ClickHouseSinkConsumer(self.live, partitions, insert, publish_positions, engine)
                      if sink_on else None)
         return ch
 
