@@ -2,6 +2,7 @@
 `... sustained [options]`: one (or two) workers' sustained whole-process cost; `... people [options]`:
 counting people beside counting events; `... index [options]`: the post -> slot index
 against a dict; `... sink-memory [options]`: what the sink's inserts leave resident;
+`... core-phases [options]`: the pure core's memory over the rss phases;
 `... soak [--minutes N]`: the long run (not for CI)."""
 
 import sys
@@ -27,6 +28,10 @@ if sys.argv[1:2] == ["sink-memory"]:
     from benchmarks.sink_memory import main as sink_memory_main
 
     sys.exit(sink_memory_main(sys.argv[2:]))
+if sys.argv[1:2] == ["core-phases"]:
+    from benchmarks.core_phases import main as core_phases_main
+
+    sys.exit(core_phases_main(sys.argv[2:]))
 if sys.argv[1:2] == ["people"]:
     from benchmarks.people_cost import main as people_main
 
