@@ -1,6 +1,6 @@
 """The pure core's memory over the phases of `python -m benchmarks stream --only rss`.
 
-`python -m benchmarks core-phases [--batch N] [--src DIR]`: the same events (100,000 posts x 1
+`python -m benchmarks core-phases [--batch N] [--posts N] [--src DIR]`: the same events (100,000 posts x 1
 event, then 3 more per post; 4 partitions by the producer's partitioner) go straight into four
 PartitionStates, a batch of N events of one partition at a time as the worker hands them over,
 each batch's record taken as the worker does. Per phase: bytes traced by tracemalloc and the
@@ -63,14 +63,14 @@ def parts(states: list[Any]) -> dict[str, int]:
 Batch = tuple[int, list[str], Any, Any, Any]
 
 
-def phase_batches(batch: int) -> list[list[Batch]]:
+def phase_batches(batch: int, posts: int) -> list[list[Batch]]:
     """The two phases as per-partition batches of columns (partition, ids, posts, types, ts)."""
     from benchmarks.stream_workloads import PARTITIONS, events_for_posts
     from streamer.core.events import EVENT_TYPE_INDEX
     from streamer.core.partitioning import partitions_of
 
     now_ms = int(time.time() * 1000)
-    post_ids = random.Random(31).sample(range(1, 10**12), POSTS)
+    post_ids = random.Random(31).sample(range(1, 10**12), posts)
     phases = []
     for each, seed in ((1, 32), (EXTRA, 33)):
         events = events_for_posts(post_ids, each, now_ms, seed=seed)
@@ -88,12 +88,12 @@ def phase_batches(batch: int) -> list[list[Batch]]:
     return phases
 
 
-def run(batch: int) -> None:
+def run(batch: int, posts: int = POSTS) -> None:
     """Feed the phases, print the accounting table (markdown)."""
     from benchmarks.stream_workloads import PARTITIONS
     from streamer.core.partition_state import PartitionState
 
-    phases = phase_batches(batch)
+    phases = phase_batches(batch, posts)
     now_ms = int(time.time() * 1000)
     gc.collect()
     tracemalloc.start()
@@ -101,13 +101,13 @@ def run(batch: int) -> None:
     readings = [(tracemalloc.get_traced_memory()[0], parts(states), 0)]
     for batches in phases:
         record_bytes = readings[-1][2]
-        for p, ids, posts, types, ts in batches:
-            states[p].accept_columns(ids, posts, types, ts)
+        for p, ids, pids, types, ts in batches:
+            states[p].accept_columns(ids, pids, types, ts)
             record_bytes += sum(len(v) for _, v in states[p].take_records())
             states[p].advance(now_ms)
         gc.collect()
         readings.append((tracemalloc.get_traced_memory()[0], parts(states), record_bytes))
-    _print(readings, (POSTS, POSTS * EXTRA))
+    _print(readings, (posts, posts * EXTRA))
 
 
 def _print(readings: list[tuple[int, dict[str, int], int]], units: tuple[int, int]) -> None:
@@ -125,14 +125,15 @@ def main(argv: list[str]) -> int:
     """Parse options; with --src, rerun this module over that tree's streamer/."""
     p = argparse.ArgumentParser(prog="python -m benchmarks core-phases", description=__doc__)
     p.add_argument("--batch", type=int, default=2_000, help="events of one partition per accepted batch")
+    p.add_argument("--posts", type=int, default=POSTS, help="active posts (the rss benchmark's 100,000)")
     p.add_argument("--src", type=Path, help="measure this tree's streamer/ instead")
     args = p.parse_args(argv)
     if args.src is None:
-        run(args.batch)
+        run(args.batch, args.posts)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "streamer").symlink_to(args.src.resolve() / "streamer")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join((tmp, str(ROOT))))
-        code = "import sys; from benchmarks.core_phases import run; run(int(sys.argv[1]))"
-        cmd = [sys.executable, "-c", code, str(args.batch)]
+        code = "import sys; from benchmarks.core_phases import run; run(*map(int, sys.argv[1:]))"
+        cmd = [sys.executable, "-c", code, str(args.batch), str(args.posts)]
         return subprocess.run(cmd, env=env, cwd=tmp, check=False).returncode
