@@ -1,6 +1,7 @@
 """Per post and per event growth of one worker, with the first phase's one-time cost split off.
 
-`python -m benchmarks rss-phases [--config default|tuned] [--posts N] [--worker-src DIR]`: the
+`python -m benchmarks rss-phases [--config default|tuned] [--set NAME=VALUE] [--posts N]
+[--worker-src DIR]`: the
 phases of `python -m benchmarks stream --only rss` (N posts x 1 event, then 3 more events per
 post) with a phase between them: N *other* posts x 1 event. Growth in the first phase also holds
 what the worker's first work loads once (library pages, heap the allocator keeps, buffers that
@@ -23,7 +24,7 @@ from typing import Any
 
 from benchmarks.common import memory_status
 from benchmarks.stream_cases import Rig, _workers, unique
-from benchmarks.stream_worker import SUNK, wait_processed
+from benchmarks.stream_worker import CONFIGS, SUNK, wait_processed
 from benchmarks.stream_workloads import PARTITIONS, events_for_posts, messages, produce
 from streamer.demo.services import start_redis, start_tansu
 from streamer.kafka.admin import ensure_topics
@@ -77,13 +78,19 @@ def main(argv: list[str]) -> int:
     """Print one JSON line: bytes per unit of each phase (VmRSS, RssAnon, RssFile)."""
     p = argparse.ArgumentParser(prog="python -m benchmarks rss-phases", description=__doc__)
     p.add_argument("--config", choices=("default", "tuned"), default="default", help="worker settings")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="one more worker setting (e.g. STREAMER_CLICKHOUSE_SINK=false)")
     p.add_argument("--posts", type=int, default=100_000, help="posts per phase")
     p.add_argument("--worker-src", type=Path, help="run the worker from this source tree (a before/after)")
     args = p.parse_args(argv)
     if args.worker_src is not None:  # the worker is `python -m streamer` started in the working dir
         os.environ["PYTHONPATH"] = str(args.worker_src.resolve())
         os.chdir(args.worker_src)
-    out = asyncio.run(run(args.config, args.posts))
+    config = args.config
+    if args.set:
+        config = f"{args.config}+"
+        CONFIGS[config] = {**CONFIGS[args.config], **dict(item.split("=", 1) for item in args.set)}
+    out = asyncio.run(run(config, args.posts))
     print(json.dumps(out))
     return 0 if out["counted"] == out["events"] else 1
 
