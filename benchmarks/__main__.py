@@ -2,6 +2,8 @@
 `... sustained [options]`: one (or two) workers' sustained whole-process cost; `... people [options]`:
 counting people beside counting events; `... index [options]`: the post -> slot index
 against a dict; `... sink-memory [options]`: what the sink's inserts leave resident;
+`... core-phases [options]`: the pure core's memory over the rss phases; `... rss-phases
+[options]`: a worker's growth per post and per event, one-time part split off;
 `... soak [--minutes N]`: the long run (not for CI)."""
 
 import sys
@@ -27,6 +29,14 @@ if sys.argv[1:2] == ["sink-memory"]:
     from benchmarks.sink_memory import main as sink_memory_main
 
     sys.exit(sink_memory_main(sys.argv[2:]))
+if sys.argv[1:2] == ["core-phases"]:
+    from benchmarks.core_phases import main as core_phases_main
+
+    sys.exit(core_phases_main(sys.argv[2:]))
+if sys.argv[1:2] == ["rss-phases"]:
+    from benchmarks.rss_phases import main as rss_phases_main
+
+    sys.exit(rss_phases_main(sys.argv[2:]))
 if sys.argv[1:2] == ["people"]:
     from benchmarks.people_cost import main as people_main
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamer.core import window_state
 from streamer.core.scoring import PostCounts, rank_posts
 from streamer.core.window import MINUTE_MS, window_at
 from streamer.core.window_state import PartitionWindow, count_into
@@ -137,12 +139,46 @@ def test_partition_window_matches_brute_force(
     window_minutes: int, start_offset: int, program: list[tuple[Any, ...]]
 ) -> None:
     """Random events and publish times: classification, totals, top-K, expiry, buckets."""
+    _run(window_minutes, start_offset, program)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4), st.integers(0, 10**6), ops)
+def test_partition_window_matches_brute_force_sorting_every_few_events(
+    window_minutes: int, start_offset: int, program: list[tuple[Any, ...]]
+) -> None:
+    """The same with recent batches sorted into minute blocks every 3 events (not only at
+    minute operations): blocks of every size and order merge without losing an event."""
+    with patch.object(window_state, "RECENT_FLUSH_EVENTS", 3):
+        _run(window_minutes, start_offset, program)
+
+
+def _run(window_minutes: int, start_offset: int, program: list[tuple[Any, ...]]) -> None:
     state = PartitionWindow(window_minutes)
     oracle = Oracle(window_minutes, T0 + start_offset)
     state.advance(oracle.now_ms or 0)
     for op in program:
         _apply(state, oracle, op)
         _check(state, oracle, range(7))
+
+
+def test_recent_batches_are_bounded_and_minute_blocks_stay_few() -> None:
+    """Many batches without a minute operation: the unsorted batches never exceed the bound,
+    each minute keeps a logarithmic number of chunks, and every event is counted once."""
+    state = PartitionWindow(60)
+    state.advance(T0)
+    minute = T0 // MINUTE_MS
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        posts = rng.integers(1, 500, 1000)
+        state.add_batch(posts, np.zeros(1000, dtype=np.uint8), np.full(1000, minute - 1 - posts % 3))
+        assert state._recent_n < window_state.RECENT_FLUSH_EVENTS
+    assert sum(len(r[0]) for r in state._recent) == state._recent_n
+    blocks = state.held_minutes()
+    assert sum(len(b.columns()[0]) for b in blocks.values()) == 200_000
+    assert max(len(b.chunks) for b in blocks.values()) <= 8  # log2 of 200 batches
+    assert int(state.totals[:, 0].sum()) == 200_000
+    assert int(state.held.sum()) == 200_000
 
 
 def test_add_before_advance_is_an_error() -> None:

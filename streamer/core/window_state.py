@@ -24,7 +24,10 @@ from streamer.core.window import MINUTE_MS, Window, window_at
 
 I64 = npt.NDArray[np.int64]
 Counters = npt.NDArray[np.signedinteger[Any]]  # (slots, 4): int32, widened to int64 if needed
-_MAX_CHUNKS = 8  # a minute's small appended blocks are packed into one past this
+# Batches added since the last minute operation wait as (slot, type, minute) columns, 13 bytes
+# per event against 5 in a minute block; past this many events they are sorted into their
+# blocks at once, so a busy minute holds at most this many events at 13 bytes.
+RECENT_FLUSH_EVENTS = 1 << 14
 
 
 class _Minute:
@@ -36,9 +39,13 @@ class _Minute:
         self.chunks: list[tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]] = []
 
     def append(self, slots: npt.NDArray[np.int32], types: npt.NDArray[np.uint8]) -> None:
-        self.chunks.append((slots, types))
-        if len(self.chunks) > _MAX_CHUNKS:
-            self.chunks = [self.columns()]
+        """Add a block; blocks of similar size merge (as dedup runs do): a minute keeps a
+        logarithmic number of chunks and every event is copied a logarithmic number of times."""
+        chunks = self.chunks
+        chunks.append((slots, types))
+        while len(chunks) > 1 and len(chunks[-2][0]) <= 2 * len(chunks[-1][0]):
+            (s1, t1), (s2, t2) = chunks[-2], chunks[-1]
+            chunks[-2:] = [(np.concatenate((s1, s2)), np.concatenate((t1, t2)))]
 
     def columns(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]:
         if len(self.chunks) == 1:
@@ -90,6 +97,7 @@ class PartitionWindow:
         self._bound = 0  # upper bound of any total: int32 counters widen before they could wrap
         self._minutes: dict[int, _Minute] = {}
         self._recent: list[tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], I64]] = []
+        self._recent_n = 0  # events in _recent
         self._top = TopIndex()  # incremental exact top-k (core/top_index.py)
 
     def __len__(self) -> int:
@@ -104,7 +112,7 @@ class PartitionWindow:
 
     def _flush(self) -> None:
         """Sort the batches added since the last minute operation into their minute blocks."""
-        recent, self._recent = self._recent, []
+        recent, self._recent, self._recent_n = self._recent, [], 0
         slots = np.concatenate([r[0] for r in recent])
         types = np.concatenate([r[1] for r in recent])
         minutes = np.concatenate([r[2] for r in recent])
@@ -180,6 +188,9 @@ class PartitionWindow:
             scatter_add(self.totals, slots[live], types[live])
             self._top.touch(slots[live])
         self._recent.append((slots, types, minutes))
+        self._recent_n += len(slots)
+        if self._recent_n >= RECENT_FLUSH_EVENTS:
+            self._flush()
         return slots
 
     def top(self, k: int) -> list[PostCounts]:

@@ -29,7 +29,7 @@ from streamer.kafka.admin import wait_for_topics
 from streamer.kafka.sink_consumer import ClickHouseSinkConsumer
 from streamer.ops.http import start_http
 from streamer.ops.logging import error_text
-from streamer.ops.memory import freeze_startup_heap, tune_allocator
+from streamer.ops.memory import freeze_startup_heap, release_free_heap, tune_allocator
 from streamer.ops.metrics import CONSUMER_LAG, serve_as
 from streamer.ops.shutdown import Shutdown
 from streamer.settings.live import LiveSettings, live_of, start_reloading
@@ -216,7 +216,8 @@ class Worker:
         return True, f"partitions {sorted(ingestor.states)} recovered; redis reachable"
 
     async def _monitor(self) -> None:
-        """Exit on fatal errors; keep the per-partition lag gauge current."""
+        """Exit on fatal errors; keep the per-partition lag gauge current; once a second, hand
+        the heap's free pages back (ops/memory.py)."""
         assert self.ingestor is not None and self.app is not None
         while not self.stop.is_set():
             failed = self._failed_task()
@@ -226,6 +227,7 @@ class Worker:
                 self.shutdown.begin("fatal error", 1)
                 return
             self._update_lag()
+            release_free_heap()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 1.0)
 
