@@ -3,8 +3,9 @@
 One worker drains a pre-produced wide topic with the given configuration (default: nothing set
 beyond connections, so the embedded ClickHouse sink is on). Figures, each beside a raw aiokafka
 consumer (getmany, json.loads, a dict count per post) of the same topic in the same run:
-counting rate between 10 % and 90 % of the events counted; sustained rate from the first
-counted event until every event is counted AND inserted by the sink (streamer_sink_batch_size_sum);
+counting rate between 10 % and 90 % of the events counted; sustained rate from the first event
+counted or inserted until every event is counted AND inserted by the sink
+(streamer_sink_batch_size_sum; the sink reads on its own and may insert before the first count);
 worker CPU per event over that span (/proc/PID/stat: user+system of all its threads, embedded
 ClickHouse included); peak RSS (VmHWM) and, sampled with the counts, the peak and final
 RssAnon (what the worker holds: heaps, buffers, caches) and RssFile (library text and mapped
@@ -15,8 +16,8 @@ to --out as JSON lines.
 embeds its own ClickHouse and sinks the partitions the shared sink group gives it) on the same
 topic after the one worker, and two raw consumers side by side, each assigned half the
 partitions: scaling efficiency E = (two workers / one) / (two raw consumers / one); CPU per
-event of the two = both workers' CPU over the span from the first event either counted until
-both together counted and sunk every event.
+event of the two = both workers' CPU over the span from the first event either counted or
+inserted until both together counted and sunk every event.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def crossing(samples: list[Sample], level: float) -> float:
 
 def worker_figures(samples: list[Sample], total: int) -> dict[str, float]:
     """Counting rate 10-90 %, sustained rate, CPU per event (and the broker's, and cores busy)."""
-    first = next(i for i, s in enumerate(samples) if s[2] > 0)
+    first = next(i for i, s in enumerate(samples) if s[2] > 0 or s[3] > 0)  # counted or sunk
     t0, c0, _, _, b0 = samples[max(0, first - 1)]
     t1, c1, counted, sunk, b1 = samples[-1]
     lo, hi = crossing(samples, 0.1 * total), crossing(samples, 0.9 * total)
@@ -290,7 +291,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
     done = [(out["counted"], out["sunk"])]
     if args.workers == 2:
         out.update(two_figures(two_samples, args.events, out, max(raws_two, key=lambda r: r["rate"])))
-        t0 = next(row[0] for row in series if row[1] + row[3] > 0)
+        t0 = next(row[0] for row in series if sum(row[1:]) > 0)
         out["two_peak_rss"], out["two_counted_each"] = two_memory["peak_rss"], [series[-1][1], series[-1][3]]
         out["two_peak_anon"] = two_memory["peak_anon"]
         out["two_series"] = [[round(row[0] - t0, 2), *row[1:]] for row in series[::5] + series[-1:]]
