@@ -147,6 +147,7 @@ def worker_figures(samples: list[Sample], total: int) -> dict[str, float]:
         "counting_10_90": 0.8 * total / (hi - lo) if hi > lo else 0.0,
         "sustained": total / (t1 - t0),
         "cpu_us": (c1 - c0) / total * 1e6,
+        "cpu_us_life": c1 / total * 1e6,  # the workers' whole lives until done, start-up included
         "broker_cpu_us": (b1 - b0) / total * 1e6,
         "cores_busy": (c1 - c0 + b1 - b0) / (t1 - t0),  # workers and broker over the span
         "counted": counted,
