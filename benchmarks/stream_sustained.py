@@ -3,8 +3,9 @@
 One worker drains a pre-produced wide topic with the given configuration (default: nothing set
 beyond connections, so the embedded ClickHouse sink is on). Figures, each beside a raw aiokafka
 consumer (getmany, json.loads, a dict count per post) of the same topic in the same run:
-counting rate between 10 % and 90 % of the events counted; sustained rate from the first
-counted event until every event is counted AND inserted by the sink (streamer_sink_batch_size_sum);
+counting rate between 10 % and 90 % of the events counted; sustained rate from the first event
+counted or inserted until every event is counted AND inserted by the sink
+(streamer_sink_batch_size_sum; the sink reads on its own and may insert before the first count);
 worker CPU per event over that span (/proc/PID/stat: user+system of all its threads, embedded
 ClickHouse included); peak RSS (VmHWM) and, sampled with the counts, the peak and final
 RssAnon (what the worker holds: heaps, buffers, caches) and RssFile (library text and mapped
@@ -16,7 +17,8 @@ embeds its own ClickHouse: a whole copy, which its sink fills with every event i
 its own) on the same topic after the one worker, and two raw consumers side by side, each
 assigned half the partitions: scaling efficiency E = (two workers / one) / (two raw consumers
 / one); CPU per event of the two = both workers' CPU over the span from the first event either
-counted until both together counted every event and each one's sink inserted every event.
+counted or inserted until both together counted every event and each one's sink inserted
+every event.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def crossing(samples: list[Sample], level: float) -> float:
 
 def worker_figures(samples: list[Sample], total: int) -> dict[str, float]:
     """Counting rate 10-90 %, sustained rate, CPU per event (and the broker's, and cores busy)."""
-    first = next(i for i, s in enumerate(samples) if s[2] > 0)
+    first = next(i for i, s in enumerate(samples) if s[2] > 0 or s[3] > 0)  # counted or sunk
     t0, c0, _, _, b0 = samples[max(0, first - 1)]
     t1, c1, counted, sunk, b1 = samples[-1]
     lo, hi = crossing(samples, 0.1 * total), crossing(samples, 0.9 * total)
@@ -147,6 +149,7 @@ def worker_figures(samples: list[Sample], total: int) -> dict[str, float]:
         "counting_10_90": 0.8 * total / (hi - lo) if hi > lo else 0.0,
         "sustained": total / (t1 - t0),
         "cpu_us": (c1 - c0) / total * 1e6,
+        "cpu_us_life": c1 / total * 1e6,  # the workers' whole lives until done, start-up included
         "broker_cpu_us": (b1 - b0) / total * 1e6,
         "cores_busy": (c1 - c0 + b1 - b0) / (t1 - t0),  # workers and broker over the span
         "counted": counted,
@@ -291,7 +294,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
     done = [(out["counted"], out["sunk"])]
     if args.workers == 2:
         out.update(two_figures(two_samples, args.events, out, max(raws_two, key=lambda r: r["rate"])))
-        t0 = next(row[0] for row in series if row[1] + row[3] > 0)
+        t0 = next(row[0] for row in series if sum(row[1:]) > 0)
         out["two_peak_rss"], out["two_counted_each"] = two_memory["peak_rss"], [series[-1][1], series[-1][3]]
         out["two_peak_anon"] = two_memory["peak_anon"]
         out["two_series"] = [[round(row[0] - t0, 2), *row[1:]] for row in series[::5] + series[-1:]]

@@ -62,6 +62,7 @@ class Worker:
         self.redis: Redis | None = None
         self.ch: ClickHouse | None = None
         self.sink: ClickHouseSinkConsumer | None = None
+        self.assigned = asyncio.Event()  # the stream group's first assignment arrived
         self.runner: JobRunner | None = None
         self.app: faust.App | None = None
         self.ingestor: Ingestor | None = None
@@ -118,13 +119,26 @@ class Worker:
         self.ingestor = self._ingestor(table, partitions)
         publisher = Publisher(self.live, redis, self.ingestor, lambda: self._partitions(partitions),
                               ch, make_stream_reconciler(self.live, ch, redis))
+        if self.sink is not None:
+            self._spawn(self._sink_after_assignment(self.sink))
         await self.app.start()
         self._spawn(publisher.run(self.stop), self._monitor())
-        if self.sink is not None:
-            self._spawn(self.sink.run(self.stop))
         self._start_jobs(ch, redis)
         freeze_startup_heap()
         log.info("worker running: topic %s with %d partitions", s.kafka_events_topic, partitions)
+
+    async def _sink_after_assignment(self, sink: ClickHouseSinkConsumer) -> None:
+        """Join the sink group when the stream group first assigned partitions: workers started
+        together get that assignment together, so their sinks join one generation of the sink
+        group instead of rebalancing it (and re-reading) when a slower worker's sink joins."""
+        waits = [asyncio.ensure_future(e.wait()) for e in (self.assigned, self.stop)]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if self.assigned.is_set():
+            await sink.run(self.stop)
 
     async def _clickhouse(self, partitions: int) -> ClickHouse:
         s = self.settings
@@ -184,6 +198,7 @@ class Worker:
 
         async def on_assigned(sender: Any, /, *args: Any, signal: Any = None, **_: Any) -> None:
             ingestor.on_assigned(ours(args[0]))
+            self.assigned.set()
 
         app.on_partitions_revoked.connect(on_revoked, weak=False)
         app.on_partitions_assigned.connect(on_assigned, weak=False)
