@@ -250,6 +250,21 @@ class TestFailover:
         assert c.stop_all() == [0]
 
 
+async def reconcile_report_after(redis: Redis, after_ms: int) -> dict[str, Any]:
+    """The stored reconcile report once one generated after `after_ms` is there ({} or the last
+    one seen after about 60 s)."""
+    from streamer.core.payloads import reconcile_key
+
+    report: dict[str, Any] = {}
+    for _ in range(300):
+        raw = await redis.get(reconcile_key(1))
+        report = orjson.loads(raw) if raw else {}
+        if report.get("generated_at_ms", 0) > after_ms:
+            break
+        await asyncio.sleep(0.2)
+    return report
+
+
 class TestReconcileHook:
     """The merger hands complete-window partials to the reconciler."""
 
@@ -258,8 +273,6 @@ class TestReconcileHook:
     ) -> None:
         """Complete-window partials of every partition reach the reconciler; ClickHouse (fed by
         the worker's sink) agrees with them."""
-        from streamer.core.payloads import reconcile_key
-
         c = cluster_factory(2)
         w = c.worker("w1", JOB_RECONCILE_INTERVAL_SEC="4")
         w.wait_ready(90)
@@ -267,18 +280,11 @@ class TestReconcileHook:
         await produce(c.bootstrap, c.topic, keyed(events))
         await wait_metric(w, "streamer_events_processed_total", 2000)
         after = now_ms()
-        report: dict[str, Any] = {}
-        for _ in range(300):
-            raw = await redis_client.get(reconcile_key(1))
-            report = orjson.loads(raw) if raw else {}
-            if report.get("generated_at_ms", 0) > after:
-                break
-            await asyncio.sleep(0.2)
+        report = await reconcile_report_after(redis_client, after)
         assert report.get("generated_at_ms", 0) > after, w.tail()
         assert report["partitions"] == [0, 1] and report["complete"]
         assert report["agrees"] is True and report["topk_overlap"] == 1.0
         assert c.stop_all() == [0]
-
 
     async def test_two_workers_embedded_engines_each_hold_every_event(
         self, cluster_factory: Any, redis_client: Redis
@@ -287,8 +293,6 @@ class TestReconcileHook:
         partition in a group of its own), so the reconciler, whichever worker runs it, agrees
         with its engine. With one shared sink group each engine held about half the events and
         reconcile saw drift, then switched trending to that half (found by the soak)."""
-        from streamer.core.payloads import reconcile_key
-
         c = cluster_factory(4)
         w1 = c.worker("w1", JOB_RECONCILE_INTERVAL_SEC="4")
         w2 = c.worker("w2", JOB_RECONCILE_INTERVAL_SEC="4")
@@ -299,13 +303,7 @@ class TestReconcileHook:
         for w in (w1, w2):
             await wait_metric(w, "streamer_sink_batch_size_sum", 3000, timeout_s=90)
         after = now_ms()
-        report: dict[str, Any] = {}
-        for _ in range(300):
-            raw = await redis_client.get(reconcile_key(1))
-            report = orjson.loads(raw) if raw else {}
-            if report.get("generated_at_ms", 0) > after:
-                break
-            await asyncio.sleep(0.2)
+        report = await reconcile_report_after(redis_client, after)
         assert report.get("generated_at_ms", 0) > after, w1.tail() + w2.tail()
         assert report["complete"] and report["agrees"] is True, report
         assert w1.metric("streamer_sink_batch_size_sum") == 3000
