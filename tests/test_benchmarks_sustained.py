@@ -98,7 +98,9 @@ def test_tiny_run_waits_for_the_sink(tmp_path: Path) -> None:
     result = json.loads(out.read_text().splitlines()[-1])
     assert result["counted"] == result["sunk"] == 3000 and result["exact"] is True
     assert result["raw_cpu_us"] > 0 and result["cpu_us"] > 0 and result["peak_rss"] > 0
-    assert result["broker_cpu_us"] > 0 and "raw_broker_cpu_us" in result  # 10 ms ticks: may be 0
+    # the broker's CPU over a tiny run may be 0 ticks (10 ms each): its figures are present,
+    # and the cores busy over the span include the worker's CPU
+    assert {"broker_cpu_us", "raw_broker_cpu_us"} <= result.keys() and result["cores_busy"] > 0
     assert 0 < result["peak_anon"] < result["peak_rss"] and 0 < result["peak_file"] < result["peak_rss"]
     assert 0 < result["end_anon"] <= result["peak_anon"] and 0 < result["end_file"] <= result["peak_file"]
     assert result["peak_rss_sampled"] <= result["peak_rss"]  # VmHWM is the kernel's own peak
