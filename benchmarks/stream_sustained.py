@@ -316,6 +316,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         redis.stop()
 
 
+def broker_part(broker_us: float, raw_broker_us: float, raw_name: str, cores_busy: float) -> str:
+    """The broker's CPU per event beside the raw read's, and the cores busy over the span."""
+    return (f"broker CPU {broker_us:.2f} us/event ({raw_name} {raw_broker_us:.2f}), "
+            f"cores busy (worker(s) + broker) {cores_busy:.2f}")
+
+
 def line(r: dict[str, Any]) -> str:
     """One human line of a result."""
     return (f"{r['form']} {r['ids']} {r['config']} {r['events']:,} events: counting(10-90%) "
@@ -326,9 +332,8 @@ def line(r: dict[str, Any]) -> str:
             f"(anon {r['peak_anon'] / 2**20:.0f}, file {r['peak_file'] / 2**20:.0f}), at the end "
             f"{r['end_rss'] / 2**20:.0f} MiB (anon {r['end_anon'] / 2**20:.0f}, "
             f"file {r['end_file'] / 2**20:.0f}); "
-            f"counted {r['counted']:,.0f} sunk {r['sunk']:,.0f} exact={r['exact']}; broker CPU "
-            f"{r['broker_cpu_us']:.2f} us/event (raw's {r['raw_broker_cpu_us']:.2f}), "
-            f"cores busy (worker + broker) {r['cores_busy']:.2f}")
+            f"counted {r['counted']:,.0f} sunk {r['sunk']:,.0f} exact={r['exact']}; "
+            + broker_part(r["broker_cpu_us"], r["raw_broker_cpu_us"], "raw's", r["cores_busy"]))
 
 
 def two_line(r: dict[str, Any]) -> str:
@@ -338,9 +343,9 @@ def two_line(r: dict[str, Any]) -> str:
             f"{r['raw_ratio']:.2f}x one; efficiency E {r['efficiency']:.2f}; CPU {r['two_cpu_us']:.2f} "
             f"us/event = {r['cpu_two_vs_one']:.2f}x one; counted {r['two_counted']:,.0f} "
             f"({' + '.join(f'{n:,.0f}' for n in r['two_counted_each'])}) "
-            f"sunk by each {r['two_sunk']:,.0f}; broker CPU {r['two_broker_cpu_us']:.2f} us/event (two raw "
-            f"consumers' {r['raw_two_broker_cpu_us']:.2f}), cores busy (workers + broker) "
-            f"{r['two_cores_busy']:.2f}")
+            f"sunk by each {r['two_sunk']:,.0f}; "
+            + broker_part(r["two_broker_cpu_us"], r["raw_two_broker_cpu_us"], "two raw consumers'",
+                          r["two_cores_busy"]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
