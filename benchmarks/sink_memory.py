@@ -3,8 +3,11 @@
 A fresh interpreter opens an embedded ClickHouse (chDB) in a temporary directory through the
 worker's ClickHouse facade and inserts N batches of the sink's rows (`insert_rows`, 100,000
 rows each by default, fresh 32-hex ids); RssAnon and RssFile (/proc/self/status) when ready,
-every 5 batches, and after --idle-s seconds idle; whether pandas got loaded; the memory the
-engine itself tracks at the end (system.metrics MemoryTracking). `--stub-engine`
+every 5 batches, and after --idle-s seconds idle; at each, the engine's own allocator
+(chDB's jemalloc, read from system.jemalloc_stats: allocated, resident, of which dirty pages not
+yet returned, metadata, thread caches; its options come from JE_MALLOC_CONF); whether pandas
+got loaded; the memory the engine itself tracks at the end (system.metrics MemoryTracking).
+`--stub-engine`
 replaces the engine's insert by a read of the serialized body (the client side alone);
 `--src DIR` runs the streamer/ of another source tree (a before/after).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -42,6 +46,36 @@ def status_mib() -> dict[str, int]:
             if name in ("RssAnon", "RssFile"):
                 out[name] = int(rest.split()[0]) // 1024
     return out
+
+
+# The summary lines of jemalloc's statistics (system.jemalloc_stats), bytes.
+JEMALLOC_FIGURES = {
+    "allocated": r"Allocated: (\d+),", "active": r"Allocated: \d+, active: (\d+),",
+    "metadata": r", metadata: (\d+) ", "resident": r", resident: (\d+),",
+    "tcache": r"tcache_bytes:\s+(\d+)",
+}
+
+
+def _figure(stats: str, pattern: str) -> int:
+    """One number of jemalloc's statistics text."""
+    found = re.search(pattern, stats)
+    if found is None:
+        raise ValueError(f"no {pattern!r} in the engine's jemalloc statistics")
+    return int(found.group(1))
+
+
+def jemalloc_mib(stats: str) -> dict[str, int]:
+    """The engine allocator's figures in MiB from its statistics text; `dirty`: resident pages
+    neither in use nor metadata (freed, not yet returned to the system)."""
+    out = {name: _figure(stats, pattern) for name, pattern in JEMALLOC_FIGURES.items()}
+    out["dirty"] = max(0, out["resident"] - out["active"] - out["metadata"])
+    return {name: value >> 20 for name, value in out.items()}
+
+
+async def engine_reading(ch: Any, rows: int) -> dict[str, Any]:
+    """RssAnon/RssFile of the process and the engine allocator's figures."""
+    stats = await ch.rows("SELECT * FROM system.jemalloc_stats")
+    return {"rows": rows, **status_mib(), "engine": jemalloc_mib(str(stats[0][0]))}
 
 
 def stub_engine() -> None:
@@ -75,7 +109,7 @@ async def child(args: argparse.Namespace, work: str) -> dict[str, Any]:
         stub_engine()
     ch = ClickHouse(f"chdb://{work}/clickhouse", "nova", 60_000)
     await create_schema(ch)
-    readings: list[dict[str, Any]] = [{"rows": 0, **status_mib()}]
+    readings: list[dict[str, Any]] = [await engine_reading(ch, 0)]
     rng, n, now_ms = np.random.default_rng(1), args.rows, int(time.time() * 1000)
     for batch in range(1, args.batches + 1):
         ints = rng.integers(1, 10**9, n)
@@ -83,9 +117,9 @@ async def child(args: argparse.Namespace, work: str) -> dict[str, Any]:
                         now_ms - ints % 2_400_000, np.zeros(n, dtype=np.int32), np.arange(n, dtype=np.int64))
         await insert_rows(ch, rows)
         if batch % 5 == 0 or batch == args.batches:
-            readings.append({"rows": batch * n, **status_mib()})
+            readings.append(await engine_reading(ch, batch * n))
     await asyncio.sleep(args.idle_s)
-    readings.append({"rows": args.batches * n, "idle_s": args.idle_s, **status_mib()})
+    readings.append({**await engine_reading(ch, args.batches * n), "idle_s": args.idle_s})
     tracked = await ch.rows("SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'")
     return {"readings": readings, "pandas": "pandas" in sys.modules, "stub_engine": args.stub_engine,
             "engine_tracked_mib": int(tracked[0][0]) >> 20}
@@ -110,8 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     first = result["readings"][0]
     for r in result["readings"]:
         when = f"after {r['idle_s']:.0f} s idle" if "idle_s" in r else f"{r['rows']:>9,} rows"
+        engine = ", ".join(f"{name} {mib}" for name, mib in r["engine"].items())
         print(f"{when}: RssAnon {r['RssAnon']} MiB (+{r['RssAnon'] - first['RssAnon']}), "
-              f"RssFile {r['RssFile']} MiB (+{r['RssFile'] - first['RssFile']})")
+              f"RssFile {r['RssFile']} MiB (+{r['RssFile'] - first['RssFile']}); "
+              f"engine allocator MiB: {engine}")
     print(f"pandas loaded: {result['pandas']}; engine stubbed: {result['stub_engine']}; "
           f"the engine's own MemoryTracking {result['engine_tracked_mib']} MiB; streamer/ from {args.src}")
     return 0

@@ -221,4 +221,8 @@ def test_sink_memory_reports_each_reading() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert [line.split(":")[0].strip() for line in lines[:3]] == ["0 rows", "2,000 rows", "after 0 s idle"]
+    for line in lines[:3]:  # the engine's own allocator at each reading
+        engine = dict(part.split() for part in line.split("engine allocator MiB: ")[1].split(", "))
+        assert set(engine) == {"allocated", "active", "metadata", "resident", "tcache", "dirty"}
+        assert 0 < int(engine["allocated"]) <= int(engine["resident"])
     assert "pandas loaded: False; engine stubbed: False" in lines[3]
