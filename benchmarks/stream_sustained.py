@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--worker-src", type=Path, help="run the worker from this source tree (a before/after)")
     p.add_argument("--profile", type=Path, help="also record the worker with py-spy; summary here")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON lines file the result is appended to")
+    p.add_argument("--logs", type=Path, help="keep each worker's log in this directory (LOG_LEVEL via --set)")
     return p.parse_args(argv)
 
 
@@ -237,6 +239,9 @@ async def drain(
     finally:
         for w in workers:
             w.stop()
+            if args.logs is not None:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(w.data_dir / "worker.log", args.logs / f"{w.data_dir.name}.log")
 
 
 def two_figures(
