@@ -3,7 +3,8 @@
 Tested with faust-streaming 0.15.3 (`faust_compat.SUPPORTED_FAUST`). Faust's stock
 `Consumer._drain_messages` awaits `wait_first(callback(message), suspend_flow.wait())` for
 every message, which creates tasks per message and caps a worker at ~4k messages/s. This
-module subclasses the aiokafka driver's Consumer and Transport and registers them under the
+module subclasses the aiokafka driver's Consumer (and its consumer thread, for a shorter idle
+fetch wait: FETCH_MAX_WAIT_MS) and Transport and registers them under the
 URL scheme `streamer-kafka://`, the extension point Faust's driver registry offers
 (`faust.transport.drivers.TRANSPORTS`). Nothing installed is patched, and every private
 Faust member the loop needs is reached through `stream/faust_compat.py`, checked at start.
