@@ -29,6 +29,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--worker-src", type=Path, help="run the worker from this source tree (a before/after)")
     p.add_argument("--profile", type=Path, help="also record the worker with py-spy; summary here")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON lines file the result is appended to")
+    p.add_argument("--logs", type=Path, help="keep each worker's log in this directory (LOG_LEVEL via --set)")
     return p.parse_args(argv)
 
 
@@ -237,6 +239,15 @@ async def drain(
     finally:
         for w in workers:
             w.stop()
+            if args.logs is not None:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(w.data_dir / "worker.log", args.logs / f"{w.data_dir.name}.log")
+
+
+def first_counted(series: list[list[float]], t0: float) -> list[float]:
+    """Seconds from the span's start to each worker's first counted event (start-up skew)."""
+    return [round(next((row[0] for row in series if row[1 + 2 * i] > 0), series[-1][0]) - t0, 2)
+            for i in range((len(series[0]) - 1) // 2)]
 
 
 def two_figures(
@@ -298,6 +309,7 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
         out["two_peak_rss"], out["two_counted_each"] = two_memory["peak_rss"], [series[-1][1], series[-1][3]]
         out["two_peak_anon"] = two_memory["peak_anon"]
         out["two_series"] = [[round(row[0] - t0, 2), *row[1:]] for row in series[::5] + series[-1:]]
+        out["two_first_counted_s"] = first_counted(series, t0)
         done.append((out["two_counted"], out["two_sunk"]))
     sink = args.config == "default"
     out["exact"] = all(c == args.events and (not sink or n == args.events) for c, n in done)
@@ -343,7 +355,8 @@ def two_line(r: dict[str, Any]) -> str:
             f"{r['raw_ratio']:.2f}x one; efficiency E {r['efficiency']:.2f}; CPU {r['two_cpu_us']:.2f} "
             f"us/event = {r['cpu_two_vs_one']:.2f}x one; counted {r['two_counted']:,.0f} "
             f"({' + '.join(f'{n:,.0f}' for n in r['two_counted_each'])}) "
-            f"sunk by each {r['two_sunk']:,.0f}; "
+            f"sunk by each {r['two_sunk']:,.0f}; first counted at "
+            f"{' / '.join(f'{t:.1f}' for t in r['two_first_counted_s'])} s; "
             + broker_part(r["two_broker_cpu_us"], r["raw_two_broker_cpu_us"], "two raw consumers'",
                           r["two_cores_busy"]))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from benchmarks.stream_sustained import halves, two_figures, worker_figures
+from benchmarks.stream_sustained import first_counted, halves, two_figures, worker_figures
 from benchmarks.stream_workloads import ARRAY_SIZE, PARTITIONS
 from benchmarks.sustained_workload import HOT_POSTS, SPAN_MS, events_by_partition, wide_messages
 from streamer.core.partitioning import partition_for_post
@@ -81,6 +81,11 @@ class TestFigures:
         assert fig["two_sustained"] == pytest.approx(1500)
         assert fig["efficiency"] == pytest.approx(0.75)
         assert fig["cpu_two_vs_one"] == pytest.approx(1.2)
+
+    def test_first_counted_of_each_worker(self) -> None:
+        """Per worker, the first sample with a count (the sinks may insert before): start skew."""
+        series = [[10.0, 0, 0, 0, 0], [10.5, 0, 5, 0, 0], [11.0, 7, 5, 0, 0], [12.5, 9, 9, 3, 0]]
+        assert first_counted(series, 10.5) == [0.5, 2.0]
 
     def test_halves(self) -> None:
         """Each of two raw consumers gets half the partitions and the events they hold."""

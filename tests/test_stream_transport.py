@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
+import pytest
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamer.demo.services import LocalService
+from streamer.stream import faust_compat as compat
 from streamer.stream.transport import (
+    FETCH_MAX_WAIT_MS,
     ROUND_BYTES,
     ROUND_RECORDS_MAX,
     SCHEME,
@@ -139,6 +144,32 @@ class TestRegistration:
         register_transport()
         app = faust.App("transport-test", broker=broker_url("127.0.0.1:9"))
         assert isinstance(app.transport, LeanTransport)
+
+
+class TestFetchWait:
+    """Idle fetches are held FETCH_MAX_WAIT_MS, not Faust's fixed 1.5 s: a rebalance's offset
+    lookups wait behind the fetch in flight on the same connection."""
+
+    async def test_the_started_consumer_fetches_with_the_short_wait(
+        self, kafka_service: LocalService
+    ) -> None:
+        """The aiokafka consumer Faust's thread builds, started against a broker, hands the
+        wait to the Fetcher it makes (the value every fetch request carries)."""
+        register_transport()
+        app: Any = faust.App("transport-fetch-wait", broker=broker_url(f"127.0.0.1:{kafka_service.port}"))
+        app.topic("fetch-wait-ev")
+        app.Table("fetch-wait-state", partitions=1)  # a worker's consumer: tables, Faust's assignor
+        thread = app.consumer._thread
+        consumer = thread._create_consumer(loop=asyncio.get_running_loop())
+        await consumer.start()
+        try:
+            assert consumer._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
+        finally:
+            await consumer.stop()
+
+    def test_a_changed_aiokafka_consumer_is_named(self) -> None:
+        with pytest.raises(compat.FaustIncompatible, match=r"AIOKafkaConsumer\._fetch_max_wait_ms"):
+            compat.set_fetch_max_wait(object(), FETCH_MAX_WAIT_MS)
 
 
 class _Thread:

@@ -94,6 +94,8 @@ MEMBERS: tuple[Member, ...] = (
     Member(_CONSUMER, "seek_to_committed", "coroutine", ()),
     Member(_CONSUMER, "on_partitions_revoked", "coroutine", ("revoked",)),
     Member(_CONSUMER, "on_partitions_assigned", "coroutine", ("assigned", "generation_id")),
+    Member(_CONSUMER, "_new_consumer_thread", "function", ()),
+    Member(_THREAD, "_create_worker_consumer", "function", ("transport",)),
     Member("faust.tables.table:Table", "on_recovery_completed", "coroutine",
            ("active_tps", "standby_tps")),
     # The current-event context variable the table writer sets (stores read it).
@@ -189,6 +191,15 @@ async def fetch_records(
         thread._fetch_records, thread._ensure_consumer(), active_partitions,
         timeout=timeout_s, max_records=max_records)
     return records
+
+
+def set_fetch_max_wait(consumer: Any, wait_ms: int) -> None:
+    """Set an aiokafka consumer's `fetch_max_wait_ms` before it starts (Faust passes a fixed
+    1500): the consumer hands it to the Fetcher it builds in `start()`."""
+    if not isinstance(getattr(consumer, "_fetch_max_wait_ms", None), int):
+        _fail([f"aiokafka {metadata.version('aiokafka')} AIOKafkaConsumer._fetch_max_wait_ms "
+               "is missing or changed type"])
+    consumer._fetch_max_wait_ms = wait_ms
 
 
 def to_message(consumer: Any, tp: TP, record: Any) -> Message:

@@ -3,7 +3,8 @@
 Tested with faust-streaming 0.15.3 (`faust_compat.SUPPORTED_FAUST`). Faust's stock
 `Consumer._drain_messages` awaits `wait_first(callback(message), suspend_flow.wait())` for
 every message, which creates tasks per message and caps a worker at ~4k messages/s. This
-module subclasses the aiokafka driver's Consumer and Transport and registers them under the
+module subclasses the aiokafka driver's Consumer (and its consumer thread, for a shorter idle
+fetch wait: FETCH_MAX_WAIT_MS) and Transport and registers them under the
 URL scheme `streamer-kafka://`, the extension point Faust's driver registry offers
 (`faust.transport.drivers.TRANSPORTS`). Nothing installed is patched, and every private
 Faust member the loop needs is reached through `stream/faust_compat.py`, checked at start.
@@ -62,6 +63,14 @@ def broker_url(bootstrap_servers: str) -> list[str]:
     return [f"{SCHEME}://{host.strip()}" for host in bootstrap_servers.split(",")]
 
 
+# How long the broker may hold a fetch that finds no new data (Faust fixes 1500 ms). A consumer
+# sends every request to a broker over one connection, answered in order, so each offset lookup
+# of a rebalance (changelog highwaters and start offsets, the stream partitions' start) waits
+# behind an idle fetch in flight: up to 3 x 1.5 s before a worker with empty or caught-up
+# changelogs counts its first event. Fetches with data return at once either way; an idle
+# consumer now asks the broker 10 times a second instead of less than once.
+FETCH_MAX_WAIT_MS = 100
+
 ROUND_BYTES = 1024 * 1024  # a fetch round holds about this much message data ...
 ROUND_RECORDS_MAX = 8192  # ... and at most this many records (small messages)
 
@@ -77,6 +86,16 @@ def round_records(records: Mapping[TP, list[Any]]) -> int:
     return 0 if not count else min(ROUND_RECORDS_MAX, ROUND_BYTES * count // max(nbytes, 1))
 
 
+class LeanConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread whose aiokafka consumer fetches with FETCH_MAX_WAIT_MS."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        """Faust's worker consumer, its idle fetches held FETCH_MAX_WAIT_MS instead of 1.5 s."""
+        consumer = super()._create_worker_consumer(transport)
+        compat.set_fetch_max_wait(consumer, FETCH_MAX_WAIT_MS)
+        return consumer
+
+
 class LeanConsumer(faust_aiokafka.Consumer):
     """aiokafka Consumer whose fetch loop delivers batches instead of one task per message."""
 
@@ -85,6 +104,10 @@ class LeanConsumer(faust_aiokafka.Consumer):
         self._round_records = 0  # records asked of the next fetch round (0: broker_max_poll_records)
         super().__init__(*args, **kwargs)
         compat.check_consumer(self)  # a changed Faust fails here, not mid-rebalance
+
+    def _new_consumer_thread(self) -> LeanConsumerThread:
+        """The thread that owns the aiokafka consumer: ours, for its fetch wait."""
+        return LeanConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Mapping[TP, list[Any]]:  # noqa: ASYNC109 - Faust's signature
         """One fetch round from the consumer thread, of `round_records(...)` records: each round
