@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamer.core.events import DeadLetter, decode_batch
+from streamer.core.events import Columns, DeadLetter, decode_batch
 from streamer.core.partition_state import Accepted, PartitionState
 from streamer.core.partitioning import partitions_of, post_key
 
@@ -34,6 +34,7 @@ class BatchResult:
     dead: list[DeadLetter] = field(default_factory=list)
     forwards: list[Forward] = field(default_factory=list)
     accepted: Accepted = field(default_factory=Accepted)
+    own: Columns | None = None  # valid events of this partition's posts (the sink's rows)
 
 
 def process_batch(
@@ -43,7 +44,10 @@ def process_batch(
     expired = state.advance(now_ms)
     cols, dead = decode_batch(values, now_ms)
     found = state.window.lookup(cols.post_ids)  # one index lookup, shared with counting
-    mine = found >= 0  # posts held here are ours: no hash needed
+    # Posts held here are ours, no hash needed: they entered through this partition, and the
+    # partition count never changes (docs/OPERATIONS.md). So `cols` ends as exactly the events
+    # `sink_rows.rows_of` keeps, which the sink takes through the tap (`BatchResult.own`).
+    mine = found >= 0
     forwards: list[Forward] = []
     if not mine.all():
         unknown = np.flatnonzero(~mine)
@@ -59,4 +63,4 @@ def process_batch(
             cols, found = cols.take(keep), found[keep]
     accepted = state.accept_columns(cols.event_ids, cols.post_ids, cols.types, cols.ts_ms,
                                     cols.user_ids, found)
-    return BatchResult(expired, state.take_records(), dead, forwards, accepted)
+    return BatchResult(expired, state.take_records(), dead, forwards, accepted, cols)

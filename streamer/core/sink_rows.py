@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from streamer.core.events import EVENT_TYPES, Event, decode_batch
+from streamer.core.events import EVENT_TYPES, Columns, Event, decode_batch
 from streamer.core.partitioning import partitions_of
 
 TYPE_NAMES = np.array(EVENT_TYPES, dtype=object)
@@ -48,9 +48,11 @@ class SinkRows:
     def chunks(self, size: int) -> Iterator[SinkRows]:
         """Consecutive slices of at most `size` rows (one insert each)."""
         for start in range(0, len(self), size):
-            end = start + size
-            yield SinkRows(self.event_ids[start:end],
-                           *(getattr(self, f)[start:end] for f in _ARRAYS))
+            yield self.slice(start, start + size)
+
+    def slice(self, start: int, end: int) -> SinkRows:
+        """Rows start..end-1 (views of the columns, no copy)."""
+        return SinkRows(self.event_ids[start:end], *(getattr(self, f)[start:end] for f in _ARRAYS))
 
     def positions(self) -> list[tuple[int, int]]:
         """(partition, offset) of every row."""
@@ -84,3 +86,12 @@ def rows_of(
     ids = [cols.event_ids[i] for i in kept.tolist()]
     return SinkRows(ids, cols.post_ids[kept], cols.user_ids[kept], cols.types[kept],
                     cols.ts_ms[kept], where[kept], offsets[kept])
+
+
+def rows_of_columns(
+    cols: Columns, partition: int, message_offsets: npt.NDArray[np.int64]
+) -> SinkRows:
+    """The rows of one partition's decoded batch whose misrouted events are already left out
+    (the stream's own columns: the sink takes them instead of decoding the messages again)."""
+    return SinkRows(cols.event_ids, cols.post_ids, cols.user_ids, cols.types, cols.ts_ms,
+                    np.full(len(cols), partition, dtype=np.int32), message_offsets[cols.message])

@@ -9,6 +9,9 @@ Misrouted events are skipped here: their forwarded copy is written from the righ
 The committed positions are mirrored to Redis so reconciliation can wait for the sink.
 Rows stay columns from the decoder to the insert; a batch holds at most about
 STREAMER_SINK_BATCH_BYTES of messages, and each insert at most STREAMER_SINK_BATCH_SIZE events.
+In a worker, the sink takes the stream's decoded rows through the tap (`core.sink_tap`) for
+the partitions where it is level with the stream, and pauses them in its own consumer; every
+other partition, and any the tap gives back, it fetches itself from its own next offset.
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from streamer.clock import wall_ms
 from streamer.core.sink_rows import SinkRows, rows_of
+from streamer.core.sink_tap import SinkTap
 from streamer.kafka.client import client_kwargs
 from streamer.ops.metrics import (
     SINK_BATCH,
@@ -33,6 +38,7 @@ from streamer.ops.metrics import (
     SINK_LAG,
     SINK_LAST_SUCCESS,
     SINK_PENDING,
+    SINK_TAPPED,
 )
 from streamer.settings.live import LiveSettings, live_of
 from streamer.settings.model import Settings
@@ -41,6 +47,7 @@ log = logging.getLogger("streamer.stream.sink")
 InsertFn = Callable[[SinkRows], Awaitable[None]]
 PositionsFn = Callable[[dict[int, int]], Awaitable[None]]
 MAX_BACKOFF_S = 30.0
+TAP_POLL_MS = 50  # while following the stream, how often a batch looks for taken rows
 DRAIN_S = 15.0  # on a clean stop, how long the sink may keep catching up with the stream
 Fetched = dict[TopicPartition, list[object]]
 _VALUE, _OFFSET = attrgetter("value"), attrgetter("offset")
@@ -68,12 +75,47 @@ def fetched_rows(batch: Fetched, partitions: int, now_ms: int) -> tuple[SinkRows
     return rows, sum(map(len, filter(None, values)))
 
 
+def tap_idle_ms(flush_ms: int) -> int:
+    """How long the sink follows a partition without an offer before it fetches it again."""
+    return max(1000, 2 * flush_ms)
+
+
+class _TapListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """The sink group moved partitions: the tap forgets what it knew of them."""
+
+    def __init__(self, tap: SinkTap) -> None:
+        self.tap = tap
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.tap.forget({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.tap.forget({tp.partition for tp in assigned})
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one sink batch collected: rows, the next offset of each partition, sizes."""
+
+    parts: list[SinkRows] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    events: int = 0
+    nbytes: int = 0
+
+    def add(self, rows: SinkRows, nbytes: int, ends: dict[TopicPartition, int]) -> None:
+        """Rows of a fetch or of the tap (later next offsets replace earlier ones)."""
+        self.parts.append(rows)
+        self.events += len(rows)
+        self.nbytes += nbytes
+        self.offsets.update(ends)
+
+
 class ClickHouseSinkConsumer:
     """Fetch, insert (retrying with back-off), then commit; bounded by one batch in memory."""
 
     def __init__(
         self, settings: Settings | LiveSettings, partitions: int, insert: InsertFn,
-        publish_positions: PositionsFn, engine: str | None = None,
+        publish_positions: PositionsFn, engine: str | None = None, tap: SinkTap | None = None,
     ) -> None:
         self.live = live_of(settings)  # batch bounds are read once per batch
         self.settings = settings = self.live.current
@@ -83,9 +125,9 @@ class ClickHouseSinkConsumer:
         self.committed: dict[int, int] = {}
         self.events_per_message = 1.0  # measured on each fetch: sizes the next getmany
         self.drain_targets: dict[int, int] = {}
+        self.tap = tap
         s = settings
         self.consumer = AIOKafkaConsumer(
-            s.kafka_events_topic,
             bootstrap_servers=s.kafka_bootstrap_servers,
             group_id=sink_group(s, engine),
             client_id=f"{s.streamer_app_id}-sink",
@@ -98,6 +140,10 @@ class ClickHouseSinkConsumer:
             fetch_max_bytes=s.streamer_sink_batch_bytes,
             **client_kwargs(s),
         )
+        if tap is None:
+            self.consumer.subscribe([s.kafka_events_topic])
+        else:
+            self.consumer.subscribe([s.kafka_events_topic], listener=_TapListener(tap))
 
     def drain_to(self, targets: dict[int, int]) -> None:
         """On a clean stop, keep writing until these next-offsets (what the stream read) are in."""
@@ -120,47 +166,92 @@ class ClickHouseSinkConsumer:
                 await asyncio.wait_for(self.consumer.stop(), 10)
 
     async def _step(self, stop: asyncio.Event) -> bool:
-        self.settings = self.live.current
-        rows, offsets = await self._fetch()
-        if not offsets:
+        self.settings = s = self.live.current
+        if self.tap is not None:  # taken rows wait at most one batch
+            self.tap.max_events, self.tap.max_bytes = s.streamer_sink_batch_size, s.streamer_sink_batch_bytes
+            self.tap.idle_ms = tap_idle_ms(s.streamer_sink_flush_ms)
+        batch = await self._fetch()
+        if not batch.offsets:
             self._export_lag(caught_up=True)
             return True
-        return await self._write(rows, offsets, stop)
+        return await self._write(SinkRows.concat(batch.parts), batch.offsets, stop)
 
     def _export_lag(self, caught_up: bool = False) -> None:
-        """streamer_sink_lag per assigned partition: its end minus what the sink has written."""
+        """streamer_sink_lag per assigned partition: its end minus what the sink has written
+        (a partition followed through the tap is not fetched: the stream's end of it counts)."""
         with contextlib.suppress(Exception):  # metadata not fetched yet: keep the last values
+            paused = self.consumer.paused()
+            ends = self.tap.stream_ends if self.tap is not None else {}
             for tp in self.consumer.assignment():
-                high = self.consumer.highwater(tp)
-                written = high if caught_up else self.committed.get(tp.partition)
+                known = (self.consumer.highwater(tp), ends.get(tp.partition))
+                high = max((h for h in known if h is not None), default=None)
+                done = caught_up and tp not in paused
+                written = high if done else self.committed.get(tp.partition)
                 if high is not None and written is not None:
                     SINK_LAG.labels(partition=str(tp.partition)).set(max(high - written, 0))
 
-    async def _fetch(self) -> tuple[SinkRows, dict[TopicPartition, int]]:
-        """Fetch until the batch holds STREAMER_SINK_BATCH_SIZE events or _BYTES of messages,
-        or STREAMER_SINK_FLUSH_MS passed; the next offset of each partition read."""
+    async def _fetch(self) -> _Batch:
+        """Fetch (and take from the tap) until the batch holds STREAMER_SINK_BATCH_SIZE events or
+        _BYTES of messages, or STREAMER_SINK_FLUSH_MS passed; the next offset of each partition."""
         s = self.settings
         loop = asyncio.get_running_loop()
         deadline = loop.time() + s.streamer_sink_flush_ms / 1000
-        parts: list[SinkRows] = []
-        offsets: dict[TopicPartition, int] = {}
-        events = nbytes = 0
-        while events < s.streamer_sink_batch_size and nbytes < s.streamer_sink_batch_bytes:
+        batch = _Batch()
+        while batch.events < s.streamer_sink_batch_size and batch.nbytes < s.streamer_sink_batch_bytes:
+            tapped = self._take_tapped(batch)
             wait_ms = int((deadline - loop.time()) * 1000)
-            if wait_ms <= 0 and offsets:
+            if wait_ms <= 0 and batch.offsets:
                 break
-            want = (s.streamer_sink_batch_size - events) / self.events_per_message
-            batch: Fetched = await self.consumer.getmany(
-                timeout_ms=max(wait_ms, 0), max_records=max(1, int(want)))
-            if not batch:
+            following = self.tap is not None and bool(self.tap.following)
+            poll_ms = min(wait_ms, TAP_POLL_MS) if following else wait_ms
+            want = (s.streamer_sink_batch_size - batch.events) / self.events_per_message
+            got: Fetched = await self.consumer.getmany(
+                timeout_ms=max(poll_ms, 0), max_records=max(1, int(want)))
+            got = self._untapped(got)
+            if got:
+                rows, size = fetched_rows(got, self.partitions, wall_ms())
+                messages = sum(len(ms) for ms in got.values())
+                self.events_per_message = max(1.0, len(rows) / messages) if rows else 1.0
+                batch.add(rows, size, {tp: ms[-1].offset + 1 for tp, ms in got.items()})  # type: ignore[attr-defined]
+            elif not tapped and (not following or wait_ms <= 0):
                 break
-            rows, size = fetched_rows(batch, self.partitions, wall_ms())
-            messages = sum(len(ms) for ms in batch.values())
-            self.events_per_message = max(1.0, len(rows) / messages) if rows else 1.0
-            parts.append(rows)
-            events, nbytes = events + len(rows), nbytes + size
-            offsets.update({tp: ms[-1].offset + 1 for tp, ms in batch.items() if ms})  # type: ignore[attr-defined]
-        return SinkRows.concat(parts), offsets
+        self._take_tapped(batch)
+        return batch
+
+    def _take_tapped(self, batch: _Batch) -> bool:
+        """Apply the tap's pauses and seeks to the consumer; move its taken rows into the batch."""
+        if self.tap is None:
+            return False
+        topic = self.settings.kafka_events_topic
+        assigned = self.consumer.assignment()
+        sync = self.tap.sync(wall_ms())
+        tps = [tp for tp in (TopicPartition(topic, p) for p in sync.pause) if tp in assigned]
+        if tps:
+            self.consumer.pause(*tps)
+        for partition, offset in sync.seek.items():
+            tp = TopicPartition(topic, partition)
+            if tp in assigned:
+                self.consumer.seek(tp, offset)
+                self.consumer.resume(tp)
+        for piece in sync.taken.pieces:
+            batch.add(piece.rows, piece.nbytes, {TopicPartition(topic, piece.partition): piece.end})
+        SINK_TAPPED.inc(sync.taken.events)
+        return bool(sync.taken.pieces)
+
+    def _untapped(self, got: Fetched) -> Fetched:
+        """The fetched records to write: none of a partition the tap brings, none already taken."""
+        if self.tap is None or not got:
+            return got
+        out: Fetched = {}
+        for tp, records in got.items():
+            if not records:
+                continue
+            first, last = records[0].offset, records[-1].offset  # type: ignore[attr-defined]
+            start = self.tap.fetched(tp.partition, first, last)
+            if start is not None:
+                out[tp] = records if start == first else [
+                    r for r in records if r.offset >= start]  # type: ignore[attr-defined]
+        return out
 
     def _behind(self) -> bool:
         """True while an assigned partition's written offset is below its drain target."""

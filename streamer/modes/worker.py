@@ -21,12 +21,13 @@ from streamer.clickhouse.schema import create_schema
 from streamer.core.payloads import sink_positions_key
 from streamer.core.people import counting_of
 from streamer.core.sink_rows import SinkRows
+from streamer.core.sink_tap import SinkTap
 from streamer.errors import StartError
 from streamer.jobs.reconcile import make_stream_reconciler
 from streamer.jobs.runner import JobRunner
 from streamer.jobs.suggestions import SuggestionsJob
 from streamer.kafka.admin import wait_for_topics
-from streamer.kafka.sink_consumer import ClickHouseSinkConsumer
+from streamer.kafka.sink_consumer import ClickHouseSinkConsumer, tap_idle_ms
 from streamer.ops.http import start_http
 from streamer.ops.logging import error_text
 from streamer.ops.memory import freeze_startup_heap, release_free_heap, tune_allocator
@@ -62,6 +63,7 @@ class Worker:
         self.redis: Redis | None = None
         self.ch: ClickHouse | None = None
         self.sink: ClickHouseSinkConsumer | None = None
+        self.tap: SinkTap | None = None  # the stream hands the sink its decoded rows here
         self.assigned = asyncio.Event()  # the stream group's first assignment arrived
         self.runner: JobRunner | None = None
         self.app: faust.App | None = None
@@ -164,8 +166,11 @@ class Worker:
             if redis is not None and offsets:
                 await redis.hset(positions_key, mapping={str(p): o for p, o in offsets.items()})
 
-        self.sink = (ClickHouseSinkConsumer(self.live, partitions, insert, publish_positions, engine)
-                     if sink_on else None)
+        if sink_on:
+            self.tap = SinkTap(s.streamer_sink_batch_size, s.streamer_sink_batch_bytes,
+                               tap_idle_ms(s.streamer_sink_flush_ms))
+            self.sink = ClickHouseSinkConsumer(self.live, partitions, insert, publish_positions,
+                                               engine, self.tap)
         return ch
 
     def _ingestor(self, table: StateTable, partitions: int) -> Ingestor:
@@ -186,6 +191,7 @@ class Worker:
         ingestor = Ingestor(TableWriter(table, s.kafka_events_topic), send_many, ack, partitions,
                             s.window_minutes, s.kafka_events_topic, s.kafka_dlq_topic,
                             counting_of(s.job_trending_count, s.job_trending_min_people))
+        ingestor.tap = self.tap
         register_batch_handler(app, s.kafka_events_topic, ingestor.handle_batch)
         table.on_recovered = ingestor.on_recovered
         topic = s.kafka_events_topic
@@ -265,11 +271,15 @@ class Worker:
                 if high is not None:
                     lag = high - (read + 1 if read is not None else 0)
                     CONSUMER_LAG.labels(partition=str(partition)).set(max(lag, 0))
+                    if self.tap is not None:  # the sink's lag of a partition it follows
+                        self.tap.stream_ends[partition] = high
 
     async def _shutdown(self) -> None:
         """The worker's part of the stop sequence, every step bounded by the one budget."""
         log.info("stopping worker")
         ingestor, app, bounded = self.ingestor, self.app, self.shutdown.bounded
+        if self.tap is not None:  # the stream stops: the sink fetches what it has not taken
+            self.tap.close()
         if self.sink is not None and ingestor is not None:  # before stop: the sink reads it then
             self.sink.drain_to({p: st.next_offset for p, st in ingestor.states.items()
                                 if st.next_offset >= 0})

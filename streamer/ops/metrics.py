@@ -95,6 +95,10 @@ SINK_BATCH = Histogram(
 SINK_FAILURES = Counter(
     "streamer_sink_failures", "Failed ClickHouse inserts (retried)", registry=REGISTRY
 )
+SINK_TAPPED = Counter(
+    "streamer_sink_tapped_events", "Events the sink took decoded from the stream (not fetched)",
+    registry=REGISTRY,
+)
 SINK_PENDING = Gauge(
     "streamer_sink_pending_events", "Accepted events not yet in ClickHouse", registry=REGISTRY
 )
@@ -188,7 +192,7 @@ ROLE_METRICS: dict[str, frozenset[str]] = {
         "streamer_reconcile_topk_overlap", "streamer_reconcile_max_score_delta",
         "streamer_reconcile_drift", "streamer_consumer_lag", "streamer_table_recovery_progress",
         "streamer_active_posts", "streamer_partitions_owned", "streamer_merge_missing_partitions",
-        "streamer_changelog_records",
+        "streamer_changelog_records", "streamer_sink_tapped_events",
     },
     "jobs": _COMMON | _PUBLISHER | {"streamer_standby_publishing"},
     "sink": _COMMON | _SINK,

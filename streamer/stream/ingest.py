@@ -28,15 +28,19 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from enum import Enum
+from operator import attrgetter
 from typing import Any
 
+import numpy as np
 from faust.types import TP
 
 from streamer.clock import wall_ms
 from streamer.core.batch import BatchResult, Forward, process_batch
-from streamer.core.events import DeadLetter
+from streamer.core.events import Columns, DeadLetter
 from streamer.core.partition_state import PartitionState
 from streamer.core.people import EVENTS, Counting
+from streamer.core.sink_rows import SinkRows, rows_of_columns
+from streamer.core.sink_tap import SinkTap
 from streamer.ops.metrics import (
     ACTIVE_POSTS,
     CHANGELOG_RECORDS,
@@ -56,6 +60,7 @@ MAX_IN_FLIGHT = 16
 Outgoing = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
 SendMany = Callable[[list[Outgoing]], Awaitable[None]]  # sends in order, returns when all landed
 AckOffsets = Callable[[TP, list[int]], Any]  # Faust's ack of these offsets of one partition
+_OFFSET = attrgetter("offset")
 
 
 class PartitionPhase(Enum):
@@ -94,6 +99,7 @@ class Ingestor:
         self._in_flight: set[asyncio.Future[Any]] = set()
         self._tails: dict[int, asyncio.Future[Any]] = {}
         self.fatal: BaseException | None = None
+        self.tap: SinkTap | None = None  # the worker's ClickHouse sink takes decoded rows here
 
     # ---- rebalance -----------------------------------------------------------------
     def on_assigned(self, partitions: set[int]) -> None:
@@ -106,6 +112,8 @@ class Ingestor:
         """Partitions leave: wait for in-flight writes, then drop their state."""
         for partition in partitions & self.phases.keys():
             self.phases[partition] = PartitionPhase.REVOKED
+        if self.tap is not None:
+            self.tap.release(partitions)
         await self.drain()
         for partition in partitions:
             self.states.pop(partition, None)
@@ -144,8 +152,12 @@ class Ingestor:
         state = self.states.get(tp.partition)
         if state is None:
             return False  # not ours (anymore) or not recovered yet: not acked, read again
-        result = process_batch(state, [m.value for m in messages], wall_ms(), self.partitions)
+        values = [m.value for m in messages]
+        now_ms = wall_ms()
+        result = process_batch(state, values, now_ms, self.partitions)
         partition = tp.partition
+        if self.tap is not None and messages and result.own is not None:
+            self._offer(partition, messages, values, result.own, now_ms)
         futures: list[Awaitable[Any]] = [self.writer.put(partition, k, None) for k in result.expired]
         futures.extend(self.writer.put(partition, k, v) for k, v in result.records)
         CHANGELOG_RECORDS.inc(len(result.records))
@@ -158,6 +170,17 @@ class Ingestor:
         self._count(result)
         await self._ack_when_done(futures, tp, [m.offset for m in messages])
         return True
+
+    def _offer(self, partition: int, messages: list[Record], values: list[bytes | None],
+               own: Columns, now_ms: int) -> None:
+        """Offer the batch's sink rows to the tap; they are built only if the sink takes them."""
+        assert self.tap is not None
+
+        def rows() -> tuple[SinkRows, int]:
+            offsets = np.fromiter(map(_OFFSET, messages), dtype=np.int64, count=len(messages))
+            return rows_of_columns(own, partition, offsets), sum(map(len, filter(None, values)))
+
+        self.tap.offer(partition, messages[0].offset, messages[-1].offset, rows, now_ms)
 
     def _count(self, result: BatchResult) -> None:
         """Metrics once per batch, not per event."""
