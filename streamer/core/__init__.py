@@ -14,6 +14,7 @@ Modules:
   top_index       exact incremental top-k of one partition.
   people          counting people: distinct accounts per post and type over the window.
   sink_rows       the ClickHouse sink's rows of fetched messages, as columns.
+  sink_tap        the stream hands the sink its decoded rows: offsets, follow, give back.
   publish_policy  which source the merger publishes, when a standby takes over, freshness.
   reconcile       the stream snapshot type, its comparison with ClickHouse, the drift policy.
   suggest         suggested users: Adamic-Adar over second-degree follows.
