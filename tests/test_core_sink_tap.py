@@ -108,7 +108,7 @@ class Model:
         if partition is None:
             self.tap = SinkTap(self.tap.max_events, self.tap.max_bytes, self.tap.idle_ms)
             self.batch, self.batch_ends = [], {}
-        self.tap.assigned(moved)
+        self.tap.forget(moved)
         for p in moved:
             self.position[p] = self.committed[p]
             self.paused.discard(p)

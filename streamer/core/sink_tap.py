@@ -54,10 +54,6 @@ class Taken:
         self.events += len(piece.rows)
         self.nbytes += piece.nbytes
 
-    def ends(self) -> dict[int, int]:
-        """Next offset of each partition after these rows (the last piece of each wins)."""
-        return {piece.partition: piece.end for piece in self.pieces}
-
 
 @dataclass(frozen=True, slots=True)
 class Sync:
@@ -145,12 +141,9 @@ class SinkTap:
         self.next_offsets[partition] = last + 1
         return max(at, first)
 
-    def assigned(self, partitions: set[int]) -> None:
-        """The sink's consumer (re)starts these partitions at its group's committed offsets."""
-        self.forget(partitions)
-
     def forget(self, partitions: set[int]) -> None:
-        """The sink's consumer lost these partitions: nothing of theirs is known or kept."""
+        """The sink's consumer lost or (re)starts these partitions (at its group's committed
+        offsets): nothing of theirs is known or kept."""
         for partition in partitions:
             self.next_offsets.pop(partition, None)
             self.following.pop(partition, None)

@@ -28,7 +28,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -60,7 +59,6 @@ MAX_IN_FLIGHT = 16
 Outgoing = tuple[str, bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
 SendMany = Callable[[list[Outgoing]], Awaitable[None]]  # sends in order, returns when all landed
 AckOffsets = Callable[[TP, list[int]], Any]  # Faust's ack of these offsets of one partition
-_OFFSET = attrgetter("offset")
 
 
 class PartitionPhase(Enum):
@@ -156,31 +154,32 @@ class Ingestor:
         now_ms = wall_ms()
         result = process_batch(state, values, now_ms, self.partitions)
         partition = tp.partition
-        if self.tap is not None and messages and result.own is not None:
-            self._offer(partition, messages, values, result.own, now_ms)
+        offsets = [m.offset for m in messages]
+        if self.tap is not None and offsets and result.own is not None:
+            self._offer(partition, offsets, values, result.own, now_ms)
         futures: list[Awaitable[Any]] = [self.writer.put(partition, k, None) for k in result.expired]
         futures.extend(self.writer.put(partition, k, v) for k, v in result.records)
         CHANGELOG_RECORDS.inc(len(result.records))
         outgoing = [self._dead_letter(d) for d in result.dead]
         outgoing.extend(self._forward(f) for f in result.forwards)
-        if messages:
-            state.next_offset = messages[-1].offset + 1
+        if offsets:
+            state.next_offset = offsets[-1] + 1
         if outgoing:
             futures.append(self.send_many(outgoing))
         self._count(result)
-        await self._ack_when_done(futures, tp, [m.offset for m in messages])
+        await self._ack_when_done(futures, tp, offsets)
         return True
 
-    def _offer(self, partition: int, messages: list[Record], values: list[bytes | None],
+    def _offer(self, partition: int, offsets: list[int], values: list[bytes | None],
                own: Columns, now_ms: int) -> None:
         """Offer the batch's sink rows to the tap; they are built only if the sink takes them."""
         assert self.tap is not None
 
         def rows() -> tuple[SinkRows, int]:
-            offsets = np.fromiter(map(_OFFSET, messages), dtype=np.int64, count=len(messages))
-            return rows_of_columns(own, partition, offsets), sum(map(len, filter(None, values)))
+            message_offsets = np.array(offsets, dtype=np.int64)
+            return rows_of_columns(own, partition, message_offsets), sum(map(len, filter(None, values)))
 
-        self.tap.offer(partition, messages[0].offset, messages[-1].offset, rows, now_ms)
+        self.tap.offer(partition, offsets[0], offsets[-1], rows, now_ms)
 
     def _count(self, result: BatchResult) -> None:
         """Metrics once per batch, not per event."""
