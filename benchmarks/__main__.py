@@ -1,5 +1,6 @@
 """`python -m benchmarks [options]`: the suite; `... stream [options]`: the stream matrix;
-`... sustained [options]`: one (or two) workers' sustained whole-process cost; `... people [options]`:
+`... sustained [options]`: one (or two) workers' sustained whole-process cost; `... paced
+[options]`: one worker's cost on input produced at a fixed rate below its capacity; `... people [options]`:
 counting people beside counting events; `... index [options]`: the post -> slot index
 against a dict; `... sink-memory [options]`: what the sink's inserts leave resident;
 `... core-phases [options]`: the pure core's memory over the rss phases; `... rss-phases
@@ -20,6 +21,10 @@ if sys.argv[1:2] == ["sustained"]:
     from benchmarks.stream_sustained import main as sustained_main
 
     sys.exit(sustained_main(sys.argv[2:]))
+if sys.argv[1:2] == ["paced"]:
+    from benchmarks.stream_paced import main as paced_main
+
+    sys.exit(paced_main(sys.argv[2:]))
 
 if sys.argv[1:2] == ["index"]:
     from benchmarks.post_index_cost import main as index_main
