@@ -25,6 +25,7 @@ import asyncio
 import bisect
 import itertools
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,9 +49,28 @@ SLICE_S = 0.01  # the producer hands over what is due this often
 SAMPLE_S = 0.1
 WARMUP_S = 3.0  # at the paced rate, before the measured span
 KEEP_UP_S = 2.0  # keeps up: the count never more than this much input behind the producer
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "paced.jsonl"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "paced.jsonl"
 # time, worker cpu s, produced, counted, sunk, taken from the stream, broker cpu s
 Row = tuple[float, float, float, float, float, float, float]
+
+
+def source_commit(src: Path) -> str:
+    """The worker's source commit, `+` when its `streamer` tree has local changes (tells runs apart)."""
+    out = []
+    for cmd in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--", "streamer"]):
+        try:
+            done = subprocess.run(["git", "-C", str(src), *cmd], capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+        out.append(done.stdout.strip())
+    return out[0] + ("+" if out[1] else "")
+
+
+def command_line(words: Sequence[str], worker_src: Path | None, commit: str) -> str:
+    """The command as run, the worker's source tree named by its commit instead of a local path."""
+    named = [f"CHECKOUT_OF_{commit}" if worker_src is not None and w == str(worker_src) else w for w in words]
+    return "python -m benchmarks paced " + " ".join(named)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -163,14 +183,25 @@ async def sample_paced(
                        f"sunk {last[4]:.0f} of {total}")
 
 
+def lag_figures(rows: list[Row], rate_per_s: float, sink: bool) -> dict[str, float]:
+    """Largest and mean gap between produced and counted (and inserted), in events and in seconds
+    of input: the mean shows how long a fetch round waits, the largest the worst moment."""
+    out: dict[str, float] = {}
+    for name, col in (("count", 3), ("sink", 4)):
+        gaps = [max(0.0, r[2] - r[col]) for r in rows] if sink or name == "count" else [0.0]
+        most, mean = max(gaps), sum(gaps) / len(gaps)
+        out[f"max_{name}_lag"], out[f"mean_{name}_lag"] = most, mean
+        out[f"max_{name}_lag_s"], out[f"mean_{name}_lag_s"] = most / rate_per_s, mean / rate_per_s
+    return out
+
+
 def paced_figures(
     rows: list[Row], progress: Progress, events: int, rate_per_s: float, sink: bool
 ) -> dict[str, Any]:
     """CPU per event and share of a core over the span, the tap's share, the lags."""
     t0, c0, _, n0, _, k0, b0 = rows[0]
     t1, c1, _, counted, sunk, tapped, b1 = rows[-1]
-    count_lag = max(r[2] - r[3] for r in rows)
-    sink_lag = max(r[2] - r[4] for r in rows) if sink else 0.0
+    lags = lag_figures(rows, rate_per_s, sink)
     counted_at = next(r[0] for r in rows if r[3] >= n0 + events)
     produce_s = progress.last_sent - progress.started
     return {
@@ -180,16 +211,13 @@ def paced_figures(
         "taken": tapped - k0,
         "taken_share": (tapped - k0) / events,
         "produced_rate": events / produce_s if produce_s > 0 else 0.0,
-        "max_count_lag": count_lag,
-        "max_count_lag_s": count_lag / rate_per_s,
-        "max_sink_lag": sink_lag,
-        "max_sink_lag_s": sink_lag / rate_per_s,
+        **lags,
         "counted_after_s": max(0.0, counted_at - progress.last_sent),
         "done_after_s": max(0.0, t1 - progress.last_sent),
         "seconds": t1 - t0,
         "counted": counted,
         "sunk": sunk,
-        "keeps_up": count_lag / rate_per_s <= KEEP_UP_S,
+        "keeps_up": lags["max_count_lag_s"] <= KEEP_UP_S,
     }
 
 
@@ -251,9 +279,10 @@ async def measure(args: argparse.Namespace, bootstrap: str, redis_port: int, wor
                            "rate": args.rate, "seconds_paced": args.seconds,
                            "slice_ms": args.slice_ms, "form": args.form,
                            "ids": args.ids, "config": args.config, "set": args.set,
-                           "worker_src": str(args.worker_src or ""), "threads_cpu_s": threads}
+                           "threads_cpu_s": threads}
     out.update(memory)
     out.update(paced_figures(rows, progress, events, args.rate, worker.sinks))
+    out["series"] = [[round(r[0] - rows[0][0], 2), *r[2:6]] for r in rows[::10] + rows[-1:]]
     base = raw(bootstrap, topic, total, broker_pid)
     out.update({"raw_cpu_us": base["cpu_us"], "raw_rate": base["rate"],
                 "raw_broker_cpu_us": base["broker_cpu_us"]})
@@ -280,8 +309,10 @@ def line(r: dict[str, Any]) -> str:
             f"(produced {r['produced_rate']:,.0f}/s): CPU {r['cpu_us']:.2f} us/event vs raw "
             f"{r['raw_cpu_us']:.2f} (ratio {r['cpu_ratio']:.2f}), worker {r['worker_cores']:.2f} of a core; "
             f"taken by the sink {r['taken']:,.0f} ({r['taken_share']:.0%}); lag: count at most "
-            f"{r['max_count_lag']:,.0f} events ({r['max_count_lag_s']:.2f} s), sink at most "
-            f"{r['max_sink_lag']:,.0f} ({r['max_sink_lag_s']:.2f} s), all counted "
+            f"{r['max_count_lag']:,.0f} events ({r['max_count_lag_s']:.2f} s, mean "
+            f"{r['mean_count_lag_s']:.2f} s), "
+            f"sink at most {r['max_sink_lag']:,.0f} ({r['max_sink_lag_s']:.2f} s, mean "
+            f"{r['mean_sink_lag_s']:.2f} s), all counted "
             f"{r['counted_after_s']:.2f} s and inserted {r['done_after_s']:.2f} s after the last produce; "
             f"peak RSS {r['peak_rss'] / 2**20:.0f} MiB (anon {r['peak_anon'] / 2**20:.0f}, "
             f"file {r['peak_file'] / 2**20:.0f}); counted {r['counted']:,.0f} sunk {r['sunk']:,.0f} "
@@ -292,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run once, append the JSON line to --out, print the summary; exit 1 unless exact."""
     args = parse_args(argv)
     result = asyncio.run(run(args))
-    result["command"] = "python -m benchmarks paced " + " ".join(argv or sys.argv[1:])
+    result["worker_commit"] = source_commit(args.worker_src or ROOT)
+    result["command"] = command_line(argv or sys.argv[1:], args.worker_src, result["worker_commit"])
     result["run_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as fh:
