@@ -10,7 +10,7 @@ run. The span runs from the start of production until every event is counted AND
 the sink (when it is on). Figures: worker CPU per event over the span (/proc/PID/stat,
 user+system of all its threads; the producer's CPU is this process's, not the worker's) and
 its share of a core; the share of events the sink took from the stream
-(streamer_sink_tapped_events_total over the events); the lag (largest gap between produced
+(streamer_sink_tapped_events_total over the events); the lag (largest and mean gap between produced
 and counted, and produced and inserted, over the 0.1 s samples; seconds from the last
 produced message until all was counted, and until all was inserted); peak RSS (VmHWM) and
 sampled RssAnon / RssFile; exactness. Afterwards a raw aiokafka consumer drains the same topic
