@@ -18,11 +18,14 @@ from hypothesis import strategies as st
 
 from streamer.demo.services import LocalService
 from streamer.stream import faust_compat as compat
+from streamer.stream import transport
 from streamer.stream.transport import (
     FETCH_MAX_WAIT_MS,
     ROUND_BYTES,
     ROUND_RECORDS_MAX,
     SCHEME,
+    SETTLE_FETCH_WAIT_MS,
+    FetchWait,
     LeanConsumer,
     LeanTransport,
     broker_url,
@@ -147,14 +150,16 @@ class TestRegistration:
 
 
 class TestFetchWait:
-    """Idle fetches are held FETCH_MAX_WAIT_MS, not Faust's fixed 1.5 s: a rebalance's offset
-    lookups wait behind the fetch in flight on the same connection."""
+    """Idle fetches are held SETTLE_FETCH_WAIT_MS while an assignment settles (a rebalance's
+    offset lookups wait behind the fetch in flight on the same connection) and Faust's 1.5 s
+    otherwise (a worker below capacity reads rounds that long instead of tens of ms)."""
 
-    async def test_the_started_consumer_fetches_with_the_short_wait(
+    async def test_the_started_consumer_fetches_with_the_wait_it_is_given(
         self, kafka_service: LocalService
     ) -> None:
         """The aiokafka consumer Faust's thread builds, started against a broker, hands the
-        wait to the Fetcher it makes (the value every fetch request carries)."""
+        short wait to the Fetcher it makes (the value every fetch request carries), and a
+        later change reaches that Fetcher."""
         register_transport()
         app: Any = faust.App("transport-fetch-wait", broker=broker_url(f"127.0.0.1:{kafka_service.port}"))
         app.topic("fetch-wait-ev")
@@ -163,13 +168,49 @@ class TestFetchWait:
         consumer = thread._create_consumer(loop=asyncio.get_running_loop())
         await consumer.start()
         try:
-            assert consumer._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS < 1500
+            assert consumer._fetcher._fetch_max_wait_ms == SETTLE_FETCH_WAIT_MS < FETCH_MAX_WAIT_MS
+            app.consumer._apply_fetch_wait(FETCH_MAX_WAIT_MS)
+            assert consumer._fetcher._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 1500
         finally:
             await consumer.stop()
+
+    async def test_short_from_each_assignment_until_its_recovery_settled(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An assignment shortens the wait; SETTLE_S after its recovery it is long again, unless
+        another assignment came in between (that one's own recovery restores it)."""
+        monkeypatch.setattr(transport, "SETTLE_S", 0.01)
+        applied: list[int] = []
+        wait = FetchWait(applied.append)
+        wait.settling()
+        wait.settled()
+        await asyncio.sleep(0.1)
+        assert applied == [FETCH_MAX_WAIT_MS]  # it started short: only the change is applied
+        wait.settling()
+        wait.settled()
+        wait.settling()  # a second rebalance before the first settled
+        await asyncio.sleep(0.1)
+        assert applied == [FETCH_MAX_WAIT_MS, SETTLE_FETCH_WAIT_MS]
+        wait.settled()
+        await asyncio.sleep(0.1)
+        assert applied == [FETCH_MAX_WAIT_MS, SETTLE_FETCH_WAIT_MS, FETCH_MAX_WAIT_MS]
+
+    async def test_a_recovery_that_never_completes_ends_the_short_wait_too(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(transport, "SETTLE_MAX_S", 0.01)
+        applied: list[int] = []
+        wait = FetchWait(applied.append)
+        wait.settling()
+        await asyncio.sleep(0.1)
+        assert applied == [FETCH_MAX_WAIT_MS]
 
     def test_a_changed_aiokafka_consumer_is_named(self) -> None:
         with pytest.raises(compat.FaustIncompatible, match=r"AIOKafkaConsumer\._fetch_max_wait_ms"):
             compat.set_fetch_max_wait(object(), FETCH_MAX_WAIT_MS)
+        started = type("Consumer", (), {"_fetch_max_wait_ms": 1, "_fetcher": object()})()
+        with pytest.raises(compat.FaustIncompatible, match=r"Fetcher\._fetch_max_wait_ms"):
+            compat.set_fetch_max_wait(started, FETCH_MAX_WAIT_MS)
 
 
 class _Thread:

@@ -14,7 +14,7 @@ from streamer.kafka.client import faust_credentials
 from streamer.ops.memory import ROCKSDB_TABLE_OPTIONS
 from streamer.settings.model import Settings
 from streamer.stream import faust_compat
-from streamer.stream.transport import broker_url, register_transport
+from streamer.stream.transport import LeanConsumer, broker_url, register_transport
 
 STATE_TABLE = "state"
 RecoveredHook = Callable[[set[int]], Awaitable[None]]
@@ -28,6 +28,8 @@ class StateTable(faust.Table[bytes, bytes]):
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         """Faust restored the changelog into the store: rebuild the partitions' state."""
         await super().on_recovery_completed(active_tps, standby_tps)
+        if isinstance(self.app.consumer, LeanConsumer):  # the rebalance settled: long fetches again
+            self.app.consumer.fetch_wait.settled()
         if self.on_recovered is not None:
             await self.on_recovered({tp.partition for tp in active_tps})
 

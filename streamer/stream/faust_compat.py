@@ -194,12 +194,19 @@ async def fetch_records(
 
 
 def set_fetch_max_wait(consumer: Any, wait_ms: int) -> None:
-    """Set an aiokafka consumer's `fetch_max_wait_ms` before it starts (Faust passes a fixed
-    1500): the consumer hands it to the Fetcher it builds in `start()`."""
+    """Set an aiokafka consumer's `fetch_max_wait_ms` (Faust passes a fixed 1500): before it
+    starts, the consumer hands it to the Fetcher it builds in `start()`; once started, the
+    Fetcher reads its own copy for every fetch request it builds."""
     if not isinstance(getattr(consumer, "_fetch_max_wait_ms", None), int):
         _fail([f"aiokafka {metadata.version('aiokafka')} AIOKafkaConsumer._fetch_max_wait_ms "
                "is missing or changed type"])
     consumer._fetch_max_wait_ms = wait_ms
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None:
+        if not isinstance(getattr(fetcher, "_fetch_max_wait_ms", None), int):
+            _fail([f"aiokafka {metadata.version('aiokafka')} Fetcher._fetch_max_wait_ms "
+                   "is missing or changed type"])
+        fetcher._fetch_max_wait_ms = wait_ms
 
 
 def to_message(consumer: Any, tp: TP, record: Any) -> Message:

@@ -4,7 +4,7 @@ Tested with faust-streaming 0.15.3 (`faust_compat.SUPPORTED_FAUST`). Faust's sto
 `Consumer._drain_messages` awaits `wait_first(callback(message), suspend_flow.wait())` for
 every message, which creates tasks per message and caps a worker at ~4k messages/s. This
 module subclasses the aiokafka driver's Consumer (and its consumer thread, for a shorter idle
-fetch wait: FETCH_MAX_WAIT_MS) and Transport and registers them under the
+fetch wait while a rebalance settles: FetchWait) and Transport and registers them under the
 URL scheme `streamer-kafka://`, the extension point Faust's driver registry offers
 (`faust.transport.drivers.TRANSPORTS`). Nothing installed is patched, and every private
 Faust member the loop needs is reached through `stream/faust_compat.py`, checked at start.
@@ -63,13 +63,52 @@ def broker_url(bootstrap_servers: str) -> list[str]:
     return [f"{SCHEME}://{host.strip()}" for host in bootstrap_servers.split(",")]
 
 
-# How long the broker may hold a fetch that finds no new data (Faust fixes 1500 ms). A consumer
-# sends every request to a broker over one connection, answered in order, so each offset lookup
-# of a rebalance (changelog highwaters and start offsets, the stream partitions' start) waits
-# behind an idle fetch in flight: up to 3 x 1.5 s before a worker with empty or caught-up
-# changelogs counts its first event. Fetches with data return at once either way; an idle
-# consumer now asks the broker 10 times a second instead of less than once.
-FETCH_MAX_WAIT_MS = 100
+# How long the broker may hold a fetch that finds no new data. Steady: Faust's 1500 ms, so a
+# worker below its capacity reads rounds of up to that long (on tansu a fetch without data is
+# answered after about half its wait even when data arrives meanwhile; each round costs two
+# cross-thread wake-ups, a handler call and a changelog record per partition: rounds of tens of
+# ms doubled the CPU per event at 30,000 events/s). From each assignment until SETTLE_S after
+# its recovery completed: SETTLE_FETCH_WAIT_MS. A consumer sends every request to a broker over
+# one connection, answered in order, so each offset lookup of a rebalance (changelog
+# highwaters and start offsets, the stream partitions' start) waits behind an idle fetch in
+# flight: up to 3 x 1.5 s before a worker with empty or caught-up changelogs counted.
+FETCH_MAX_WAIT_MS = 1500
+SETTLE_FETCH_WAIT_MS = 100
+SETTLE_S = 5.0  # after a recovery completed, the short wait stays this long ...
+SETTLE_MAX_S = 120.0  # ... and never longer than this after an assignment
+
+
+class FetchWait:
+    """The stream consumer's fetch wait: short while a rebalance settles, long otherwise."""
+
+    def __init__(self, apply: Callable[[int], None]) -> None:
+        self.apply = apply  # sets the wait (ms) on the aiokafka consumer
+        self.wait_ms = SETTLE_FETCH_WAIT_MS  # a new consumer starts with a first assignment
+        self.epoch = 0  # assignments so far: a restore scheduled for an older one is void
+        self.timer: asyncio.TimerHandle | None = None
+
+    def settling(self) -> None:
+        """An assignment arrived: its lookups must not queue behind long idle fetches."""
+        self.epoch += 1
+        self._set(SETTLE_FETCH_WAIT_MS)
+        self._restore_after(SETTLE_MAX_S)
+
+    def settled(self) -> None:
+        """The assignment's recovery completed: the long wait again shortly after."""
+        self._restore_after(SETTLE_S)
+
+    def _restore_after(self, delay_s: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        epoch = self.epoch
+        self.timer = asyncio.get_running_loop().call_later(
+            delay_s, lambda: self._set(FETCH_MAX_WAIT_MS) if epoch == self.epoch else None)
+
+    def _set(self, wait_ms: int) -> None:
+        if wait_ms != self.wait_ms:
+            self.wait_ms = wait_ms
+            self.apply(wait_ms)
+
 
 ROUND_BYTES = 1024 * 1024  # a fetch round holds about this much message data ...
 ROUND_RECORDS_MAX = 8192  # ... and at most this many records (small messages)
@@ -87,13 +126,21 @@ def round_records(records: Mapping[TP, list[Any]]) -> int:
 
 
 class LeanConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread whose aiokafka consumer fetches with FETCH_MAX_WAIT_MS."""
+    """Faust's consumer thread whose aiokafka consumer fetches with the wait of `FetchWait`."""
+
+    fetch_consumer: Any = None  # the worker's aiokafka consumer, once built
 
     def _create_worker_consumer(self, transport: Any) -> Any:
-        """Faust's worker consumer, its idle fetches held FETCH_MAX_WAIT_MS instead of 1.5 s."""
+        """Faust's worker consumer, its idle fetches held SETTLE_FETCH_WAIT_MS at first."""
         consumer = super()._create_worker_consumer(transport)
-        compat.set_fetch_max_wait(consumer, FETCH_MAX_WAIT_MS)
+        compat.set_fetch_max_wait(consumer, SETTLE_FETCH_WAIT_MS)
+        self.fetch_consumer = consumer
         return consumer
+
+    def set_fetch_wait(self, wait_ms: int) -> None:
+        """Applies to the next fetch request the consumer builds (an int read per request)."""
+        if self.fetch_consumer is not None:
+            compat.set_fetch_max_wait(self.fetch_consumer, wait_ms)
 
 
 class LeanConsumer(faust_aiokafka.Consumer):
@@ -103,6 +150,7 @@ class LeanConsumer(faust_aiokafka.Consumer):
         self._rebalances = 0  # rebalances and seeks so far: a fetched batch is used only if unchanged
         self._round_records = 0  # records asked of the next fetch round (0: broker_max_poll_records)
         super().__init__(*args, **kwargs)
+        self.fetch_wait = FetchWait(self._apply_fetch_wait)
         compat.check_consumer(self)  # a changed Faust fails here, not mid-rebalance
 
     def _new_consumer_thread(self) -> LeanConsumerThread:
@@ -149,9 +197,15 @@ class LeanConsumer(faust_aiokafka.Consumer):
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
-        """See on_partitions_revoked."""
+        """See on_partitions_revoked; fetches are held briefly until the assignment settled."""
         self._rebalances += 1
+        self.fetch_wait.settling()
         await super().on_partitions_assigned(assigned, generation_id)
+
+    def _apply_fetch_wait(self, wait_ms: int) -> None:
+        thread = compat.consumer_thread(self)
+        if isinstance(thread, LeanConsumerThread):
+            thread.set_fetch_wait(wait_ms)
 
     async def perform_seek(self) -> None:
         """A seek to the committed offsets also invalidates batches fetched before it: one
