@@ -84,12 +84,10 @@ class FetchWait:
     def __init__(self, apply: Callable[[int], None]) -> None:
         self.apply = apply  # sets the wait (ms) on the aiokafka consumer
         self.wait_ms = SETTLE_FETCH_WAIT_MS  # a new consumer starts with a first assignment
-        self.epoch = 0  # assignments so far: a restore scheduled for an older one is void
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the pending restore (one at a time)
 
     def settling(self) -> None:
         """An assignment arrived: its lookups must not queue behind long idle fetches."""
-        self.epoch += 1
         self._set(SETTLE_FETCH_WAIT_MS)
         self._restore_after(SETTLE_MAX_S)
 
@@ -98,11 +96,10 @@ class FetchWait:
         self._restore_after(SETTLE_S)
 
     def _restore_after(self, delay_s: float) -> None:
+        """Replaces any pending restore: one scheduled for an earlier assignment never fires."""
         if self.timer is not None:
             self.timer.cancel()
-        epoch = self.epoch
-        self.timer = asyncio.get_running_loop().call_later(
-            delay_s, lambda: self._set(FETCH_MAX_WAIT_MS) if epoch == self.epoch else None)
+        self.timer = asyncio.get_running_loop().call_later(delay_s, self._set, FETCH_MAX_WAIT_MS)
 
     def _set(self, wait_ms: int) -> None:
         if wait_ms != self.wait_ms:
@@ -128,7 +125,9 @@ def round_records(records: Mapping[TP, list[Any]]) -> int:
 class LeanConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's consumer thread whose aiokafka consumer fetches with the wait of `FetchWait`."""
 
-    fetch_consumer: Any = None  # the worker's aiokafka consumer, once built
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.fetch_consumer: Any = None  # the worker's aiokafka consumer, once built
+        super().__init__(*args, **kwargs)
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         """Faust's worker consumer, its idle fetches held SETTLE_FETCH_WAIT_MS at first."""
