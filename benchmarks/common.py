@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import re
 import statistics
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -230,3 +232,48 @@ def relative_path(where: str) -> str:
     if _STDLIB.match(where):
         return "stdlib/" + _STDLIB.sub("", where)
     return where
+
+
+def source_commit(src: Path) -> str:
+    """The worker's source commit, `+` when its `streamer` tree has local changes (tells runs apart)."""
+    out = []
+    for cmd in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--", "streamer"]):
+        try:
+            done = subprocess.run(["git", "-C", str(src), *cmd], capture_output=True, text=True, check=True)
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+        out.append(done.stdout.strip())
+    return out[0] + ("+" if out[1] else "")
+
+
+def command_line(name: str, words: Sequence[str], worker_src: Path | None, commit: str) -> str:
+    """The command as run, without machine paths: the worker's source tree named by its commit,
+    the output file (where the line is written, not how it was measured) left out."""
+    named: list[str] = []
+    skip = False
+    for word in words:
+        if skip or word.startswith("--out="):
+            skip = False
+            continue
+        if word == "--out":
+            skip = True
+            continue
+        named.append(f"CHECKOUT_OF_{commit}" if worker_src is not None and word == str(worker_src) else word)
+    return " ".join([f"python -m benchmarks {name}", *named])
+
+
+def append_result(out: Path, result: dict[str, Any], name: str, words: Sequence[str],
+                  worker_src: Path | None) -> None:
+    """Stamp the result (worker commit, command, time) and append it to `out` as one JSON line."""
+    result["worker_commit"] = source_commit(worker_src or REPO_ROOT)
+    result["command"] = command_line(name, words, worker_src, result["worker_commit"])
+    result["run_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as fh:
+        fh.write(json.dumps(result) + "\n")
+
+
+def print_threads(result: dict[str, Any]) -> None:
+    """The worker's CPU seconds by thread name, the eight largest."""
+    threads = list(result["threads_cpu_s"].items())[:8]
+    print("worker CPU s by thread:", ", ".join(f"{k} {v:.1f}" for k, v in threads))

@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import bisect
 import itertools
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from benchmarks.common import append_result, print_threads
 from benchmarks.stream_cases import unique
 from benchmarks.stream_sustained import cpu_s, metric, raw, start_worker, thread_cpu_s
 from benchmarks.stream_worker import PROCESSED, SUNK, MemoryTrack, Target, Worker
@@ -49,28 +48,9 @@ SLICE_S = 0.01  # the producer hands over what is due this often
 SAMPLE_S = 0.1
 WARMUP_S = 3.0  # at the paced rate, before the measured span
 KEEP_UP_S = 2.0  # keeps up: the count never more than this much input behind the producer
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "paced.jsonl"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "paced.jsonl"
 # time, worker cpu s, produced, counted, sunk, taken from the stream, broker cpu s
 Row = tuple[float, float, float, float, float, float, float]
-
-
-def source_commit(src: Path) -> str:
-    """The worker's source commit, `+` when its `streamer` tree has local changes (tells runs apart)."""
-    out = []
-    for cmd in (["rev-parse", "--short", "HEAD"], ["status", "--porcelain", "--", "streamer"]):
-        try:
-            done = subprocess.run(["git", "-C", str(src), *cmd], capture_output=True, text=True, check=True)
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-        out.append(done.stdout.strip())
-    return out[0] + ("+" if out[1] else "")
-
-
-def command_line(words: Sequence[str], worker_src: Path | None, commit: str) -> str:
-    """The command as run, the worker's source tree named by its commit instead of a local path."""
-    named = [f"CHECKOUT_OF_{commit}" if worker_src is not None and w == str(worker_src) else w for w in words]
-    return "python -m benchmarks paced " + " ".join(named)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -323,15 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run once, append the JSON line to --out, print the summary; exit 1 unless exact."""
     args = parse_args(argv)
     result = asyncio.run(run(args))
-    result["worker_commit"] = source_commit(args.worker_src or ROOT)
-    result["command"] = command_line(argv or sys.argv[1:], args.worker_src, result["worker_commit"])
-    result["run_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as fh:
-        fh.write(json.dumps(result) + "\n")
+    append_result(args.out, result, "paced", argv or sys.argv[1:], args.worker_src)
     print(line(result))
-    threads = list(result["threads_cpu_s"].items())[:8]
-    print("worker CPU s by thread:", ", ".join(f"{k} {v:.1f}" for k, v in threads))
+    print_threads(result)
     if not result["keeps_up"]:
         print(f"the worker fell more than {KEEP_UP_S:.0f} s of input behind: not below its capacity")
     return 0 if result["exact"] else 1

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import append_result, print_threads
 from benchmarks.stream_cases import unique
 from benchmarks.stream_profile import Recorder, summarize
 from benchmarks.stream_worker import CONFIGS, MemoryTrack, Target, Worker
@@ -365,14 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run once, append the JSON line to --out, print the summary; exit 1 unless exact."""
     args = parse_args(argv)
     result = asyncio.run(run(args))
-    result["command"] = "python -m benchmarks sustained " + " ".join(argv or sys.argv[1:])
-    result["run_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as fh:
-        fh.write(json.dumps(result) + "\n")
+    append_result(args.out, result, "sustained", argv or sys.argv[1:], args.worker_src)
     print(line(result))
     if result["workers"] == 2:
         print(two_line(result))
-    threads = list(result["threads_cpu_s"].items())[:8]
-    print("worker CPU s by thread:", ", ".join(f"{k} {v:.1f}" for k, v in threads))
+    print_threads(result)
     return 0 if result["exact"] else 1

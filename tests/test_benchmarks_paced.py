@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import command_line
 from benchmarks.stream_paced import Progress, Row, due_messages, interleave, paced_figures, split_warmup
 from benchmarks.stream_workloads import ARRAY_SIZE, Message
 from benchmarks.sustained_workload import wide_messages
@@ -102,3 +103,12 @@ def test_tiny_paced_run(tmp_path: Path) -> None:
     assert result["events"] == 1000 and result["counted"] == result["sunk"] == total
     assert result["exact"] is True and result["raw_cpu_us"] > 0 and result["cpu_us"] > 0
     assert 0 < result["taken"] <= result["events"] and result["peak_rss"] > 0
+
+
+def test_the_recorded_command_names_no_machine_path() -> None:
+    """The worker's tree becomes its commit and the output file is left out (both forms)."""
+    words = ["--form", "single", "--worker-src", "/x/before", "--out", "/tmp/a.jsonl", "--out=/tmp/b"]
+    line = command_line("paced", words, Path("/x/before"), "abc1234")
+    assert line == "python -m benchmarks paced --form single --worker-src CHECKOUT_OF_abc1234"
+    plain = command_line("sustained", ["--events", "9"], None, "")
+    assert plain == "python -m benchmarks sustained --events 9"
